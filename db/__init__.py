@@ -1,0 +1,1 @@
+"""The SQLite workspace: tables, sessions, migrations and queries."""

@@ -1,0 +1,189 @@
+"""The experiment config: a TOML file validated by typed models, every value of the paper as a default.
+
+A file may give only some keys; the rest take their defaults. Unknown keys and wrong types are refused with
+one line naming the key's path (``sampling.top_k: ...``). ``render_default_config`` writes the commented
+default file of ``sert-tui config init``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StudentConfig(Section):
+    model: str = Field("default", description='"default" (bundled SmolLM2-135M-Instruct), a hub id or a local path')
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
+
+
+class DataConfig(Section):
+    dataset: str = Field("", description="name of a dataset in the workspace (sert-tui data list)")
+    split: str = Field("train", description="split that sampling, teacher and training read")
+    train_limit: int | None = Field(None, ge=1, description="first N questions of the training split (all if unset)")
+    test_limit: int | None = Field(None, ge=1, description="first N questions of the evaluation split (all if unset)")
+
+
+class SamplingConfig(Section):
+    backend: Literal["auto", "hf", "vllm"] = Field("auto", description="auto (vLLM on a GPU if installed) | hf | vllm")
+    first_tokens: int = Field(5, ge=1, description="top-k first tokens, one branch each (paper: 5)")
+    per_branch: int = Field(5, ge=1, description="sampled continuations per branch (paper: 5)")
+    top_k: int = Field(10, ge=1, description="top-k of the continuation sampler (paper: 10)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus top-p (paper: 0.95)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (paper: 1.0)")
+    max_new_tokens: int = Field(128, ge=1, description="new tokens per path, the first-token branch included")
+    seed: int = Field(0, description="random seed; a fixed seed reproduces the paths")
+    batch_size: int = Field(256, ge=1, description="sequences decoded together (questions x paths)")
+    dtype: str = Field("auto", description="auto (bf16 where the hardware does it well) | float32 | bfloat16")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs per model)")
+
+
+class FiltersConfig(Section):
+    min_tokens: int = Field(25, ge=0, description="drop paths shorter than this many student tokens (paper: 25)")
+    max_rep2: float = Field(0.20, ge=0, le=1, description="drop paths whose bigram repetition rep-2 is above this")
+    min_perplexity: float = Field(5.0, ge=0, description="drop fluent-but-trivial paths with perplexity below this")
+    require_correct: bool = Field(False, description="extra, not in the paper: drop paths whose answer is wrong")
+
+
+class TrainConfig(Section):
+    epochs: float = Field(1.0, gt=0, description="passes over the training set (paper: 20 on a GPU)")
+    max_steps: int | None = Field(None, ge=1, description="optional cap on optimizer steps")
+    batch_size: int = Field(8, ge=1, description="samples per optimizer step (paper: 8)")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate (paper: 3e-4)")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    lora: bool = Field(False, description="train LoRA adapters (PEFT) instead of all weights")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    max_length: int = Field(512, ge=16, description="truncate samples to this many tokens")
+    bf16: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast (auto: where supported)")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
+    save_total_limit: int = Field(2, ge=1, description="keep only the newest N intermediate checkpoints")
+    seed: int = Field(0)
+    distill_from: Literal["self-train", "base"] = Field(
+        "self-train", description="distillation start: the self-trained checkpoint (SERT+RD) or the base (RD)"
+    )
+
+
+class TeacherConfig(Section):
+    base_url: str = Field("", description="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (empty: none)")
+    model: str = Field("", description="teacher model name at that endpoint")
+    api: Literal["chat", "completions"] = Field("chat", description="chat or completions API")
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(128, ge=1)
+    samples: int = Field(1, ge=1, description="rationales per question (diverse reasoning)")
+    concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    timeout: float = Field(60.0, gt=0, description="seconds per request")
+    max_attempts: int = Field(5, ge=1, description="attempts per request before the question is marked failed")
+    require_correct: bool = Field(True, description="keep a rationale only when the teacher's answer is correct")
+    price_input_per_m: float = Field(0.0, ge=0, description="price per 1M prompt tokens, for the cost estimate")
+    price_output_per_m: float = Field(0.0, ge=0, description="price per 1M completion tokens")
+
+
+class JudgeConfig(Section):
+    enabled: bool = Field(False, description="score reasoning detail of evaluation outputs with a judge model")
+    base_url: str = Field("")
+    model: str = Field("")
+    api_key_env: str = Field("OPENAI_API_KEY")
+    concurrency: int = Field(4, ge=1)
+    timeout: float = Field(60.0, gt=0)
+    limit: int | None = Field(None, ge=1, description="judge only the first N outputs")
+
+
+class EvalConfig(Section):
+    split: str = Field("test", description="split to evaluate on")
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(32, ge=1)
+    baselines: bool = Field(True, description="with --stage all: also zero-shot, Finetune and RD baselines")
+
+
+class ExperimentConfig(Section):
+    name: str = Field("experiment", description="a label for the jobs of this config")
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def _error_line(source: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    else:
+        message = err["msg"]
+        if "input" in err and not isinstance(err["input"], dict):
+            message += f" (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {key}: {message}{suffix}"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_error_line(source, exc)) from None
+
+
+def load_config(path: Path | str) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such config file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    return config_from_dict(data, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def render_default_config() -> str:
+    """The commented default config of ``sert-tui config init``."""
+    lines = [
+        "# sert-tui experiment config. Every key is optional; the values shown are the defaults,",
+        "# which follow the SERT paper (arXiv 2502.12744). Keys shown commented out are unset.",
+        "",
+    ]
+    default = ExperimentConfig()
+    for name, field in ExperimentConfig.model_fields.items():
+        value = getattr(default, name)
+        if not isinstance(value, Section):
+            if field.description:
+                lines.append(f"# {field.description}")
+            lines.append(f"{name} = {_toml_value(value)}")
+            lines.append("")
+            continue
+        lines.append(f"[{name}]")
+        for key, sub in type(value).model_fields.items():
+            current = getattr(value, key)
+            comment = f"  # {sub.description}" if sub.description else ""
+            if current is None:
+                lines.append(f"# {key} = ...{comment}")
+            else:
+                lines.append(f"{key} = {_toml_value(current)}{comment}")
+        lines.append("")
+    return "\n".join(lines)

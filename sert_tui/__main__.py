@@ -1,0 +1,3 @@
+from sert_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""The ``sert-tui`` command: no subcommand opens the app; subcommands run the same engine headless.
+
+Each command group lives in its own module with a ``register(subparsers)`` function. Heavy imports
+(torch, transformers, datasets) happen inside the commands, never at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sert_tui.cli import config_cmd, data, jobs, model, run
+
+GROUPS = (data, model, config_cmd, run, jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sert-tui",
+        description="Self-Enhanced Reasoning Training for small language models. "
+        "With no command, opens the app on the workspace.",
+    )
+    parser.add_argument("--db", type=Path, default=None, help="workspace file (default: in the user data dir)")
+    parser.add_argument("--version", action="version", version="sert-tui 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def workspace_path(args: argparse.Namespace) -> Path:
+    from db.session import default_workspace_path
+
+    return args.db if args.db is not None else default_workspace_path()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engine.errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from sert_tui.app import run_app
+
+            return run_app(workspace_path(args))
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
