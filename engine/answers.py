@@ -36,10 +36,10 @@ TASK_CHOICE_LETTERS: dict[str, str] = {
     "date_understanding": "ABCDEF",
 }
 
-MARKERS = ("so the answer is", "therefore, the answer is", "therefore the answer is", "the answer is")
-_MARKER_RE = re.compile("|".join(re.escape(m) for m in MARKERS), re.IGNORECASE)
+#: Answer markers, e.g. "So the answer is", "Therefore, the answer (arabic numerals) is".
+_MARKER_RE = re.compile(r"(?:so |therefore,? )?the answer(?: \([^)]*\))? is:?", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
-_YES_NO_SPLIT_RE = re.compile(r"[\"'\n.\s:,;!?()]+")
+_YES_NO_SPLIT_RE = re.compile(r"[\"'\n.\s:,]+")  # the Fine-tune-CoT splitter, for comparable Acc
 _STRING_STRIP_RE = re.compile(r"[\"'.\s]")
 
 

