@@ -13,7 +13,7 @@ MODEL_STAMP := $(VENV)/.model-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup test-deps run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 $(MODEL_STAMP): $(STAMP)
-	$(BIN)/sert-tui model prepare
+	$(BIN)/sert-tui model prepare --no-register
 	touch $(MODEL_STAMP)
 
 setup: $(MODEL_STAMP)
@@ -35,7 +35,13 @@ setup: $(MODEL_STAMP)
 run: setup
 	$(BIN)/sert-tui $(ARGS)
 
-test: setup
+# The end-to-end test drives the real app in tmux; installed from Debian's packages where we can (root + apt).
+test-deps:
+	@command -v tmux >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq >/dev/null && apt-get install -y -qq tmux >/dev/null; } \
+		|| echo "note: tmux is not installed; the tmux end-to-end test will be skipped"
+
+test: setup test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

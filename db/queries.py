@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from db.models import Dataset, Job, Question
+from db.models import Dataset, Job, Model, Question
 from engine.data.records import DatasetSpec
 from engine.errors import UserError
 
@@ -91,3 +91,15 @@ def split_questions(session: Session, dataset_id: int, split: str, limit: int | 
 
 def list_jobs(session: Session) -> list[Job]:
     return list(session.exec(select(Job).order_by(Job.id)).all())
+
+
+def register_model(session: Session, name: str, source: str, local_path: str) -> Model:
+    """Record a prepared model in the workspace (or refresh its path); returns the row."""
+    model = session.exec(select(Model).where(Model.name == name)).first()
+    if model is None:
+        model = Model(name=name, source=source, local_path=local_path)
+    else:
+        model.source, model.local_path = source, local_path
+    session.add(model)
+    session.flush()
+    return model

@@ -187,3 +187,10 @@ def load_model(
     model.to(resolved)
     model.eval()
     return model, load_tokenizer(str(path))
+
+
+def model_source(spec: str) -> str:
+    """How a model spec is obtained: bundled, local or hub."""
+    if spec in (DEFAULT_MODEL, BUNDLED_NAME):
+        return "bundled"
+    return "local" if Path(spec).expanduser().exists() else "hub"

@@ -100,3 +100,15 @@ def test_conversion_is_atomic(tmp_path: Path, monkeypatch) -> None:
         models.prepare_model("default")
     assert list((tmp_path / "models").iterdir()) == []
     assert not models.is_prepared(models.bundled_model_dir())
+
+
+def test_model_prepare_command_prints_the_directory_and_registers_it(db_path: Path, capsys) -> None:
+    import sqlite3
+
+    from sert_tui.cli import main
+
+    assert main(["--db", str(db_path), "model", "prepare"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert Path(printed) == models.bundled_model_dir()
+    row = sqlite3.connect(db_path).execute("SELECT name, source, local_path FROM models").fetchone()
+    assert row == ("default", "bundled", printed)
