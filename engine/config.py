@@ -80,7 +80,9 @@ class TeacherConfig(Section):
     base_url: str = Field("", description="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 (empty: none)")
     model: str = Field("", description="teacher model name at that endpoint")
     api: Literal["chat", "completions"] = Field("chat", description="chat or completions API")
-    api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="environment variable holding the key (may be unset for a 127.0.0.1 server)"
+    )
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(128, ge=1)
     samples: int = Field(1, ge=1, description="rationales per question (diverse reasoning)")
@@ -90,15 +92,23 @@ class TeacherConfig(Section):
     require_correct: bool = Field(True, description="keep a rationale only when the teacher's answer is correct")
     price_input_per_m: float = Field(0.0, ge=0, description="price per 1M prompt tokens, for the cost estimate")
     price_output_per_m: float = Field(0.0, ge=0, description="price per 1M completion tokens")
+    retry_base_delay: float = Field(1.0, ge=0, description="first back-off in seconds (doubles per attempt, jittered)")
+    retry_max_delay: float = Field(30.0, ge=0, description="longest back-off in seconds (Retry-After may ask more)")
 
 
 class JudgeConfig(Section):
     enabled: bool = Field(False, description="score reasoning detail of evaluation outputs with a judge model")
     base_url: str = Field("")
     model: str = Field("")
-    api_key_env: str = Field("OPENAI_API_KEY")
+    api: Literal["chat", "completions"] = Field("chat", description="chat or completions API")
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable holding the key")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(256, ge=1)
     concurrency: int = Field(4, ge=1)
     timeout: float = Field(60.0, gt=0)
+    max_attempts: int = Field(5, ge=1, description="attempts per request before the output is left unscored")
+    retry_base_delay: float = Field(1.0, ge=0)
+    retry_max_delay: float = Field(30.0, ge=0)
     limit: int | None = Field(None, ge=1, description="judge only the first N outputs")
 
 

@@ -1,0 +1,63 @@
+"""Recorded teacher rationales (Fine-tune-CoT's text-davinci-002 release in ../shared/data) imported into the
+workspace: the published correctness counts come out, a second import adds nothing, the teacher stage
+falls back to them, and a file of another task is refused."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from db.models import Job, Path, Question
+from db.session import session_scope
+from engine.config import config_from_dict
+from engine.teacher.store import teacher_paths
+from sert_tui.cli import main
+from tests.conftest import SHARED_DATA
+
+RECORDED = SHARED_DATA / "teacher-text-davinci-002"
+
+
+def test_import_strategyqa_gives_the_published_counts(sqa, engine, db_path, capsys):
+    file = RECORDED / "D_strategy_qa.json"
+    argv = ["--db", str(db_path), "teacher", "import", "reasoning-teacher", "--dataset", "sqa", "--file", str(file)]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset"] == "sqa" and out["imported"] == 2290
+    assert out["correct"] == {"train": 856, "test": 368}
+    assert out["total"] == {"train": 1603, "test": 687}
+
+    with session_scope(engine) as s:
+        job = s.get(Job, out["job"])
+        assert job.kind == "teacher" and job.status == "completed"
+        assert job.config["source"] == "recorded" and job.label == "recorded text-davinci-002"
+        assert s.exec(select(func.count(Path.id)).where(Path.job_id == job.id)).one() == 2290
+        q = s.exec(select(Question).where(Question.dataset_id == sqa.id, Question.index == 1)).one()
+        path = s.exec(select(Path).where(Path.job_id == job.id, Path.question_id == q.id)).one()
+        assert path.source == "teacher" and path.branch == 0 and path.sample == 0
+        assert path.text.startswith("The atomic number of hydrogen is 1.")
+        assert path.answer == "no" and path.correct is True
+        assert len(teacher_paths(s, job.id, split="train", correct_only=True)) == 856
+
+    # Importing again reuses the job and adds nothing.
+    assert main([*argv, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["job"] == out["job"] and again["inserted"] == 0 and again["correct"] == out["correct"]
+    with session_scope(engine) as s:
+        assert s.exec(select(func.count(Path.id))).one() == 2290
+        assert len(s.exec(select(Job).where(Job.kind == "teacher")).all()) == 1
+
+    # With no teacher endpoint configured, the stage uses the recorded rationales.
+    from engine.pipeline import run_stage
+
+    cfg = config_from_dict({"data": {"dataset": "sqa"}})
+    jobs = run_stage(engine, cfg, "teacher", lambda _line: None)
+    assert [j.id for j in jobs] == [out["job"]]
+
+
+def test_import_refuses_a_file_of_another_task(sqa, db_path, capsys):
+    file = RECORDED / "D_coin_flip.json"
+    rc = main(["--db", str(db_path), "teacher", "import", "reasoning-teacher", "--dataset", "sqa", "--file", str(file)])
+    assert rc == 2
+    assert "do not match dataset 'sqa'" in capsys.readouterr().err
