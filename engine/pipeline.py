@@ -39,17 +39,24 @@ def _load_stage_modules() -> None:
 
 
 #: Modules whose import registers stages with ``@stage``.
-STAGE_MODULES: list[str] = []
+STAGE_MODULES: list[str] = [
+    "engine.stages.sample",
+    "engine.stages.filter",
+    "engine.teacher.stage",
+    "engine.training.stage",
+    "engine.evaluation.stage",
+    "engine.stages.all",
+]
 
 
 def stage_names() -> list[str]:
     _load_stage_modules()
-    return [*STAGES, "all"] if STAGES else []
+    return [*STAGES, *(["all"] if "all" not in STAGES else [])] if STAGES else []
 
 
 def run_stage(engine: Engine, config: ExperimentConfig, name: str, echo: Echo) -> list[Job]:
     _load_stage_modules()
-    if name == "all":
+    if name == "all" and "all" not in STAGES:
         jobs: list[Job] = []
         for step in ALL_ORDER:
             if step in STAGES:

@@ -1,0 +1,402 @@
+"""The paper's path filters (DESIGN.md section 1) and the pass that applies them to a sample job's paths.
+
+Rules, in the order applied: pattern -> length -> repetition -> perplexity (-> correctness, optional and off
+by default: not in the paper) -> selection. Every path gets a verdict from every rule, even after an earlier
+rule dropped it, so the independent failure counts of an ablation can be read back; the "removed by" counts
+attribute a path to the first rule that dropped it. Selection keeps, per question, the surviving path with
+the lowest rep-2 (ties: branch, then sample, then id).
+
+The rules read only what the sample stage stored (text, token count, rep-2, perplexity), so re-filtering
+with new thresholds needs no model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import answers
+from engine.config import FiltersConfig
+
+#: The filter rules in the order applied; "correctness" follows "perplexity" when it is switched on.
+RULES: tuple[str, ...] = ("pattern", "length", "repetition", "perplexity")
+CORRECTNESS = "correctness"
+SELECTION = "selection"
+
+#: A bare answer leaves fewer than this many words once answers and filler are removed.
+BARE_MIN_WORDS = 3
+#: A path "merely repeats the option list" when it names at least this many options ...
+OPTION_LIST_MIN_OPTIONS = 2
+#: ... and more than this share of its words belong to the list (labels, option texts, "answer choices").
+OPTION_LIST_MAX_SHARE = 0.5
+
+
+# -- numbers ----------------------------------------------------------------------------------------------
+def rep2(token_ids: Sequence[int]) -> float:
+    """Bigram repetition rate: 1 - distinct bigrams / total bigrams (0.0 when there is no bigram)."""
+    bigrams = list(zip(token_ids, token_ids[1:], strict=False))
+    if not bigrams:
+        return 0.0
+    return 1.0 - len(set(bigrams)) / len(bigrams)
+
+
+# -- verdicts ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"pass": self.passed, "reason": self.reason}
+
+
+PASS = Verdict(True)
+
+
+def length_verdict(tokens: int, min_tokens: int) -> Verdict:
+    if tokens < min_tokens:
+        return Verdict(False, f"{tokens} tokens < {min_tokens}")
+    return PASS
+
+
+def repetition_verdict(value: float | None, max_rep2: float) -> Verdict:
+    if value is None:
+        return Verdict(False, "no rep-2 recorded")
+    if value > max_rep2:
+        return Verdict(False, f"rep-2 {value:.3f} > {max_rep2:g}")
+    return PASS
+
+
+def perplexity_verdict(value: float | None, min_perplexity: float) -> Verdict:
+    if value is None:
+        return Verdict(False, "no perplexity recorded")
+    if value < min_perplexity:
+        return Verdict(False, f"perplexity {value:.2f} < {min_perplexity:g}")
+    return PASS
+
+
+def correctness_verdict(answer: str | None, correct: bool | None, gold: str) -> Verdict:
+    if answer is None:
+        return Verdict(False, "no parseable answer")
+    if not correct:
+        return Verdict(False, f"answer {answer!r} != gold {gold!r}")
+    return PASS
+
+
+# -- the pattern rule -------------------------------------------------------------------------------------
+_QUESTION_RE = re.compile(r"\bquestion\s*:", re.IGNORECASE)
+_ANSWER_LINE_RE = re.compile(r"(?:^|\n)[ \t]*answer\s*:", re.IGNORECASE)
+_Q_LINE_RE = re.compile(r"(?:^|\n)[ \t]*q\s*:", re.IGNORECASE)
+_CHOICES_RE = re.compile(r"\banswer\s+choices\s*:?", re.IGNORECASE)
+_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_NUMBER_RE = re.compile(r"^\d+(?:\.\d+)?$")
+_LABEL_RE = re.compile(r"\(([A-Z])\)")
+#: A label with its item when the question has no option list: "(A) yes", "(B) not at all".
+_LABELED_ITEM_RE = re.compile(r"\(([A-Z])\)[ \t]*([^,;.\n()]{0,40})")
+
+#: Words that are themselves an answer.
+ANSWER_WORDS = frozenset({"yes", "no", "true", "false", "correct", "incorrect", "right", "wrong"})
+#: Words that carry no reasoning around an answer: markers, articles, pronouns, copulas, hedges.
+FILLER_WORDS = frozenset(
+    """
+    the a an answer answers is are was it it's its that that's this so therefore thus hence final option
+    choice letter i i'm think believe guess say would be will definitely certainly probably maybe perhaps
+    sure of course well ok okay indeed absolutely not simply just my our
+    """.split()
+)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD_RE.findall(text.lower())
+
+
+def imitation_reason(text: str) -> str | None:
+    """Why the text imitates the prompt's structure, or None."""
+    question = _QUESTION_RE.search(text)
+    if question is not None:
+        if re.search(r"\banswer\s*:", text[question.end() :], re.IGNORECASE):
+            return 'imitates the prompt ("Question: ... Answer:")'
+        return 'starts a new "Question:"'
+    if _Q_LINE_RE.search(text):
+        return 'starts a new "Q:"'
+    if _ANSWER_LINE_RE.search(text):
+        return 'repeats "Answer:"'
+    if _CHOICES_RE.search(text):
+        return 'repeats "Answer choices:"'
+    return None
+
+
+def option_list_share(text: str, choices: Sequence[str] | None) -> tuple[int, float]:
+    """How many options the text names, and the share of its words that belong to an option list.
+
+    List material: the labels "(A)", the question's option texts (or, without options, up to 40 characters
+    after a label), and the phrase "answer choices"; "or"/"and" between them count with the list.
+    """
+    total = len(_words(text))
+    if total == 0:
+        return 0, 0.0
+    named: set[int] = set()
+    masked = _CHOICES_RE.sub(" ", text)
+    for i, choice in enumerate(choices or []):
+        choice = choice.strip()
+        if not choice:
+            continue
+        pattern = re.compile(rf"(?<![\w]){re.escape(choice)}(?![\w])", re.IGNORECASE)
+        if pattern.search(masked):
+            named.add(i)
+            masked = pattern.sub(" ", masked)
+    label_re = _LABEL_RE if choices else _LABELED_ITEM_RE
+    for match in label_re.finditer(masked):
+        named.add(ord(match.group(1)) - ord("A"))
+    masked = label_re.sub(" ", masked)
+    left = [w for w in _words(masked) if w not in ("or", "and")]
+    return len(named), 1.0 - len(left) / total
+
+
+def bare_answer_left(text: str, choices: Sequence[str] | None, letters: str = "ABCDE") -> list[str]:
+    """The words of ``text`` that are neither an answer nor filler.
+
+    Removed: answer words (yes/no/true/false/...), numbers, choice labels and single choice letters, the
+    question's option texts, answer markers and filler words. A path with fewer than ``BARE_MIN_WORDS`` words
+    left is a bare direct answer.
+    """
+    masked = _LABEL_RE.sub(" ", text)
+    for choice in choices or []:
+        if choice.strip():
+            masked = re.sub(rf"(?<![\w]){re.escape(choice.strip())}(?![\w])", " ", masked, flags=re.IGNORECASE)
+    single_letters = {c.lower() for c in letters}
+    return [
+        w
+        for w in _words(masked)
+        if w not in ANSWER_WORDS
+        and w not in FILLER_WORDS
+        and not _NUMBER_RE.match(w)
+        and not (len(w) == 1 and w in single_letters)
+    ]
+
+
+def pattern_verdict(text: str, choices: Sequence[str] | None = None, letters: str = "ABCDE") -> Verdict:
+    """Drop prompt imitation, a repeated option list, or a bare direct answer (checked in that order)."""
+    if not text.strip():
+        return Verdict(False, "empty text")
+    reason = imitation_reason(text)
+    if reason:
+        return Verdict(False, reason)
+    named, share = option_list_share(text, choices)
+    if named >= OPTION_LIST_MIN_OPTIONS and share > OPTION_LIST_MAX_SHARE:
+        return Verdict(False, f"repeats the option list ({named} options, {share:.0%} of the words)")
+    left = bare_answer_left(text, choices, letters)
+    if len(left) < BARE_MIN_WORDS:
+        shown = f": {' '.join(left)}" if left else ""
+        return Verdict(False, f"bare answer ({len(left)} words besides the answer and filler{shown})")
+    return PASS
+
+
+# -- the pass over one question's paths ------------------------------------------------------------------
+@dataclass
+class PathInput:
+    """What the rules read from one stored path."""
+
+    id: int
+    branch: int
+    sample: int
+    text: str
+    tokens: int
+    rep2: float | None
+    perplexity: float | None
+
+
+@dataclass
+class QuestionInput:
+    text: str
+    answer: str  # normalised gold answer
+    choices: list[str] | None = None
+
+
+@dataclass
+class PathResult:
+    id: int
+    verdicts: dict[str, dict[str, Any]]
+    passed: bool
+    selected: bool
+    answer: str | None
+    correct: bool | None
+
+
+@dataclass
+class AnswerSpec:
+    """How answers of a dataset are parsed."""
+
+    answer_type: str = "yes_no"
+    letters: str = "ABCDE"
+
+
+def rules_in_order(cfg: FiltersConfig) -> list[str]:
+    return [*RULES, CORRECTNESS] if cfg.require_correct else list(RULES)
+
+
+def parse_path_answer(text: str, gold: str, spec: AnswerSpec) -> tuple[str | None, bool]:
+    answer = answers.parse_answer(text, spec.answer_type, spec.letters)
+    return answer, answers.is_correct(answer, gold, spec.answer_type)
+
+
+def judge_question(
+    paths: Sequence[PathInput], question: QuestionInput, cfg: FiltersConfig, spec: AnswerSpec | None = None
+) -> list[PathResult]:
+    """Every rule's verdict on every path of one question, plus the selection (at most one path)."""
+    spec = spec or AnswerSpec()
+    results: list[PathResult] = []
+    for path in paths:
+        answer, correct = parse_path_answer(path.text, question.answer, spec)
+        verdicts = {
+            "pattern": pattern_verdict(path.text, question.choices, spec.letters),
+            "length": length_verdict(path.tokens, cfg.min_tokens),
+            "repetition": repetition_verdict(path.rep2, cfg.max_rep2),
+            "perplexity": perplexity_verdict(path.perplexity, cfg.min_perplexity),
+        }
+        if cfg.require_correct:
+            verdicts[CORRECTNESS] = correctness_verdict(answer, correct, question.answer)
+        passed = all(v.passed for v in verdicts.values())
+        results.append(
+            PathResult(
+                id=path.id,
+                verdicts={k: v.as_json() for k, v in verdicts.items()},
+                passed=passed,
+                selected=False,
+                answer=answer,
+                correct=correct,
+            )
+        )
+    _select(paths, results)
+    return results
+
+
+def _select(paths: Sequence[PathInput], results: list[PathResult]) -> None:
+    survivors = [(p, r) for p, r in zip(paths, results, strict=True) if r.passed]
+    if not survivors:
+        for r in results:
+            r.verdicts[SELECTION] = Verdict(False, "no path of this question passed the filters").as_json()
+        return
+    best_path, best = min(survivors, key=lambda pr: (pr[0].rep2, pr[0].branch, pr[0].sample, pr[0].id))
+    best.selected = True
+    n = len(survivors)
+    for path, r in zip(paths, results, strict=True):
+        if r is best:
+            v = Verdict(True, f"lowest rep-2 ({path.rep2:.3f}) of {n} surviving path{'s' if n > 1 else ''}")
+        elif r.passed:
+            v = Verdict(
+                False,
+                f"branch {best_path.branch} sample {best_path.sample} was kept "
+                f"(rep-2 {best_path.rep2:.3f} vs {path.rep2:.3f})",
+            )
+        else:
+            v = Verdict(False, "did not pass the filters")
+        r.verdicts[SELECTION] = v.as_json()
+
+
+# -- counts -----------------------------------------------------------------------------------------------
+@dataclass
+class FilterCounts:
+    rules: list[str]
+    questions: set[int] = field(default_factory=set)
+    paths: int = 0
+    removed: dict[str, int] = field(default_factory=dict)  # by the first rule that dropped the path
+    failed: dict[str, int] = field(default_factory=dict)  # every rule's own failures (the ablation)
+    selected: int = 0
+
+    def __post_init__(self) -> None:
+        self.removed = {r: 0 for r in self.rules}
+        self.failed = {r: 0 for r in self.rules}
+
+    def add(self, question_id: int, verdicts: dict[str, Any], selected: bool) -> None:
+        self.questions.add(question_id)
+        self.paths += 1
+        self.selected += bool(selected)
+        first = True
+        for rule in self.rules:
+            verdict = verdicts.get(rule)
+            if verdict is None or verdict.get("pass"):
+                continue
+            self.failed[rule] += 1
+            if first:
+                self.removed[rule] += 1
+                first = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "questions": len(self.questions),
+            "paths": self.paths,
+            "removed": dict(self.removed),
+            "selected": self.selected,
+            "failed": dict(self.failed),
+        }
+
+
+def count_verdicts(rows: Iterable[tuple[int, dict[str, Any], bool]], rules: Sequence[str]) -> dict[str, Any]:
+    """Counts over ``(question_id, verdicts, selected)`` rows: questions, paths, removed, selected, failed."""
+    counts = FilterCounts(list(rules))
+    for question_id, verdicts, selected in rows:
+        counts.add(question_id, verdicts, selected)
+    return counts.as_json()
+
+
+def rules_of(verdicts: dict[str, Any]) -> list[str]:
+    """The filter rules a stored verdicts dict holds, in the order applied."""
+    order = [*RULES, CORRECTNESS]
+    return [r for r in order if r in verdicts]
+
+
+# -- the pass over a job's paths in the workspace --------------------------------------------------------
+def apply_to_job(session: Any, job_id: int, cfg: FiltersConfig, spec: AnswerSpec) -> dict[str, Any]:
+    """Judge every self-sampled path of ``job_id`` and rewrite verdicts, passed, selected, answer, correct.
+
+    Runs in the caller's transaction (all or nothing); people's decisions are left untouched. Returns the
+    counts of :func:`count_verdicts`.
+    """
+    from sqlmodel import select
+
+    from db.models import Path, Question
+
+    rows = session.exec(
+        select(
+            Path.id,
+            Path.question_id,
+            Path.branch,
+            Path.sample,
+            Path.text,
+            Path.tokens,
+            Path.rep2,
+            Path.perplexity,
+            Question.text,
+            Question.answer,
+            Question.choices,
+        )
+        .join(Question, Question.id == Path.question_id)
+        .where(Path.job_id == job_id, Path.source == "self")
+        .order_by(Path.question_id, Path.branch, Path.sample, Path.id)
+    ).all()
+    by_question: dict[int, tuple[QuestionInput, list[PathInput]]] = {}
+    for pid, qid, branch, sample, text, tokens, r2, ppl, qtext, gold, choices in rows:
+        entry = by_question.setdefault(qid, (QuestionInput(qtext, gold, choices), []))
+        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl))
+
+    counts = FilterCounts(rules_in_order(cfg))
+    updates: list[dict[str, Any]] = []
+    for qid, (question, paths) in by_question.items():
+        for result in judge_question(paths, question, cfg, spec):
+            counts.add(qid, result.verdicts, result.selected)
+            updates.append(
+                {
+                    "id": result.id,
+                    "verdicts": result.verdicts,
+                    "passed": result.passed,
+                    "selected": result.selected,
+                    "answer": result.answer,
+                    "correct": result.correct,
+                }
+            )
+    if updates:
+        session.bulk_update_mappings(Path, updates)
+    return counts.as_json()

@@ -1,0 +1,100 @@
+"""Stage ``filter``: the paper's filters over the paths of the config's sample job.
+
+The paths belong to the sample job; a filter job (parent = that sample job) rewrites their verdicts,
+passed, selected, answer and correct in one transaction, from the stored texts and numbers (no model).
+Re-running with other thresholds creates a new filter job; the sample job's summary names the filter job
+whose verdicts its paths carry now (``filter_job``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from db.models import Dataset, Job
+from db.session import session_scope
+from engine import filters
+from engine.config import ExperimentConfig
+from engine.errors import UserError
+from engine.jobs import JobContext, fingerprint, run_job
+from engine.pipeline import stage
+from engine.stages import config_dataset, find_or_create_job, reload_job
+from engine.stages.sample import answer_spec, sample_fingerprint
+
+
+def sample_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
+    """The newest completed sample job of this config's student, sampling and data settings."""
+    fp = sample_fingerprint(config, dataset)
+    with session_scope(engine) as s:
+        job = s.exec(
+            select(Job)
+            .where(Job.kind == "sample", Job.fingerprint == fp, Job.status == "completed")
+            .order_by(Job.id.desc())  # type: ignore[union-attr]
+        ).first()
+    if job is None:
+        with session_scope(engine) as s:
+            unfinished = s.exec(
+                select(Job).where(Job.kind == "sample", Job.fingerprint == fp).order_by(Job.id.desc())  # type: ignore[union-attr]
+            ).first()
+        if unfinished is not None:
+            raise UserError(
+                f"sample job {unfinished.id} of this config is {unfinished.status}, not completed: "
+                "run --stage sample first to finish it"
+            )
+        raise UserError(f"no completed sample job for this config (dataset {dataset.name!r}): run --stage sample first")
+    return job
+
+
+def filter_fingerprint(config: ExperimentConfig, parent_id: int) -> str:
+    return fingerprint("filter", {"filters": config.filters.model_dump(), "parent": parent_id})
+
+
+def filter_body(engine: Engine, job_id: int, parent: Job, config: ExperimentConfig, dataset: Dataset):
+    spec = answer_spec(dataset)
+
+    def body(ctx: JobContext) -> dict:
+        cfg = config.filters
+        ctx.log(
+            f"filtering the paths of sample job {parent.id}: min_tokens {cfg.min_tokens}, max_rep2 {cfg.max_rep2}, "
+            f"min_perplexity {cfg.min_perplexity}, require_correct {cfg.require_correct}"
+        )
+        with session_scope(engine) as s:
+            counts = filters.apply_to_job(s, parent.id, cfg, spec)  # type: ignore[arg-type]
+            sample_job = s.get(Job, parent.id)
+            assert sample_job is not None
+            sample_job.summary = {**sample_job.summary, "filter_job": job_id}
+        ctx.progress(counts["questions"], counts["questions"], "questions", force=True)
+        removed = ", ".join(f"{rule} {n}" for rule, n in counts["removed"].items())
+        ctx.log(
+            f"{counts['paths']} paths of {counts['questions']} questions; removed: {removed}; "
+            f"selected {counts['selected']}"
+        )
+        return {"sample_job": parent.id, "filters": cfg.model_dump(), **counts}
+
+    return body
+
+
+@stage("filter")
+def run_filter(engine: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
+    dataset = config_dataset(engine, config)
+    parent = sample_job_for(engine, config, dataset)
+    assert parent.id is not None
+    fp = filter_fingerprint(config, parent.id)
+    job, done = find_or_create_job(
+        engine,
+        "filter",
+        fp,
+        config,
+        echo,
+        # A completed filter job is current only while the paths still carry its verdicts.
+        reuse_completed=lambda j: parent.summary.get("filter_job") == j.id,
+        dataset_id=dataset.id,
+        parent_id=parent.id,
+    )
+    if done:
+        return [job]
+    assert job.id is not None
+    run_job(JobContext(engine, job.id, echo), filter_body(engine, job.id, parent, config, dataset))
+    return [reload_job(engine, job.id)]

@@ -1,0 +1,156 @@
+"""Stage ``sample``: the student's latent reasoning paths for the questions of the config's split.
+
+Resumable: each question's paths are written together with its done marker in one transaction as soon as
+the sampler finishes the question, so a killed or cancelled job skips finished questions when it is run
+again and redoes a question that was cut half-way; the unique path key keeps anything from doubling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from db.models import Dataset, Job, Path, Question
+from db.paths_repo import done_question_ids, write_question_paths
+from db.queries import split_questions
+from db.session import session_scope
+from engine import filters
+from engine.config import ExperimentConfig
+from engine.errors import UserError
+from engine.jobs import JobCancelled, JobContext, fingerprint, run_job
+from engine.pipeline import stage
+from engine.stages import config_dataset, find_or_create_job, reload_job
+
+#: Sampling settings that change speed, not the paths: left out of the fingerprint so that changing them
+#: resumes the same job.
+THROUGHPUT_KEYS = ("batch_size", "tensor_parallel_size")
+CANCEL_CHECK_S = 0.5
+
+
+def sample_fingerprint(config: ExperimentConfig, dataset: Dataset) -> str:
+    sampling = {k: v for k, v in config.sampling.model_dump().items() if k not in THROUGHPUT_KEYS}
+    return fingerprint(
+        "sample",
+        {
+            "student": config.student.model_dump(),
+            "sampling": sampling,
+            "data": {
+                "dataset_id": dataset.id,
+                "dataset": dataset.name,
+                "split": config.data.split,
+                "train_limit": config.data.train_limit,
+            },
+        },
+    )
+
+
+def answer_spec(dataset: Dataset) -> filters.AnswerSpec:
+    return filters.AnswerSpec(dataset.answer_type, (dataset.meta or {}).get("choice_letters") or "ABCDE")
+
+
+def path_row(path: Any, gold: str, spec: filters.AnswerSpec) -> dict[str, Any]:
+    """The stored columns of one sampled path (a ``SampledPath``): rep-2 over its token ids, parsed answer."""
+    token_ids: Sequence[int] = path.token_ids
+    answer, correct = filters.parse_path_answer(path.text, gold, spec)
+    return {
+        "branch": path.branch,
+        "sample": path.sample,
+        "branch_token": path.branch_token,
+        "text": path.text,
+        "tokens": len(token_ids),
+        "mean_logprob": path.mean_logprob,
+        "perplexity": path.perplexity,
+        "rep2": filters.rep2(token_ids),
+        "answer": answer,
+        "correct": correct,
+    }
+
+
+def _cancel_poll(ctx: JobContext) -> tuple[Callable[[], bool], Callable[[], bool]]:
+    """A rate-limited ``should_stop`` for the sampler, and a way to ask whether it said stop."""
+    state = {"stop": False, "last": 0.0}
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if not state["stop"] and now - state["last"] >= CANCEL_CHECK_S:
+            state["last"] = now
+            try:
+                ctx.check_cancel()
+            except JobCancelled:
+                state["stop"] = True
+        return bool(state["stop"])
+
+    return should_stop, lambda: bool(state["stop"])
+
+
+def sample_body(
+    engine: Engine, job_id: int, config: ExperimentConfig, dataset: Dataset, questions: list[Question]
+) -> Callable[[JobContext], dict]:
+    spec = answer_spec(dataset)
+    gold = {q.id: q.answer for q in questions}
+    total = len(questions)
+
+    def body(ctx: JobContext) -> dict:
+        from engine.sampling import make_sampler
+
+        with session_scope(engine) as s:
+            done = done_question_ids(s, job_id) & set(gold)
+        todo = [q for q in questions if q.id not in done]
+        ctx.log(f"{dataset.name}/{config.data.split}: {total} questions, {len(done)} already done, {len(todo)} to go")
+        ctx.progress(len(done), total, "questions", force=True)
+        if todo:
+            sampler = make_sampler(config.student, config.sampling, log=ctx.log)
+            should_stop, stopped = _cancel_poll(ctx)
+            t0 = time.monotonic()
+            counters = {"done": len(done), "paths": 0, "tokens": 0}
+
+            def on_done(question_id: int, paths: list[Any]) -> None:
+                rows = [path_row(p, gold[question_id], spec) for p in paths]
+                with session_scope(engine) as s:
+                    write_question_paths(s, job_id, question_id, rows)
+                counters["done"] += 1
+                counters["paths"] += len(rows)
+                counters["tokens"] += sum(r["tokens"] for r in rows)
+                elapsed = max(time.monotonic() - t0, 1e-9)
+                ctx.progress(
+                    counters["done"],
+                    total,
+                    "questions",
+                    extra=f"{counters['paths'] / elapsed:.1f} paths/s, {counters['tokens'] / elapsed:.1f} tokens/s",
+                )
+
+            sampler.sample(items=[(q.id, q.text) for q in todo], on_done=on_done, should_stop=should_stop)
+            if stopped():
+                raise JobCancelled(f"job {job_id} cancelled")
+        with session_scope(engine) as s:
+            finished = done_question_ids(s, job_id) & set(gold)
+            n_paths, n_tokens = s.exec(
+                select(func.count(Path.id), func.coalesce(func.sum(Path.tokens), 0)).where(Path.job_id == job_id)
+            ).one()
+        missing = total - len(finished)
+        if missing:
+            raise RuntimeError(f"the sampler returned no paths for {missing} of {total} questions")
+        return {"questions": total, "paths": int(n_paths), "tokens": int(n_tokens)}
+
+    return body
+
+
+@stage("sample")
+def run_sample(engine: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
+    dataset = config_dataset(engine, config)
+    with session_scope(engine) as s:
+        questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
+    if not questions:
+        raise UserError(f"dataset {dataset.name!r} has no questions in split {config.data.split!r}")
+    fp = sample_fingerprint(config, dataset)
+    job, done = find_or_create_job(engine, "sample", fp, config, echo, dataset_id=dataset.id)
+    if done:
+        return [job]
+    assert job.id is not None
+    run_job(JobContext(engine, job.id, echo), sample_body(engine, job.id, config, dataset, questions))
+    return [reload_job(engine, job.id)]

@@ -1,0 +1,117 @@
+"""``sert-tui paths``: list the reasoning paths of a job."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sert_tui.cli.common import open_db, print_json, print_table
+
+DECISION_CHOICES = ("accepted", "rejected", "ignored", "none")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    paths = sub.add_parser("paths", help="reasoning paths of a job")
+    paths_sub = paths.add_subparsers(dest="paths_command", metavar="ACTION", required=True)
+    ls = paths_sub.add_parser("list", help="list the paths of a sample job (a filter job: its sample job's paths)")
+    ls.add_argument("--job", type=int, required=True, help="sample or filter job id")
+    ls.add_argument("--decision", choices=DECISION_CHOICES, default=None, help="only paths with this decision")
+    ls.add_argument("--selected", action="store_true", help="only paths the rules selected")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+
+def paths_job(session: Any, job_id: int):
+    """The job whose paths ``job_id`` shows: the job itself, or a filter job's sample job."""
+    from db.models import Job
+    from engine.errors import UserError
+
+    job = session.get(Job, job_id)
+    if job is None:
+        raise UserError(f"no job with id {job_id}")
+    if job.kind == "filter":
+        if job.parent_id is None:
+            raise UserError(f"filter job {job_id} has no sample job")
+        parent = session.get(Job, job.parent_id)
+        if parent is None:
+            raise UserError(f"filter job {job_id}: its sample job {job.parent_id} is gone")
+        return parent
+    return job
+
+
+def path_rows(session: Any, job_id: int, decision: str | None = None, selected: bool = False) -> list[dict]:
+    """Paths of a job in question order, as the JSON objects of ``paths list --json``."""
+    from sqlmodel import select
+
+    from db.models import Path, Question
+
+    stmt = (
+        select(Path, Question.index)
+        .join(Question, Question.id == Path.question_id)
+        .where(Path.job_id == job_id)
+        .order_by(Question.position, Path.source, Path.branch, Path.sample, Path.id)
+    )
+    if decision == "none":
+        stmt = stmt.where(Path.decision.is_(None))  # type: ignore[union-attr]
+    elif decision is not None:
+        stmt = stmt.where(Path.decision == decision)
+    if selected:
+        stmt = stmt.where(Path.selected.is_(True))  # type: ignore[attr-defined]
+    return [
+        {
+            "id": p.id,
+            "question_index": index,
+            "branch": p.branch,
+            "sample": p.sample,
+            "text": p.text,
+            "tokens": p.tokens,
+            "rep2": p.rep2,
+            "perplexity": p.perplexity,
+            "verdicts": p.verdicts,
+            "selected": p.selected,
+            "decision": p.decision,
+        }
+        for p, index in session.exec(stmt).all()
+    ]
+
+
+def _first_failure(verdicts: dict) -> str | None:
+    from engine.filters import rules_of
+
+    if not verdicts:
+        return None
+    for rule in rules_of(verdicts):
+        if not verdicts[rule].get("pass"):
+            return f"{rule}: {verdicts[rule].get('reason', '')}"
+    return "passed"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from db.session import session_scope
+
+    with session_scope(open_db(args)) as session:
+        job = paths_job(session, args.job)
+        rows = path_rows(session, job.id, args.decision, args.selected)
+    if args.json:
+        print_json(rows)
+        return 0
+    table = [
+        {
+            "id": r["id"],
+            "question": r["question_index"],
+            "branch": r["branch"],
+            "sample": r["sample"],
+            "tokens": r["tokens"],
+            "rep2": r["rep2"],
+            "ppl": r["perplexity"],
+            "filters": _first_failure(r["verdicts"]),
+            "sel": "*" if r["selected"] else "",
+            "decision": r["decision"],
+            "text": r["text"].strip(),
+        }
+        for r in rows
+    ]
+    print_table(
+        table, ["id", "question", "branch", "sample", "tokens", "rep2", "ppl", "filters", "sel", "decision", "text"]
+    )
+    return 0
