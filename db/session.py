@@ -42,7 +42,12 @@ def _set_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     cur.close()
 
 
+#: Workspace files this process has opened engines on (see _check_file).
+_OPENED: set[str] = set()
+
+
 def make_engine(path: Path | str) -> Engine:
+    _OPENED.add(str(Path(path).resolve()))
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
@@ -53,7 +58,13 @@ def make_engine(path: Path | str) -> Engine:
 
 def _check_file(path: Path) -> None:
     """Refuse files that are not SQLite databases before SQLite or alembic touch them."""
+    if path.is_dir():
+        raise WorkspaceError(f"{path}: is a directory, not a workspace file")
     if not path.exists() or path.stat().st_size == 0:
+        return
+    if str(path.resolve()) in _OPENED:
+        # Never open() a file this process already has SQLite connections on: closing any descriptor of it
+        # drops the process's POSIX locks, and another process could then reset the WAL under them.
         return
     with path.open("rb") as fh:
         head = fh.read(len(SQLITE_MAGIC))
@@ -88,6 +99,20 @@ def current_revision(engine: Engine) -> str | None:
         return row[0] if row else None
 
 
+def _inspect(path: Path) -> tuple[str | None, bool]:
+    """(alembic revision or None, whether the file has tables other than alembic's), read only."""
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        revision = None
+        if "alembic_version" in tables:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            revision = row[0] if row else None
+        return revision, any(t != "alembic_version" and not t.startswith("sqlite_") for t in tables)
+    finally:
+        conn.close()
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
@@ -101,6 +126,13 @@ def _known_revisions() -> set[str]:
     return {rev.revision for rev in script.walk_revisions()}
 
 
+def _one_line(exc: BaseException) -> str:
+    """The driver's own message (SQLAlchemy's adds a second line with a link), on one line."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).splitlines()
+    return lines[0] if lines else cause.__class__.__name__
+
+
 def open_workspace(path: Path | str, *, create: bool = True, upgrade: bool = True) -> Engine:
     """Open (and create or upgrade) the workspace at ``path``; returns a SQLAlchemy engine."""
     path = Path(path).expanduser()
@@ -108,31 +140,38 @@ def open_workspace(path: Path | str, *, create: bool = True, upgrade: bool = Tru
     if not path.exists():
         if not create:
             raise WorkspaceError(f"{path}: no such workspace")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Owner-only from the first byte: the workspace may hold private data.
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-        os.close(fd)
-    engine = make_engine(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the first byte: the workspace may hold private data.
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            raise WorkspaceError(f"{path}: cannot create the workspace ({exc.strerror or exc})") from None
+    # Read what the file is with a plain connection, which writes nothing: a damaged, foreign or newer file
+    # must come out byte for byte as it went in (the engine's WAL pragma would rewrite a foreign header).
     try:
-        current = current_revision(engine)
-    except Exception as exc:  # sqlite3.DatabaseError for a damaged file
-        engine.dispose()
-        raise WorkspaceError(f"{path}: damaged workspace ({exc.__class__.__name__}: {exc})") from None
+        current, has_tables = _inspect(path)
+    except sqlite3.DatabaseError as exc:
+        raise WorkspaceError(f"{path}: damaged workspace ({_one_line(exc)})") from None
     head = head_revision()
-    if current == head:
-        return engine
-    if current is not None and current not in _known_revisions():
-        engine.dispose()
+    if current is None and has_tables:
+        # Migrations run in one transaction, so a sert-tui file always has its version row: tables without
+        # one belong to another program's database, which must not get our tables added.
+        raise WorkspaceError(f"{path}: not a sert-tui workspace (an SQLite database of another program)")
+    if current is not None and current != head and current not in _known_revisions():
         raise WorkspaceError(
             f"{path}: workspace schema {current} is newer than this sert-tui knows (up to {head}); "
             "upgrade sert-tui to open it"
         )
+    engine = make_engine(path)
+    if current == head:
+        return engine
     if upgrade:
         try:
             migrate(engine)
         except Exception as exc:
             engine.dispose()
-            raise WorkspaceError(f"{path}: could not upgrade the workspace schema: {exc}") from None
+            raise WorkspaceError(f"{path}: could not upgrade the workspace schema: {_one_line(exc)}") from None
     return engine
 
 

@@ -1,72 +1,96 @@
-"""Home: the workspace's datasets, models, jobs and checkpoints, refreshed while jobs run."""
+"""Home: the workspace's datasets, jobs, job processes this app started, models and checkpoints.
+
+The tables refresh every second from a worker thread. Job control lives on the app (``SertApp``) so that the
+command palette offers the same actions; this screen binds them to keys on the highlighted job.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from textual import work
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Footer, Header, Label, Static
+
+if TYPE_CHECKING:
+    from db.app_queries import HomeSnapshot, JobInfo
 
 REFRESH_SECONDS = 1.0
 
+STATUS_STYLE = {
+    "running": "bold cyan",
+    "pending": "cyan",
+    "completed": "green",
+    "failed": "bold red",
+    "cancelled": "yellow",
+}
 
-@dataclass
-class Snapshot:
-    datasets: list[dict]
-    models: list[dict]
-    jobs: list[dict]
-    checkpoints: list[dict]
+
+def _time(value) -> str:
+    return value.strftime("%m-%d %H:%M:%S") if value else ""
 
 
-def read_snapshot(engine) -> Snapshot:
-    """Everything the home screen shows, read in one short transaction."""
-    from sqlmodel import select
-
-    from db.models import Checkpoint, Job, Model
-    from db.queries import dataset_counts
-    from db.session import session_scope
-
-    with session_scope(engine) as s:
-        datasets = dataset_counts(s)
-        models = [{"name": m.name, "source": m.source, "path": m.local_path} for m in s.exec(select(Model)).all()]
-        jobs = [
-            {
-                "id": j.id,
-                "kind": j.kind,
-                "status": j.status,
-                "progress": f"{j.progress_done}/{j.progress_total}" if j.progress_total else "",
-                "started": j.started_at.strftime("%m-%d %H:%M") if j.started_at else "",
-                "finished": j.finished_at.strftime("%m-%d %H:%M") if j.finished_at else "",
-                "message": (j.error or j.message or "").splitlines()[0] if (j.error or j.message) else "",
-            }
-            for j in s.exec(select(Job).order_by(Job.id.desc())).all()  # type: ignore[union-attr]
-        ]
-        checkpoints = [
-            {"job": c.job_id, "step": c.step, "final": "yes" if c.is_final else "", "path": c.path}
-            for c in s.exec(select(Checkpoint).order_by(Checkpoint.id.desc())).all()  # type: ignore[union-attr]
-        ]
-    return Snapshot(datasets, models, jobs, checkpoints)
+def _first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
 class HomeScreen(Screen):
-    """The first screen: what the workspace holds."""
+    """The first screen: what the workspace holds and what runs."""
+
+    BINDINGS = [
+        Binding("enter", "open_job", "Open job", show=False),
+        Binding("d", "app.start_default", "Default job"),
+        Binding("n", "app.new_job", "New job"),
+        Binding("o", "app.config_job", "From config"),
+        Binding("c", "cancel_job", "Cancel job"),
+        Binding("e", "show_error", "Error"),
+        Binding("l", "show_log", "Launch log", show=False),
+        Binding("m", "mark", "Mark for overlay", show=False),
+        Binding("t", "monitor", "Monitor", show=False),
+        Binding("R", "app.results", "Results"),
+    ]
+
+    KEY_HELP = {
+        "enter": "open the highlighted job: its paths (sample/filter/teacher), training monitor or results (eval)",
+        "m": "mark a training job; the monitor overlays the marked runs",
+        "t": "training monitor of the highlighted job plus the marked ones",
+        "l": "full log of the newest job process this app started",
+    }
 
     class Loaded(Message):
-        def __init__(self, snapshot: Snapshot) -> None:
+        def __init__(self, snapshot: HomeSnapshot) -> None:
             super().__init__()
             self.snapshot = snapshot
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot: HomeSnapshot | None = None
+        self.marked: set[int] = set()
+        self.loaded = False
+
+    @property
+    def jobs(self) -> list[JobInfo]:
+        return self.snapshot.jobs if self.snapshot is not None else []
+
+    @property
+    def datasets(self) -> list[dict]:
+        return self.snapshot.datasets if self.snapshot is not None else []
+
     def compose(self) -> ComposeResult:
         yield Header()
-        with Vertical(id="home"):
-            yield Label("Datasets", classes="section-title")
-            yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="home"):
+            yield Static("", id="welcome", markup=False)
             yield Label("Jobs", classes="section-title")
             yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+            yield Label("Job processes started by this app", classes="section-title", id="launches-title")
+            yield DataTable(id="launches", cursor_type="row", zebra_stripes=True)
+            yield Label("Datasets", classes="section-title")
+            yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
             yield Label("Models", classes="section-title")
             yield DataTable(id="models", cursor_type="row", zebra_stripes=True)
             yield Label("Checkpoints", classes="section-title")
@@ -74,22 +98,53 @@ class HomeScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.title = "sert-tui"
+        self._mark_column = self.query_one("#jobs", DataTable).add_columns(
+            "", "id", "kind", "status", "label", "dataset", "progress", "started", "finished", "message"
+        )[0]
+        self.query_one("#launches", DataTable).add_columns("pid", "stages", "state", "config", "last line")
         self.query_one("#datasets", DataTable).add_columns("name", "task", "answers", "source", "train", "test")
-        self.query_one("#jobs", DataTable).add_columns(
-            "id", "kind", "status", "progress", "started", "finished", "message"
-        )
         self.query_one("#models", DataTable).add_columns("name", "source", "path")
         self.query_one("#checkpoints", DataTable).add_columns("job", "step", "final", "path")
+        self.query_one("#jobs", DataTable).focus()
+        self._welcome()
         self.reload()
         self.set_interval(REFRESH_SECONDS, self.reload)
 
-    @work(thread=True, exclusive=True, group="home-reload")
+    @work(thread=True, exclusive=True, group="home-reload", exit_on_error=False)
     def reload(self) -> None:
         """Read the workspace off the UI thread and post the result."""
-        self.post_message(self.Loaded(read_snapshot(self.app.db)))
+        from db.app_queries import home_snapshot
+
+        try:
+            snapshot = home_snapshot(self.app.db)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, f"could not read the workspace: {exc}", severity="error")
+            return
+        self.post_message(self.Loaded(snapshot))
 
     def on_home_screen_loaded(self, message: Loaded) -> None:
-        snap = message.snapshot
+        snap = self.snapshot = message.snapshot
+        launcher = self.app.launcher  # type: ignore[attr-defined]
+        rows = []
+        for j in snap.jobs:
+            mark = ("●" if j.id in self.marked else "") + ("▶" if launcher.started_job(j.pid, j.host) else "")
+            rows.append(
+                (
+                    mark,
+                    str(j.id),
+                    j.kind,
+                    Text(j.status, style=STATUS_STYLE.get(j.status, "")),
+                    j.label,
+                    j.dataset,
+                    j.progress,
+                    _time(j.started_at),
+                    _time(j.finished_at),
+                    _first_line(j.error) or _first_line(j.message),
+                )
+            )
+        self._fill("#jobs", rows, keys=[str(j.id) for j in snap.jobs])
+        self._fill_launches()
         self._fill(
             "#datasets",
             [
@@ -97,22 +152,122 @@ class HomeScreen(Screen):
                 for d in snap.datasets
             ],
         )
-        self._fill(
-            "#jobs",
-            [
-                (str(j["id"]), j["kind"], j["status"], j["progress"], j["started"], j["finished"], j["message"])
-                for j in snap.jobs
-            ],
-        )
         self._fill("#models", [(m["name"], m["source"], m["path"]) for m in snap.models])
-        self._fill("#checkpoints", [(str(c["job"]), str(c["step"]), c["final"], c["path"]) for c in snap.checkpoints])
+        self._fill(
+            "#checkpoints",
+            [(str(c["job"]), str(c["step"]), "final" if c["final"] else "", c["path"]) for c in snap.checkpoints],
+        )
+        self._welcome()
+        self.loaded = True
 
-    def _fill(self, selector: str, rows: list[tuple[str, ...]]) -> None:
+    def _fill_launches(self) -> None:
+        launches = self.app.launcher.launches  # type: ignore[attr-defined]
+        rows = []
+        for launch in reversed(launches):
+            rc = launch.returncode
+            state = (
+                Text("running", style="bold cyan")
+                if rc is None
+                else Text(f"exited {rc}", style="green" if rc == 0 else "bold red")
+            )
+            rows.append((str(launch.pid), "+".join(launch.stages), state, str(launch.config), launch.last_line()))
+        self._fill("#launches", rows)
+        visible = bool(launches)
+        self.query_one("#launches", DataTable).display = visible
+        self.query_one("#launches-title", Label).display = visible
+
+    def _welcome(self) -> None:
+        widget = self.query_one("#welcome", Static)
+        t = Text()
+        if not self.jobs and not self.app.launcher.launches:  # type: ignore[attr-defined]
+            t.append("A fresh workspace. ", style="bold")
+            t.append("Press ")
+            t.append("d", style="bold reverse")
+            t.append(
+                " to start the embedded default: the bundled student (SmolLM2-135M-Instruct) samples its latent "
+                "reasoning paths on a generated reasoning-gym basic_arithmetic dataset, then the paper's filters run. "
+                "Paths appear here as they are sampled; open them with enter."
+            )
+            t.append(
+                "\nn: a new job from a form with the paper's defaults · o: a job from a config file · ?: every key"
+            )
+        else:
+            t.append(
+                "enter opens a job · d default job · n new job · o from config · c cancel · e error · R results · "
+                "? help · ctrl+p commands",
+                style="dim",
+            )
+        widget.update(t)
+
+    def _fill(self, selector: str, rows: list[tuple], keys: list[str] | None = None) -> None:
         table = self.query_one(selector, DataTable)
-        if [tuple(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)] == rows:
+        plain = [tuple(c.plain if isinstance(c, Text) else str(c) for c in row) for row in rows]
+        current = [
+            tuple(c.plain if isinstance(c, Text) else str(c) for c in table.get_row_at(i))
+            for i in range(table.row_count)
+        ]
+        if current == plain:
             return  # unchanged: keep the cursor and avoid a redraw
         cursor = table.cursor_row
+        cursor_key = None
+        if keys is not None and 0 <= cursor < table.row_count:
+            cursor_key = table.coordinate_to_cell_key((cursor, 0)).row_key.value  # type: ignore[arg-type]
         table.clear()
-        table.add_rows(rows)
+        for i, row in enumerate(rows):
+            table.add_row(*row, key=keys[i] if keys else None)
         if rows:
-            table.move_cursor(row=min(cursor, len(rows) - 1))
+            index = min(cursor, len(rows) - 1)
+            if cursor_key is not None and keys and cursor_key in keys:
+                index = keys.index(cursor_key)  # the same job stays highlighted when a new one appears
+            table.move_cursor(row=index)
+
+    # -- the highlighted job ---------------------------------------------------------------------------
+    def current_job(self) -> JobInfo | None:
+        table = self.query_one("#jobs", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return next((j for j in self.jobs if str(j.id) == key), None)
+
+    def select_job(self, job_id: int) -> None:
+        table = self.query_one("#jobs", DataTable)
+        table.move_cursor(row=table.get_row_index(str(job_id)))
+
+    @on(DataTable.RowSelected, "#jobs")
+    def _job_selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_open_job()
+
+    def action_open_job(self) -> None:
+        job = self.current_job()
+        if job is None:
+            self.notify("no job yet: d starts the default job")
+            return
+        self.app.open_job(job.id, job.kind, also=sorted(self.marked))  # type: ignore[attr-defined]
+
+    def action_cancel_job(self) -> None:
+        job = self.current_job()
+        if job is not None:
+            self.app.cancel_job(job)  # type: ignore[attr-defined]
+
+    def action_show_error(self) -> None:
+        job = self.current_job()
+        if job is not None:
+            self.app.show_error(job)  # type: ignore[attr-defined]
+
+    def action_show_log(self) -> None:
+        self.app.show_launch_log()  # type: ignore[attr-defined]
+
+    def action_mark(self) -> None:
+        job = self.current_job()
+        if job is None:
+            return
+        self.marked ^= {job.id}
+        started = self.app.launcher.started_job(job.pid, job.host)  # type: ignore[attr-defined]
+        mark = ("●" if job.id in self.marked else "") + ("▶" if started else "")
+        self.query_one("#jobs", DataTable).update_cell(str(job.id), self._mark_column, mark)
+
+    def action_monitor(self) -> None:
+        job = self.current_job()
+        ids = sorted(self.marked | ({job.id} if job is not None else set()))
+        if ids:
+            self.app.open_monitor(ids)  # type: ignore[attr-defined]

@@ -1,0 +1,535 @@
+"""Read queries of the app: keyset-paged paths, training-set counts, metric series, evaluation tables.
+
+Everything here is a short read through SQLAlchemy Core (no ORM objects) so that the app can call it from a
+worker thread while a job writes. Paging is keyset (``WHERE id > ? ORDER BY id LIMIT n``) over the
+``(job_id, ..., id)`` indexes of ``paths``: a page costs the same on the first and the 200,000th path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection, Engine
+
+from db.models import Checkpoint, Dataset, Evaluation, Job, JobEvent, Metric, Model, Path, Prediction, Question
+
+#: The filter rules in the order the filter stage applies them (DESIGN.md section 1).
+RULES = ("pattern", "length", "repetition", "perplexity")
+TRAINING_KINDS = ("self-train", "distill", "finetune")
+PATH_KINDS = ("sample", "filter", "teacher")
+
+
+# -- paths ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PathFilter:
+    """What the paths table shows. ``None`` means "any" for every field."""
+
+    decision: str | None = None  # undecided | accepted | rejected | ignored
+    passed: bool | None = None  # passed every rule / failed at least one
+    selected: bool | None = None
+    source: str | None = None  # self | teacher
+    correct: bool | None = None
+    search: str = ""  # substring of the question text
+    question_id: int | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.decision:
+            parts.append(f"decision={self.decision}")
+        if self.passed is not None:
+            parts.append("verdict=" + ("passed" if self.passed else "failed"))
+        if self.selected is not None:
+            parts.append("selected" if self.selected else "not selected")
+        if self.source:
+            parts.append(f"source={self.source}")
+        if self.correct is not None:
+            parts.append("correct" if self.correct else "incorrect")
+        if self.search:
+            parts.append(f"question~{self.search!r}")
+        if self.question_id is not None:
+            parts.append(f"question #{self.question_id}")
+        return ", ".join(parts) if parts else "none"
+
+
+@dataclass
+class PathRow:
+    id: int
+    question_id: int
+    question_index: int
+    question: str
+    gold: str
+    source: str
+    branch: int
+    sample: int
+    branch_token: str
+    text: str
+    tokens: int
+    rep2: float | None
+    perplexity: float | None
+    verdicts: dict[str, Any]
+    passed: bool | None
+    selected: bool
+    answer: str | None
+    correct: bool | None
+    decision: str | None
+    decided_at: datetime | None
+
+
+@dataclass
+class Page:
+    rows: list[PathRow]
+    anchor: int  # the smallest id the page may start at (``id >= anchor``)
+    has_prev: bool
+    has_next: bool
+
+
+_PATH_COLUMNS = (
+    Path.id,
+    Path.question_id,
+    Question.index,
+    Question.text,
+    Question.answer,
+    Path.source,
+    Path.branch,
+    Path.sample,
+    Path.branch_token,
+    Path.text,
+    Path.tokens,
+    Path.rep2,
+    Path.perplexity,
+    Path.verdicts,
+    Path.passed,
+    Path.selected,
+    Path.answer,
+    Path.correct,
+    Path.decision,
+    Path.decided_at,
+)
+
+
+#: Up to this many matching questions, a text search becomes ``question_id IN (ids)`` (index per question).
+SEARCH_IN_LIMIT = 900
+
+
+def _conditions(conn: Connection, job_id: int, flt: PathFilter) -> list:
+    cond: list = [Path.job_id == job_id]
+    if flt.decision == "undecided":
+        cond.append(Path.decision.is_(None))  # type: ignore[union-attr]
+    elif flt.decision:
+        cond.append(Path.decision == flt.decision)
+    if flt.passed is not None:
+        cond.append(Path.passed == flt.passed)
+    if flt.selected is not None:
+        cond.append(Path.selected == flt.selected)
+    if flt.source:
+        cond.append(Path.source == flt.source)
+    if flt.correct is not None:
+        cond.append(Path.correct == flt.correct)
+    if flt.question_id is not None:
+        cond.append(Path.question_id == flt.question_id)
+    if flt.search:
+        pattern = "%" + flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matching = select(Question.id).where(Question.text.like(pattern, escape="\\"))  # type: ignore[attr-defined]
+        ids = [r[0] for r in conn.execute(matching.limit(SEARCH_IN_LIMIT + 1))]
+        if not ids:
+            cond.append(Path.id < 0)  # type: ignore[operator]  # nothing matches: an empty id range, no scan
+        elif len(ids) <= SEARCH_IN_LIMIT:
+            cond.append(Path.question_id.in_(ids))  # type: ignore[attr-defined]
+        else:
+            cond.append(Path.question_id.in_(matching))  # type: ignore[attr-defined]
+    return cond
+
+
+def _row(r: Any) -> PathRow:
+    return PathRow(*r)
+
+
+def _page_select(cond: list, limit: int, descending: bool = False):
+    order = Path.id.desc() if descending else Path.id  # type: ignore[union-attr]
+    return (
+        select(*_PATH_COLUMNS)
+        .join(Question, Question.id == Path.question_id)
+        .where(and_(*cond))
+        .order_by(order)
+        .limit(limit)
+    )
+
+
+def page_paths(conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, size: int = 100) -> Page:
+    """The page of paths starting at ``id >= anchor`` (keyset, never OFFSET)."""
+    cond = _conditions(conn, job_id, flt)
+    rows = [_row(r) for r in conn.execute(_page_select([*cond, Path.id >= anchor], size + 1))]
+    has_next = len(rows) > size
+    rows = rows[:size]
+    first = rows[0].id if rows else anchor
+    has_prev = (
+        conn.execute(select(Path.id).where(and_(*cond, Path.id < first)).order_by(Path.id.desc()).limit(1)).first()
+        is not None
+    )
+    return Page(rows, anchor, has_prev, has_next)
+
+
+def previous_anchor(conn: Connection, job_id: int, flt: PathFilter, before: int, size: int = 100) -> int:
+    """The anchor of the page that ends just before id ``before``."""
+    cond = _conditions(conn, job_id, flt)
+    ids = conn.execute(
+        select(Path.id).where(and_(*cond, Path.id < before)).order_by(Path.id.desc()).limit(size)  # type: ignore[union-attr]
+    ).all()
+    return ids[-1][0] if ids else 0
+
+
+def last_anchor(conn: Connection, job_id: int, flt: PathFilter, size: int = 100) -> int:
+    cond = _conditions(conn, job_id, flt)
+    ids = conn.execute(select(Path.id).where(and_(*cond)).order_by(Path.id.desc()).limit(size)).all()  # type: ignore[union-attr]
+    return ids[-1][0] if ids else 0
+
+
+def question_passed_undecided(conn: Connection, job_id: int, question_id: int) -> list[int]:
+    """Ids of a question's paths that passed every rule and carry no decision yet (the bulk accept)."""
+    return [
+        r[0]
+        for r in conn.execute(
+            select(Path.id)
+            .where(
+                Path.job_id == job_id,
+                Path.question_id == question_id,
+                Path.passed == True,  # noqa: E712
+                Path.decision.is_(None),  # type: ignore[union-attr]
+            )
+            .order_by(Path.id)
+        )
+    ]
+
+
+def decisions_of(conn: Connection, path_ids: list[int]) -> dict[int, str | None]:
+    if not path_ids:
+        return {}
+    return dict(conn.execute(select(Path.id, Path.decision).where(Path.id.in_(path_ids))).all())  # type: ignore[union-attr, arg-type]
+
+
+def paths_job_id(conn: Connection, job_id: int) -> int:
+    """The job whose paths a job's screen shows: its own, else its parent's (a filter job on its sample job)."""
+    if conn.execute(select(Path.id).where(Path.job_id == job_id).limit(1)).first() is not None:
+        return job_id
+    parent = conn.execute(select(Job.parent_id).where(Job.id == job_id)).scalar()
+    if parent is not None and conn.execute(select(Path.id).where(Path.job_id == parent).limit(1)).first():
+        return parent
+    return job_id
+
+
+@dataclass
+class PathCounts:
+    total: int = 0
+    max_id: int = 0
+    filtered: int = 0
+    passed: int = 0
+    selected: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    ignored: int = 0
+    undecided: int = 0
+    selected_kept: int = 0  # selected by the rules and not rejected
+    accepted_extra: int = 0  # accepted by hand and not already counted as selected
+    correct: int | None = None  # counted only on request (teacher jobs: no index serves it)
+
+    @property
+    def training_set(self) -> int:
+        """What training will use: selected-not-rejected plus accepted by hand.
+
+        The filter stage selects among the student's own paths only, and a job's paths come from one source
+        (a sample job: self; a teacher job: teacher), so no per-row source check is needed here.
+        """
+        return self.selected_kept + self.accepted_extra
+
+
+def max_path_id(conn: Connection, job_id: int) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(Path.id), 0)).where(Path.job_id == job_id)).scalar() or 0)
+
+
+def path_counts(conn: Connection, job_id: int, with_correct: bool = False) -> PathCounts:
+    """The training-set preview: two grouped counts over covering indexes and three small indexed counts,
+    so that it stays cheap on a job of 200,000 paths."""
+    c = PathCounts(max_id=max_path_id(conn, job_id))
+    for decision, n in conn.execute(
+        select(Path.decision, func.count()).where(Path.job_id == job_id).group_by(Path.decision)
+    ):
+        c.total += n
+        if decision is None:
+            c.undecided = n
+        elif decision in ("accepted", "rejected", "ignored"):
+            setattr(c, decision, n)
+    for passed, n in conn.execute(select(Path.passed, func.count()).where(Path.job_id == job_id).group_by(Path.passed)):
+        if passed is not None:
+            c.filtered += n
+            c.passed += n if passed else 0
+    c.selected = _count(conn, Path.job_id == job_id, Path.selected == True)  # noqa: E712
+    # coalesce() keeps SQLite on the decision index (hand decisions are few) instead of the selected one.
+    not_indexed_selected = func.coalesce(Path.selected, 0)
+    selected_rejected = _count(conn, Path.job_id == job_id, Path.decision == "rejected", not_indexed_selected == 1)
+    c.selected_kept = c.selected - selected_rejected
+    c.accepted_extra = _count(conn, Path.job_id == job_id, Path.decision == "accepted", not_indexed_selected == 0)
+    if with_correct:
+        c.correct = _count(conn, Path.job_id == job_id, Path.correct == True)  # noqa: E712
+    return c
+
+
+def _count(conn: Connection, *cond) -> int:
+    return int(conn.execute(select(func.count()).select_from(Path).where(*cond)).scalar() or 0)
+
+
+# -- jobs and the home screen ----------------------------------------------------------------------------
+@dataclass
+class JobInfo:
+    id: int
+    kind: str
+    status: str
+    label: str
+    dataset: str
+    parent_id: int | None
+    progress_done: int
+    progress_total: int
+    message: str
+    error: str | None
+    pid: int | None
+    host: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> str:
+        if not self.progress_total:
+            return ""
+        pct = 100.0 * self.progress_done / self.progress_total
+        return f"{self.progress_done}/{self.progress_total} ({pct:.0f}%)"
+
+
+def _job_select():
+    return select(
+        Job.id,
+        Job.kind,
+        Job.status,
+        Job.label,
+        func.coalesce(Dataset.name, ""),
+        Job.parent_id,
+        Job.progress_done,
+        Job.progress_total,
+        Job.message,
+        Job.error,
+        Job.pid,
+        Job.host,
+        Job.created_at,
+        Job.started_at,
+        Job.finished_at,
+        Job.config,
+        Job.summary,
+    ).outerjoin(Dataset, Dataset.id == Job.dataset_id)
+
+
+def job_info(conn: Connection, job_id: int) -> JobInfo | None:
+    row = conn.execute(_job_select().where(Job.id == job_id)).first()
+    return JobInfo(*row) if row else None
+
+
+def list_job_infos(conn: Connection, limit: int = 500) -> list[JobInfo]:
+    return [JobInfo(*r) for r in conn.execute(_job_select().order_by(Job.id.desc()).limit(limit))]  # type: ignore[union-attr]
+
+
+@dataclass
+class HomeSnapshot:
+    datasets: list[dict]
+    models: list[dict]
+    jobs: list[JobInfo]
+    checkpoints: list[dict]
+
+
+def home_snapshot(engine: Engine) -> HomeSnapshot:
+    """Everything the home screen shows, read in one short transaction."""
+    with engine.connect() as conn:
+        counts: dict[int, dict[str, int]] = {}
+        for dataset_id, split, n in conn.execute(
+            select(Question.dataset_id, Question.split, func.count()).group_by(Question.dataset_id, Question.split)
+        ):
+            counts.setdefault(dataset_id, {})[split] = n
+        datasets = [
+            {
+                "id": d.id,
+                "name": d.name,
+                "task": d.task,
+                "answer_type": d.answer_type,
+                "source": d.source,
+                "train": counts.get(d.id, {}).get("train", 0),
+                "test": counts.get(d.id, {}).get("test", 0),
+            }
+            for d in conn.execute(select(Dataset).order_by(Dataset.id))  # type: ignore[arg-type]
+        ]
+        models = [
+            {"name": m.name, "source": m.source, "path": m.local_path}
+            for m in conn.execute(select(Model).order_by(Model.id))  # type: ignore[arg-type]
+        ]
+        jobs = list_job_infos(conn)
+        checkpoints = [
+            {"id": c.id, "job": c.job_id, "step": c.step, "final": bool(c.is_final), "path": c.path}
+            for c in conn.execute(select(Checkpoint).order_by(Checkpoint.id.desc()).limit(500))  # type: ignore[arg-type, union-attr]
+        ]
+    return HomeSnapshot(datasets, models, jobs, checkpoints)
+
+
+# -- the training monitor -----------------------------------------------------------------------------------
+def metric_rows(conn: Connection, job_ids: list[int], after_id: int = 0) -> list[tuple[int, int, int, str, float]]:
+    """New metric rows ``(id, job_id, step, name, value)`` of the given jobs, oldest first."""
+    if not job_ids:
+        return []
+    return [
+        tuple(r)  # type: ignore[misc]
+        for r in conn.execute(
+            select(Metric.id, Metric.job_id, Metric.step, Metric.name, Metric.value)
+            .where(Metric.job_id.in_(job_ids), Metric.id > after_id)  # type: ignore[attr-defined]
+            .order_by(Metric.id)
+        )
+    ]
+
+
+def job_events(conn: Connection, job_id: int, limit: int = 200) -> list[tuple[int, datetime, str, str]]:
+    """The last ``limit`` log lines of a job, oldest first."""
+    rows = conn.execute(
+        select(JobEvent.id, JobEvent.time, JobEvent.level, JobEvent.message)
+        .where(JobEvent.job_id == job_id)
+        .order_by(JobEvent.id.desc())  # type: ignore[union-attr]
+        .limit(limit)
+    ).all()
+    return [tuple(r) for r in reversed(rows)]  # type: ignore[misc]
+
+
+def job_checkpoints(conn: Connection, job_id: int) -> list[tuple[int, str, bool]]:
+    return [
+        tuple(r)  # type: ignore[misc]
+        for r in conn.execute(
+            select(Checkpoint.step, Checkpoint.path, Checkpoint.is_final)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.step)
+        )
+    ]
+
+
+# -- results ------------------------------------------------------------------------------------------------
+#: Column order of the paper's Table II, the zero-shot base model first.
+LABEL_ORDER = ("zero-shot", "Finetune", "SERT", "RD", "SERT+RD")
+
+
+@dataclass
+class EvalRow:
+    id: int
+    job_id: int
+    label: str
+    model_ref: str
+    dataset: str
+    split: str
+    n: int
+    acc: float | None
+    fmt: float | None
+    len: float | None
+    rep: float | None
+    scores: dict[str, Any]
+    checkpoint_step: int | None
+    created_at: datetime | None
+
+
+def evaluations(conn: Connection) -> list[EvalRow]:
+    rows = conn.execute(
+        select(
+            Evaluation.id,
+            Evaluation.job_id,
+            Evaluation.label,
+            Evaluation.model_ref,
+            func.coalesce(Dataset.name, ""),
+            Evaluation.split,
+            Evaluation.n,
+            Evaluation.acc,
+            Evaluation.fmt,
+            Evaluation.len,
+            Evaluation.rep,
+            Evaluation.scores,
+            Checkpoint.step,
+            Evaluation.created_at,
+        )
+        .outerjoin(Dataset, Dataset.id == Evaluation.dataset_id)
+        .outerjoin(Checkpoint, Checkpoint.id == Evaluation.checkpoint_id)
+        .order_by(Evaluation.id)
+    )
+    return [EvalRow(*r) for r in rows]
+
+
+def table_two(rows: list[EvalRow]) -> tuple[list[str], list[tuple[str, dict[str, EvalRow]]]]:
+    """Pivot evaluations like the paper's Table II: one line per dataset/split, one column per label.
+
+    Labels outside ``LABEL_ORDER`` get their own columns after the known ones; the newest evaluation of a
+    label wins.
+    """
+    labels = [lbl for lbl in LABEL_ORDER if any(r.label == lbl for r in rows)]
+    labels += sorted({r.label or "(unlabelled)" for r in rows} - set(labels))
+    lines: dict[tuple[str, str], dict[str, EvalRow]] = {}
+    for r in rows:
+        lines.setdefault((r.dataset, r.split), {})[r.label or "(unlabelled)"] = r
+    return labels, [(f"{ds} / {split}", by_label) for (ds, split), by_label in lines.items()]
+
+
+@dataclass
+class PredictionPair:
+    question_id: int
+    question_index: int
+    question: str
+    gold: str
+    a: dict[str, Any] | None
+    b: dict[str, Any] | None
+
+
+def _predictions(conn: Connection, evaluation_id: int) -> dict[int, dict[str, Any]]:
+    out = {}
+    for r in conn.execute(
+        select(
+            Prediction.question_id,
+            Prediction.output,
+            Prediction.answer,
+            Prediction.correct,
+            Prediction.well_formed,
+            Prediction.tokens,
+            Prediction.scores,
+        ).where(Prediction.evaluation_id == evaluation_id)
+    ):
+        out[r[0]] = {
+            "output": r[1],
+            "answer": r[2],
+            "correct": bool(r[3]),
+            "well_formed": bool(r[4]),
+            "tokens": r[5],
+            "scores": r[6] or {},
+        }
+    return out
+
+
+def prediction_pairs(conn: Connection, eval_a: int, eval_b: int | None = None) -> list[PredictionPair]:
+    """Per-question predictions of one evaluation, or of two side by side (joined on the question)."""
+    a = _predictions(conn, eval_a)
+    b = _predictions(conn, eval_b) if eval_b is not None else {}
+    qids = sorted(set(a) | set(b))
+    if not qids:
+        return []
+    questions = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            select(Question.id, Question.index, Question.text, Question.answer).where(Question.id.in_(qids))  # type: ignore[union-attr]
+        )
+    }
+    pairs = [
+        PredictionPair(qid, questions[qid][0], questions[qid][1], questions[qid][2], a.get(qid), b.get(qid))
+        for qid in qids
+        if qid in questions
+    ]
+    pairs.sort(key=lambda p: p.question_index)
+    return pairs

@@ -1,0 +1,284 @@
+"""Starting job processes for the app, and the embedded default job.
+
+A job runs in its own process (``sert-tui --db W run CONFIG --stage NAME``), started in a new session so that
+it survives the app and never receives the terminal's signals; its output goes to a log file beside the
+workspace. The app keeps the ``Launch`` records of what it started: a job whose ``pid`` is one of them was
+started by this app, every other job is headless and is never touched when the app closes.
+
+Several stages in one process (the default job runs sample then filter) go through this module's own entry
+point, ``python -m engine.launcher``, which runs the stages in turn on the same engine as ``sert-tui run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+#: Stages a person can start from the app, in pipeline order ("all" runs the whole chain).
+STAGES = ("sample", "filter", "self-train", "teacher", "distill", "finetune", "eval", "all")
+
+DEFAULT_DATASET = "basic_arithmetic"
+DEFAULT_TASK = "basic_arithmetic"
+DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED = 20, 10, 0
+DEFAULT_STAGES = ("sample", "filter")
+#: Sizes of the embedded default job, chosen to finish in a minute or two on a 2-core CPU.
+DEFAULT_CONFIG: dict = {
+    "name": "default",
+    "student": {"model": "default", "device": "auto"},
+    "data": {"dataset": DEFAULT_DATASET, "split": "train", "train_limit": 4, "test_limit": 10},
+    "sampling": {"max_new_tokens": 48},
+    "train": {"epochs": 1.0, "max_steps": 20},
+    "eval": {"max_new_tokens": 64},
+}
+
+
+def default_config_path(workspace: Path) -> Path:
+    """The default job's config lives beside the workspace; edit it to change what `d` starts."""
+    workspace = Path(workspace)
+    return workspace.with_name(workspace.stem + ".default.toml")
+
+
+def logs_dir(workspace: Path) -> Path:
+    workspace = Path(workspace)
+    return workspace.with_name(workspace.stem + ".logs")
+
+
+def configs_dir(workspace: Path) -> Path:
+    workspace = Path(workspace)
+    return workspace.with_name(workspace.stem + ".configs")
+
+
+def render_config(values: dict) -> str:
+    import tomli_w
+
+    from engine.config import config_from_dict
+
+    config_from_dict(values)  # refuse a bad form before anything is written
+    return "# written by sert-tui; every key left out takes the paper's default\n" + tomli_w.dumps(values)
+
+
+def ensure_default_config(workspace: Path) -> Path:
+    """Write the default job's config unless the person already has one there."""
+    path = default_config_path(workspace)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_config(DEFAULT_CONFIG), encoding="utf-8")
+    return path
+
+
+def write_form_config(workspace: Path, values: dict) -> Path:
+    """Save a config made in the app's form, under ``<workspace>.configs/``."""
+    folder = configs_dir(workspace)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = str(values.get("name") or "experiment")
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "experiment"
+    path = folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}.toml"
+    n = 1
+    while path.exists():
+        n += 1
+        path = folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.toml"
+    path.write_text(render_config(values), encoding="utf-8")
+    return path
+
+
+def ensure_dataset(engine: Engine, name: str = DEFAULT_DATASET) -> bool:
+    """Generate the default reasoning-gym dataset if the workspace lacks it; True if it was generated."""
+    from sqlmodel import select
+
+    from db.models import Dataset
+    from db.queries import save_dataset
+    from db.session import session_scope
+    from engine.data.generate import generate
+
+    with session_scope(engine) as s:
+        if s.exec(select(Dataset.id).where(Dataset.name == name)).first() is not None:
+            return False
+    spec = generate(name, DEFAULT_TASK, DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED)
+    with session_scope(engine) as s:
+        if s.exec(select(Dataset.id).where(Dataset.name == name)).first() is not None:
+            return False  # another process generated it meanwhile
+        save_dataset(s, spec)
+    return True
+
+
+@dataclass
+class Launch:
+    """A job process this app started."""
+
+    pid: int
+    stages: tuple[str, ...]
+    config: Path
+    log: Path
+    started: float
+    process: subprocess.Popen = field(repr=False)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    @property
+    def running(self) -> bool:
+        return self.returncode is None
+
+    def interrupt(self) -> None:
+        """Ctrl-C for the job process: a running stage records itself as cancelled."""
+        import signal
+
+        if self.running:
+            try:
+                os.kill(self.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def last_line(self) -> str:
+        try:
+            with self.log.open("rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 4096))
+                lines = fh.read().decode("utf-8", "replace").replace("\r", "\n").splitlines()
+        except OSError:
+            return ""
+        lines = [ln for ln in lines if ln.strip()]
+        return lines[-1] if lines else ""
+
+    def log_text(self, limit: int = 200_000) -> str:
+        try:
+            data = self.log.read_bytes()
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return data[-limit:].decode("utf-8", "replace")
+
+
+def command_for(workspace: Path, config: Path, stages: Sequence[str], *, default_dataset: bool = False) -> list[str]:
+    """The command line of a job process: the real CLI for one stage, this module for a chain."""
+    if len(stages) == 1 and not default_dataset:
+        return [sys.executable, "-m", "sert_tui", "--db", str(workspace), "run", str(config), "--stage", stages[0]]
+    cmd = [sys.executable, "-m", "engine.launcher", "--db", str(workspace), "--config", str(config)]
+    for name in stages:
+        cmd += ["--stage", name]
+    if default_dataset:
+        cmd.append("--default-dataset")
+    return cmd
+
+
+class Launcher:
+    """Starts job processes and remembers them for the lifetime of the app."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = Path(workspace)
+        self.launches: list[Launch] = []
+
+    def start(self, config: Path, stages: Sequence[str], *, default_dataset: bool = False) -> Launch:
+        stages = tuple(stages)
+        for name in stages:
+            if name not in STAGES:
+                raise ValueError(f"unknown stage {name!r}")
+        folder = logs_dir(self.workspace)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(stages)}-{len(self.launches)}.log"
+        cmd = command_for(self.workspace, Path(config), stages, default_dataset=default_dataset)
+        root = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with log.open("ab") as out:
+            out.write(f"$ {' '.join(cmd)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the app, never gets the terminal's Ctrl-C
+                cwd=str(root),
+                env=env,
+            )
+        launch = Launch(proc.pid, stages, Path(config), log, time.time(), proc)
+        self.launches.append(launch)
+        return launch
+
+    def start_default(self) -> Launch:
+        """The embedded default: the bundled student sampling (then filtering) a generated dataset."""
+        config = ensure_default_config(self.workspace)
+        return self.start(config, DEFAULT_STAGES, default_dataset=True)
+
+    @property
+    def pids(self) -> set[int]:
+        return {launch.pid for launch in self.launches}
+
+    def running(self) -> list[Launch]:
+        return [launch for launch in self.launches if launch.running]
+
+    def started_job(self, pid: int | None, host: str) -> bool:
+        """Whether a job row (by its pid and host) belongs to a process this app started."""
+        import socket
+
+        return pid is not None and pid in self.pids and (not host or host == socket.gethostname())
+
+    def wait(self, timeout: float | None = None) -> None:
+        for launch in self.launches:
+            try:
+                launch.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def cancel_job(engine: Engine, job_id: int) -> None:
+    """Ask a job to stop at its next check; finished work is kept."""
+    from engine.jobs import request_cancel
+
+    request_cancel(engine, job_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run several stages in one process: ``python -m engine.launcher --db W --config C --stage S ...``."""
+    parser = argparse.ArgumentParser(prog="python -m engine.launcher")
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--stage", action="append", required=True, choices=STAGES)
+    parser.add_argument("--default-dataset", action="store_true", help="generate the default dataset if missing")
+    args = parser.parse_args(argv)
+
+    from db.session import open_workspace
+    from engine.config import load_config
+    from engine.errors import UserError
+    from engine.pipeline import run_stage
+
+    def echo(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        config = load_config(args.config)
+        engine = open_workspace(args.db)
+        if args.default_dataset and ensure_dataset(engine, config.data.dataset or DEFAULT_DATASET):
+            echo(
+                f"generated dataset {config.data.dataset!r} "
+                f"({DEFAULT_TASK}, {DEFAULT_TRAIN} train / {DEFAULT_TEST} test)"
+            )
+        for name in args.stage:
+            jobs = run_stage(engine, config, name, echo)
+            for job in jobs:
+                print(f"job {job.id} {job.kind}: {job.status}", flush=True)
+            if not all(j.status == "completed" for j in jobs):
+                return 1
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

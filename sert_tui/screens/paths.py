@@ -1,0 +1,706 @@
+"""Paths: browse a job's reasoning paths page by page and accept / reject / ignore them (Prodigy's keys).
+
+Reads happen in worker threads (keyset pages from ``db.app_queries``); a decision shows on screen at once and
+is written by the app's ``DecisionWriter`` thread in order, one transaction per key press or bulk action.
+While sampling runs, a poll every second re-reads the page the person is on (anchored at its first id, so
+the place is kept) and the training-set counts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from db.app_queries import RULES, JobInfo, Page, PathCounts, PathFilter, PathRow
+from sert_tui.widgets.path_table import Column, PathTable
+
+POLL_SECONDS = 1.0
+PAGE_MAX_AGE = 5.0  # seconds; the open page is re-read at once when anything changed (decisions of others: 5 s)
+COUNTS_MAX_AGE = 10.0  # seconds; counts are re-read sooner whenever paths, the job or a decision changed
+PAGE_SIZE = 100
+UNDO_LEVELS = 500
+
+Change = tuple[int, str | None]  # (path id, decision or None)
+
+
+class DecisionWriter:
+    """Writes decisions in the order they were made, each batch in one transaction, on one thread.
+
+    ``committed`` is the sequence number of the last batch written; readers use it to tell whether a page
+    they read already contains a decision the screen shows.
+    """
+
+    def __init__(self, engine, on_error: Callable[[Exception], None] | None = None):
+        self.engine = engine
+        self.on_error = on_error or (lambda _exc: None)
+        self.submitted = 0
+        self.committed = 0
+        self._queue: queue.Queue[tuple[int, list[Change]] | None] = queue.Queue()
+        self._done = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, changes: list[Change]) -> int:
+        self.submitted += 1
+        self._queue.put((self.submitted, list(changes)))
+        return self.submitted
+
+    def _run(self) -> None:
+        from db.paths_repo import set_decision
+        from db.session import session_scope
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            seq, changes = item
+            try:
+                with session_scope(self.engine) as s:
+                    for path_id, decision in changes:
+                        set_decision(s, path_id, decision)
+            except Exception as exc:  # reported to the person; the screen re-reads the truth
+                self.on_error(exc)
+            finally:
+                with self._done:
+                    self.committed = seq
+                    self._done.notify_all()
+                self._queue.task_done()
+
+    def wait_for(self, seq: int, timeout: float = 30.0) -> None:
+        with self._done:
+            self._done.wait_for(lambda: self.committed >= seq, timeout)
+
+    def flush(self) -> None:
+        """Block until every submitted decision is written."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+#: Verdicts that are not a rule a path passes or fails (the per-question selection has its own column).
+NOT_RULES = ("selection",)
+
+
+def rule_names(verdicts: dict) -> list[str]:
+    """The four rules of the paper in order, then any extra one present (the optional correctness rule)."""
+    return [*RULES, *sorted(k for k in verdicts if k not in RULES and k not in NOT_RULES)]
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def snippet(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+COLUMNS = (
+    Column("id", "id", 7, right=True),
+    Column("q", "q", 5, right=True),
+    Column("question", "question", 0, min_width=16),
+    Column("src", "src", 4),
+    Column("branch", "branch", 12),
+    Column("tok", "tok", 4, right=True),
+    Column("rep2", "rep-2", 6, right=True),
+    Column("ppl", "ppl", 7, right=True),
+    Column("rules", "rules", 5),
+    Column("sel", "sel", 3),
+    Column("ok", "ok", 2),
+    Column("decision", "decision", 9),
+)
+
+DECISION_PIECE = {
+    "accepted": ("✓ accept", "bold green"),
+    "rejected": ("✗ reject", "bold red"),
+    "ignored": ("– ignore", "dim"),
+}
+
+
+def _badge_piece(verdict: dict | None) -> tuple[str, str]:
+    if not verdict or "pass" not in verdict:
+        return ("·", "dim")
+    return ("✓", "green") if verdict["pass"] else ("✗", "bold red")
+
+
+def row_cells(r: PathRow) -> list[list[tuple[str, str]]]:
+    """The cells of one table row as (text, style) pieces."""
+    verdicts = r.verdicts or {}
+    return [
+        [(str(r.id), "")],
+        [(str(r.question_index), "")],
+        [(snippet(r.question, 60), "")],
+        [("self" if r.source == "self" else "tchr", "" if r.source == "self" else "magenta")],
+        [(f"{r.branch}.{r.sample} {snippet(repr(r.branch_token), 7)}" if r.source == "self" else "", "")],
+        [(str(r.tokens), "")],
+        [(_num(r.rep2, ".3f"), "")],
+        [(_num(r.perplexity, ".1f"), "")],
+        [_badge_piece(verdicts.get(name)) for name in rule_names(verdicts)],
+        [("★", "bold yellow")] if r.selected else [],
+        [] if r.correct is None else [("✓", "green") if r.correct else ("✗", "red")],
+        [DECISION_PIECE[r.decision]] if r.decision in DECISION_PIECE else [],
+    ]
+
+
+def detail_text(r: PathRow, require_correct: bool | None = None) -> Text:
+    t = Text()
+    t.append(f"Question #{r.question_index}", style="bold")
+    t.append(f"   path {r.id} · source {r.source}")
+    if r.source == "self":
+        t.append(f" · branch {r.branch} ({r.branch_token!r}) sample {r.sample}")
+    t.append("\n")
+    t.append(r.question + "\n\n")
+    t.append("Gold answer: ", style="bold")
+    t.append(f"{r.gold}\n")
+    t.append("Parsed answer: ", style="bold")
+    t.append(f"{r.answer if r.answer is not None else '(none)'}   ")
+    if r.correct is None:
+        t.append("correctness unknown", style="dim")
+    else:
+        t.append("✓ correct" if r.correct else "✗ incorrect", style="green" if r.correct else "bold red")
+    t.append("\n\n")
+    t.append("Rules", style="bold")
+    t.append(
+        f"   tokens {r.tokens} · rep-2 {_num(r.rep2, '.3f') or '?'} · perplexity {_num(r.perplexity, '.2f') or '?'}\n"
+    )
+    verdicts = r.verdicts or {}
+    if not verdicts:
+        t.append("  not filtered yet\n", style="dim")
+    for name in rule_names(verdicts):
+        v = verdicts.get(name)
+        t.append("  ")
+        t.append(*_badge_piece(v))
+        t.append(f" {name:<11}")
+        if v is None:
+            t.append("(no verdict)", style="dim")
+        else:
+            t.append(str(v.get("reason", "")))
+        t.append("\n")
+    if require_correct is not None:
+        t.append(
+            f"  correctness filter: {'on' if require_correct else 'off'} (an option; the paper has none)\n",
+            style="dim",
+        )
+    t.append("Selected: ", style="bold")
+    t.append("★ yes" if r.selected else "no")
+    selection = verdicts.get("selection")
+    if isinstance(selection, dict) and selection.get("reason"):
+        t.append(f" ({selection['reason']})", style="dim")
+    t.append("   Decision: ", style="bold")
+    t.append(*DECISION_PIECE.get(r.decision or "", ("none", "dim")))
+    t.append("\n\n")
+    t.append("Path (wrapped)\n", style="bold underline")
+    t.append(r.text + "\n\n")
+    t.append("Path (raw)\n", style="bold underline")
+    t.append(repr(r.text), style="dim")
+    return t
+
+
+# -- the screen --------------------------------------------------------------------------------------------
+@dataclass
+class CursorSpec:
+    kind: str = "keep"  # keep | id | undecided | index | last
+    value: int = 0
+
+
+class PathsScreen(Screen):
+    """The paths of one job; a decision per key press, written at once."""
+
+    BINDINGS = [
+        Binding("a", "decide('accepted')", "Accept"),
+        Binding("x", "decide('rejected')", "Reject"),
+        Binding("space", "decide('ignored')", "Ignore"),
+        Binding("backspace", "undo", "Undo"),
+        Binding("A", "accept_question", "Accept passed (question)"),
+        Binding("P", "accept_page", "Accept passed (page)"),
+        Binding("right_square_bracket", "next_page", "Next page"),
+        Binding("left_square_bracket", "prev_page", "Prev page"),
+        Binding("g", "first_page", "First page", show=False),
+        Binding("G", "last_page", "Last page", show=False),
+        Binding("d", "cycle('decision')", "Decision filter", show=False),
+        Binding("v", "cycle('passed')", "Verdict filter", show=False),
+        Binding("s", "cycle('selected')", "Selected filter", show=False),
+        Binding("o", "cycle('source')", "Source filter", show=False),
+        Binding("c", "cycle('correct')", "Correct filter", show=False),
+        Binding("f", "toggle_question", "This question only", show=False),
+        Binding("slash", "search", "Search"),
+        Binding("F", "clear_filters", "Clear filters", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    KEY_HELP = {
+        "d": "cycle decision filter: any → undecided → accepted → rejected → ignored",
+        "v": "cycle verdict filter: any → passed every rule → failed a rule",
+        "s": "cycle selected filter: any → selected → not selected",
+        "o": "cycle source filter: any → self → teacher",
+        "c": "cycle correctness filter: any → correct → incorrect",
+        "f": "only the paths of the highlighted question (again: all questions)",
+        "slash": "search question text (enter applies, escape cancels; empty clears)",
+        "A": "accept every undecided path of the highlighted question that passed all rules (one undo)",
+        "P": "accept every undecided path on this page that passed all rules (one undo)",
+    }
+
+    CYCLES: dict[str, tuple] = {
+        "decision": (None, "undecided", "accepted", "rejected", "ignored"),
+        "passed": (None, True, False),
+        "selected": (None, True, False),
+        "source": (None, "self", "teacher"),
+        "correct": (None, True, False),
+    }
+
+    class Loaded(Message):
+        def __init__(
+            self,
+            request: int,
+            poll: bool,
+            flt: PathFilter,
+            page: Page,
+            counts: PathCounts | None,
+            info: JobInfo | None,
+            committed: int,
+            cursor: CursorSpec,
+        ) -> None:
+            super().__init__()
+            self.request, self.poll, self.flt, self.page = request, poll, flt, page
+            self.counts, self.info, self.committed, self.cursor = counts, info, committed, cursor
+
+    class Failed(Message):
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
+    def __init__(self, job_id: int, page_size: int = PAGE_SIZE) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.paths_job: int | None = None
+        self.page_size = page_size
+        self.flt = PathFilter()
+        self.anchor = 0
+        self.rows: list[PathRow] = []
+        self.by_id: dict[int, PathRow] = {}
+        self.has_prev = self.has_next = False
+        self.counts = PathCounts()
+        self.info: JobInfo | None = None
+        self.undo_stack: list[list[Change]] = []
+        self.local: dict[int, tuple[str | None, int]] = {}
+        self.first_max_id: int | None = None
+        self.loaded = threading.Event()  # set after the first page is on screen (tests, benchmarks)
+        self.loads = 0  # pages put on screen by navigation (not by polls)
+        self._request = 0
+        self._polling = False
+        self._poll_again = False
+        self._counts_key: tuple | None = None
+        self._counts_at = 0.0
+        self._page_at = 0.0
+        self._shown: dict[str, tuple] = {}
+
+    # -- layout --------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="paths-status", markup=False)
+        yield Static("", id="trainset", markup=False)
+        with Horizontal(id="paths-main"):
+            yield PathTable(COLUMNS, row_cells, id="paths-table")
+            with VerticalScroll(id="path-detail"):
+                yield Static("", id="detail-body", markup=False)
+        yield Input(placeholder="search question text (enter applies, escape cancels)", id="paths-search")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#paths-search", Input).display = False
+        self.title = f"Paths · job {self.job_id}"
+        self._load(CursorSpec("index", 0))
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    @property
+    def table(self) -> PathTable:
+        return self.query_one("#paths-table", PathTable)
+
+    @property
+    def writer(self) -> DecisionWriter:
+        return self.app.decision_writer  # type: ignore[attr-defined]
+
+    # -- reading -------------------------------------------------------------------------------------
+    def _load(self, cursor: CursorSpec, anchor: int | None = None, mode: str = "anchor", before: int = 0) -> None:
+        self._request += 1
+        self._read(self._request, False, self.flt, self.anchor if anchor is None else anchor, mode, before, cursor)
+
+    def poll(self) -> None:
+        if self._polling:
+            self._poll_again = True
+            return
+        self._polling = True
+        self._poll_again = False
+        self._read(self._request, True, self.flt, self.anchor, "anchor", 0, CursorSpec("keep"))
+
+    @work(thread=True, exit_on_error=False, group="paths-read")
+    def _read(
+        self, request: int, poll: bool, flt: PathFilter, anchor: int, mode: str, before: int, cursor: CursorSpec
+    ) -> None:
+        import time
+
+        from db import app_queries as q
+
+        try:
+            committed = self.writer.committed
+            with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+                if self.paths_job is None:
+                    self.paths_job = q.paths_job_id(conn, self.job_id)
+                job = self.paths_job
+                if mode == "prev":
+                    anchor = q.previous_anchor(conn, job, flt, before, self.page_size)
+                elif mode == "last":
+                    anchor = q.last_anchor(conn, job, flt, self.page_size)
+                info = q.job_info(conn, self.job_id)
+                key = (
+                    q.max_path_id(conn, job),
+                    committed,
+                    info and (info.status, info.progress_done, info.message, info.finished_at),
+                    # the filter stage rewrites the verdicts of a sample job's paths and names itself here
+                    info and info.summary.get("filter_job"),
+                )
+                if poll and key == self._counts_key and time.monotonic() - self._page_at < PAGE_MAX_AGE:
+                    self.post_message(self.Failed(""))  # nothing changed: ends the poll, no repaint
+                    return
+                page = q.page_paths(conn, job, flt, anchor, self.page_size)
+                self._page_at = time.monotonic()
+                # The counts cost a pass over the job's index entries: only when something may have changed.
+                counts = None
+                if key != self._counts_key or time.monotonic() - self._counts_at > COUNTS_MAX_AGE:
+                    counts = q.path_counts(conn, job, with_correct=info is not None and info.kind == "teacher")
+                    self._counts_key, self._counts_at = key, time.monotonic()
+            self.post_message(self.Loaded(request, poll, flt, page, counts, info, committed, cursor))
+        except Exception as exc:
+            self.post_message(self.Failed(f"{exc.__class__.__name__}: {exc}"))
+
+    def on_paths_screen_failed(self, message: Failed) -> None:
+        self._poll_done()
+        if message.error:
+            self.notify(f"could not read the workspace: {message.error}", severity="error")
+
+    def on_paths_screen_loaded(self, message: Loaded) -> None:
+        if message.poll:
+            self._poll_done()
+            # A poll that raced a navigation or a filter change is stale.
+            if message.request != self._request or message.flt != self.flt or message.page.anchor != self.anchor:
+                self._show_counts(message.counts, message.info)
+                return
+        elif message.request != self._request:
+            return
+        self.flt = message.flt
+        self.anchor = message.page.anchor
+        self.has_prev, self.has_next = message.page.has_prev, message.page.has_next
+        # Decisions made on screen but not yet written win over what the read saw.
+        for r in message.page.rows:
+            pending = self.local.get(r.id)
+            if pending is not None and pending[1] > message.committed:
+                r.decision = pending[0]
+        self.local = {k: v for k, v in self.local.items() if v[1] > message.committed}
+        self._show_rows(message.page.rows, message.cursor)
+        self._show_counts(message.counts, message.info)
+        if not message.poll:
+            self.loads += 1
+        self.loaded.set()
+
+    def _poll_done(self) -> None:
+        self._polling = False
+        if self._poll_again:
+            self.poll()
+
+    # -- drawing -------------------------------------------------------------------------------------
+    def _show_rows(self, rows: list[PathRow], cursor: CursorSpec) -> None:
+        table = self.table
+        current = self.current_row()
+        old_ids = [r.id for r in self.rows]
+        new_ids = [r.id for r in rows]
+        self.rows = rows
+        self.by_id = {r.id: r for r in rows}
+        index = self._cursor_index(cursor, current)
+        if old_ids == new_ids:
+            changed = [i for i, (old, new) in enumerate(zip(table.rows, rows, strict=True)) if old != new]
+            table.replace_rows(rows, changed)
+            table.move_cursor(index)
+            if changed:
+                self._show_detail()
+        else:
+            table.set_rows(rows, index)
+
+    def _cursor_index(self, cursor: CursorSpec, current: PathRow | None) -> int:
+        rows = self.rows
+        if not rows:
+            return 0
+        if cursor.kind == "keep":
+            if current is not None:
+                if current.id in self.by_id:
+                    return self._index_of(current.id)
+                # The row left the page (e.g. decided under the "undecided" filter): its successor.
+                later = [i for i, r in enumerate(rows) if r.id > current.id]
+                return later[0] if later else len(rows) - 1
+            return min(self.table.cursor_row, len(rows) - 1)
+        if cursor.kind == "id":
+            if cursor.value in self.by_id:
+                return self._index_of(cursor.value)
+            later = [i for i, r in enumerate(rows) if r.id > cursor.value]
+            return later[0] if later else len(rows) - 1
+        if cursor.kind == "undecided":
+            return next((i for i, r in enumerate(rows) if r.decision is None), 0)
+        if cursor.kind == "last":
+            return len(rows) - 1
+        return max(0, min(cursor.value, len(rows) - 1))
+
+    def _index_of(self, path_id: int) -> int:
+        return next(i for i, r in enumerate(self.rows) if r.id == path_id)
+
+    def _show_counts(self, counts: PathCounts | None, info: JobInfo | None) -> None:
+        if counts is not None:
+            self.counts = counts
+        self.info = info
+        counts = self.counts
+        if self.first_max_id is None:
+            self.first_max_id = counts.max_id
+        self._update_static("#trainset", self.trainset_text())
+        self._update_static("#paths-status", self.status_text())
+
+    def _update_static(self, selector: str, text: Text) -> None:
+        """Repaint a fixed-height line only when its text changed (no layout pass: it cannot grow)."""
+        if self._shown.get(selector) == (text.plain, text.spans):
+            return
+        self._shown[selector] = (text.plain, text.spans)
+        self.query_one(selector, Static).update(text, layout=False)
+
+    def trainset_text(self) -> Text:
+        c = self.counts
+        t = Text()
+        if self.info is not None and self.info.kind == "teacher":
+            t.append("Teacher rationales (for distillation): ", style="bold")
+            t.append(f"{c.total:,}", style="bold green")
+            correct = "?" if c.correct is None else f"{c.correct:,}"
+            t.append(f" · {correct} with the correct answer (distill keeps those by default)")
+        else:
+            t.append("Training set (self-train): ", style="bold")
+            t.append(f"{c.training_set:,}", style="bold green")
+            t.append(f" paths = {c.selected_kept:,} selected & not rejected + {c.accepted_extra:,} accepted by hand")
+        t.append(
+            f"\n{c.total:,} paths · {c.filtered:,} filtered · {c.passed:,} passed · {c.selected:,} selected · "
+            f"{c.accepted:,} accepted · {c.rejected:,} rejected · {c.ignored:,} ignored · {c.undecided:,} undecided",
+            style="dim",
+        )
+        return t
+
+    def status_text(self) -> Text:
+        t = Text()
+        info = self.info
+        if info is not None:
+            t.append(f"job {info.id} {info.kind}", style="bold")
+            if info.label:
+                t.append(f" {info.label!r}")
+            t.append(f" · {info.status}")
+            if info.progress:
+                t.append(f" {info.progress}")
+            if info.dataset:
+                t.append(f" · {info.dataset}")
+        if self.paths_job is not None and self.paths_job != self.job_id:
+            t.append(f" · paths of job {self.paths_job}")
+        if self.rows:
+            t.append(f" · ids {self.rows[0].id}–{self.rows[-1].id}")
+        else:
+            t.append(" · no paths" + (" match the filters" if self.flt != PathFilter() else " yet"))
+        t.append(" · ")
+        t.append("[ prev page", style="" if self.has_prev else "dim")
+        t.append(" · ")
+        t.append("] next page", style="" if self.has_next else "dim")
+        new = self.counts.max_id - (self.first_max_id or 0)
+        if new > 0:
+            t.append(f" · +{new:,} new since opened", style="bold cyan")
+        t.append("\nrules column: pattern · length · repetition · perplexity (· correctness when on)", style="dim")
+        t.append("\nfilters: ", style="bold")
+        t.append(self.flt.describe())
+        t.append(
+            "  (d decision · v verdict · s selected · o source · c correct · f question · / search · F clear)",
+            style="dim",
+        )
+        return t
+
+    def _require_correct(self) -> bool | None:
+        if self.info is None:
+            return None
+        filters = (self.info.config or {}).get("filters")
+        if isinstance(filters, dict) and "require_correct" in filters:
+            return bool(filters["require_correct"])
+        return None
+
+    def _show_detail(self) -> None:
+        row = self.current_row()
+        body = self.query_one("#detail-body", Static)
+        body.update(detail_text(row, self._require_correct()) if row else Text("(no path)", style="dim"))
+
+    def current_row(self) -> PathRow | None:
+        if not self.rows:
+            return None
+        index = self.table.cursor_row
+        return self.rows[index] if 0 <= index < len(self.rows) else None
+
+    @on(PathTable.Highlighted, "#paths-table")
+    def _highlighted(self, _event: PathTable.Highlighted) -> None:
+        self._show_detail()
+
+    # -- decisions -----------------------------------------------------------------------------------
+    def apply_changes(self, changes: list[Change], undoable: bool = True) -> None:
+        """Show the decisions now, queue them for writing, and remember the previous values for undo."""
+        if not changes:
+            return
+        previous = [(pid, self._decision_of(pid)) for pid, _ in changes]
+        seq = self.writer.submit(changes)
+        table = self.table
+        for pid, decision in changes:
+            self.local[pid] = (decision, seq)
+            row = self.by_id.get(pid)
+            if row is not None:
+                row.decision = decision
+                table.refresh_row(self._index_of(pid))
+        if undoable:
+            self.undo_stack.append(previous)
+            del self.undo_stack[:-UNDO_LEVELS]
+        self._show_detail()
+        self._after_write(seq)
+
+    @work(thread=True, exit_on_error=False, group="paths-wait")
+    def _after_write(self, seq: int) -> None:
+        """Re-read (counts included) as soon as the writer has committed this decision."""
+        self.writer.wait_for(seq, timeout=30)
+        self.app.call_from_thread(self.poll)
+
+    def _decision_of(self, path_id: int) -> str | None:
+        if path_id in self.local:
+            return self.local[path_id][0]
+        row = self.by_id.get(path_id)
+        return row.decision if row is not None else None  # off-page: only undecided ids reach here
+
+    def action_decide(self, decision: str) -> None:
+        row = self.current_row()
+        if row is None:
+            return
+        index = self.table.cursor_row
+        self.apply_changes([(row.id, decision)])
+        self._advance(index)
+
+    def _advance(self, index: int) -> None:
+        """Move to the next undecided path: on this page, else on the next page."""
+        for j in range(index + 1, len(self.rows)):
+            if self.rows[j].decision is None:
+                self.table.move_cursor(j)
+                return
+        if self.has_next:
+            self._load(CursorSpec("undecided"), anchor=self.rows[-1].id + 1)
+        elif index + 1 < len(self.rows):
+            self.table.move_cursor(index + 1)
+
+    def action_undo(self) -> None:
+        if not self.undo_stack:
+            self.notify("nothing to undo")
+            return
+        previous = self.undo_stack.pop()
+        self.apply_changes(previous, undoable=False)
+        target = previous[0][0]
+        if target in self.by_id:
+            self.table.move_cursor(self._index_of(target))
+        else:
+            self._load(CursorSpec("id", target), anchor=target)
+        self.notify(f"undone: {len(previous)} decision{'s' if len(previous) != 1 else ''}", timeout=2)
+
+    def action_accept_page(self) -> None:
+        changes = [(r.id, "accepted") for r in self.rows if r.passed and r.decision is None]
+        if not changes:
+            self.notify("no undecided path on this page passed every rule")
+            return
+        self.apply_changes(changes)
+        self.notify(f"accepted {len(changes)} paths that passed the rules on this page (backspace undoes)")
+
+    def action_accept_question(self) -> None:
+        from db import app_queries as q
+
+        row = self.current_row()
+        if row is None or self.paths_job is None:
+            return
+        with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+            ids = q.question_passed_undecided(conn, self.paths_job, row.question_id)
+        ids = [pid for pid in ids if self._decision_of(pid) is None]
+        if not ids:
+            self.notify(f"no undecided path of question #{row.question_index} passed every rule")
+            return
+        self.apply_changes([(pid, "accepted") for pid in ids])
+        self.notify(
+            f"accepted {len(ids)} paths of question #{row.question_index} that passed the rules (backspace undoes)"
+        )
+
+    # -- paging and filters ------------------------------------------------------------------------------
+    def action_next_page(self) -> None:
+        if self.has_next and self.rows:
+            self._load(CursorSpec("index", 0), anchor=self.rows[-1].id + 1)
+
+    def action_prev_page(self) -> None:
+        if self.has_prev and self.rows:
+            self._load(CursorSpec("last"), mode="prev", before=self.rows[0].id)
+
+    def action_first_page(self) -> None:
+        self._load(CursorSpec("index", 0), anchor=0)
+
+    def action_last_page(self) -> None:
+        self._load(CursorSpec("last"), mode="last")
+
+    def set_filter(self, flt: PathFilter) -> None:
+        self.flt = flt
+        self._load(CursorSpec("index", 0), anchor=0)
+
+    def action_cycle(self, name: str) -> None:
+        values = self.CYCLES[name]
+        current = getattr(self.flt, name)
+        nxt = values[(values.index(current) + 1) % len(values)]
+        self.set_filter(replace(self.flt, **{name: nxt}))
+
+    def action_toggle_question(self) -> None:
+        row = self.current_row()
+        if self.flt.question_id is not None:
+            self.set_filter(replace(self.flt, question_id=None))
+        elif row is not None:
+            self.set_filter(replace(self.flt, question_id=row.question_id))
+
+    def action_clear_filters(self) -> None:
+        self.set_filter(PathFilter())
+
+    def action_search(self) -> None:
+        box = self.query_one("#paths-search", Input)
+        box.value = self.flt.search
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#paths-search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        box = self.query_one("#paths-search", Input)
+        box.display = False
+        self.table.focus()
+        self.set_filter(replace(self.flt, search=event.value.strip()))
+
+    def action_back(self) -> None:
+        box = self.query_one("#paths-search", Input)
+        if box.display:
+            box.display = False
+            self.table.focus()
+            return
+        self.app.pop_screen()
