@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.errors import UserError
+from engine.errors import UserError, brief, plain
 
 
 class Section(BaseModel):
@@ -31,6 +31,18 @@ class DataConfig(Section):
     split: str = Field("train", description="split that sampling, teacher and training read")
     train_limit: int | None = Field(None, ge=1, description="first N questions of the training split (all if unset)")
     test_limit: int | None = Field(None, ge=1, description="first N questions of the evaluation split (all if unset)")
+    shard: str | None = Field(
+        None, pattern=r"^\d+/[1-9]\d*$", description='"i/n": sample only every n-th question from the i-th (0-based)'
+    )
+
+    def shard_of(self) -> tuple[int, int] | None:
+        """``(i, n)`` of ``shard``, or None when the run is not sharded."""
+        if self.shard is None:
+            return None
+        i, n = (int(x) for x in self.shard.split("/"))
+        if i >= n:
+            raise UserError(f"data.shard: shard index {i} must be below the shard count {n}")
+        return i, n
 
 
 class SamplingConfig(Section):
@@ -43,6 +55,9 @@ class SamplingConfig(Section):
     max_new_tokens: int = Field(128, ge=1, description="new tokens per path, the first-token branch included")
     seed: int = Field(0, description="random seed; a fixed seed reproduces the paths")
     batch_size: int = Field(256, ge=1, description="sequences decoded together (questions x paths)")
+    max_batch_memory_mb: float | None = Field(
+        None, gt=0, description="cap on a decode batch's KV cache in MiB; above it the batch halves (as on OOM)"
+    )
     dtype: str = Field("auto", description="auto (bf16 where the hardware does it well) | float32 | bfloat16")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs per model)")
 
@@ -68,6 +83,9 @@ class TrainConfig(Section):
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     max_length: int = Field(512, ge=16, description="truncate samples to this many tokens")
     bf16: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast (auto: where supported)")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the decoder: CUDA only; auto = from 200 steps, where it pays"
+    )
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (and at the end)")
     save_total_limit: int = Field(2, ge=1, description="keep only the newest N intermediate checkpoints")
     seed: int = Field(0)
@@ -133,13 +151,14 @@ class ExperimentConfig(Section):
 
 def _error_line(source: str, exc: ValidationError) -> str:
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    # a TOML key may be any string (a newline, a megabyte): quote the odd ones so the message stays one line
+    key = ".".join(plain(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         message = "unknown key"
     else:
         message = err["msg"]
         if "input" in err and not isinstance(err["input"], dict):
-            message += f" (got {err['input']!r})"
+            message += f" (got {brief(err['input'])})"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {key}: {message}{suffix}"

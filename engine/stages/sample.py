@@ -28,7 +28,7 @@ from engine.stages import config_dataset, find_or_create_job, reload_job
 
 #: Sampling settings that change speed, not the paths: left out of the fingerprint so that changing them
 #: resumes the same job.
-THROUGHPUT_KEYS = ("batch_size", "tensor_parallel_size")
+THROUGHPUT_KEYS = ("batch_size", "tensor_parallel_size", "max_batch_memory_mb")
 CANCEL_CHECK_S = 0.5
 
 
@@ -147,6 +147,11 @@ def run_sample(engine: Engine, config: ExperimentConfig, echo: Callable[[str], N
         questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
     if not questions:
         raise UserError(f"dataset {dataset.name!r} has no questions in split {config.data.split!r}")
+    shard = config.data.shard_of()
+    if shard is not None:
+        # A deterministic share; the fingerprint leaves the shard out, so merged shards form one job.
+        questions = questions[shard[0] :: shard[1]]
+        echo(f"shard {shard[0]}/{shard[1]}: {len(questions)} questions")
     fp = sample_fingerprint(config, dataset)
     job, done = find_or_create_job(engine, "sample", fp, config, echo, dataset_id=dataset.id)
     if done:

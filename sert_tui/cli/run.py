@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from engine.errors import UserError
 from sert_tui.cli.common import open_db, print_json, stderr
 
 
@@ -13,7 +14,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("config", type=Path, help="experiment config (TOML; see `sert-tui config init`)")
     run.add_argument("--stage", required=True, help="sample | filter | self-train | teacher | distill | eval | all")
     run.add_argument("--json", action="store_true", help='end by printing {"jobs": [{"id", "kind", "status"}]}')
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        default=None,
+        help="sample only shard I of N (0-based) of the questions; merge shards with `workspace merge`",
+    )
+    scale = run.add_argument_group("scale-out (training stages)")
+    scale.add_argument(
+        "--launcher",
+        choices=("none", "accelerate"),
+        default="none",
+        help="accelerate: re-run the stage under `accelerate launch` (DDP by default, FSDP/DeepSpeed presets)",
+    )
+    scale.add_argument("--num-processes", type=int, default=1, help="processes over all machines (one per GPU)")
+    scale.add_argument(
+        "--accelerate-config",
+        default=None,
+        metavar="PRESET|FILE",
+        help="ddp (default) | fsdp | deepspeed_zero2 | deepspeed_zero3 | an accelerate config file",
+    )
+    scale.add_argument("--num-machines", type=int, default=1)
+    scale.add_argument("--machine-rank", type=int, default=0)
+    scale.add_argument("--main-process-ip", default=None)
+    scale.add_argument("--main-process-port", type=int, default=None)
     run.set_defaults(func=cmd_run)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from engine.training.launch import LaunchOptions, launch
+    from sert_tui.cli import workspace_path
+
+    opts = LaunchOptions(
+        num_processes=args.num_processes,
+        accelerate_config=args.accelerate_config,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        main_process_ip=args.main_process_ip,
+        main_process_port=args.main_process_port,
+    )
+    open_db(args).dispose()  # create/migrate the workspace once, before the processes start
+    return launch(workspace_path(args), args.config, args.stage, opts)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -22,8 +63,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sert_tui.cli.jobs import job_row
 
     config = load_config(args.config)
+    if getattr(args, "launcher", "none") == "accelerate":
+        return _launch(args)
+    if args.shard is not None:
+        from engine.config import config_from_dict
+
+        config = config_from_dict(
+            {
+                **config.model_dump(exclude_none=True),
+                "data": {**config.data.model_dump(exclude_none=True), "shard": args.shard},
+            },
+            source="--shard",
+        )
     engine = open_db(args)
-    jobs = run_stage(engine, config, args.stage, stderr)
+    from engine.distributed import is_distributed
+
+    if is_distributed():  # one process of `accelerate launch`
+        from engine.training.distributed import run_stage_distributed
+        from engine.training.launch import TRAINING_STAGES
+
+        if args.stage not in TRAINING_STAGES:
+            raise UserError(f"stage {args.stage!r} does not run under a multi-process launcher")
+        jobs = run_stage_distributed(engine, config, args.stage, stderr)
+    else:
+        jobs = run_stage(engine, config, args.stage, stderr)
     if args.json:
         print_json({"jobs": [job_row(j) for j in jobs]})
     else:

@@ -1,0 +1,82 @@
+"""GPU-only paths, gated: precision choice, memory reporting, ``torch.compile``.
+
+The decisions are pure functions of the setting and the hardware's capabilities (passed in), so they are
+unit-tested on a CPU-only machine; the functions that touch CUDA (:func:`memory_metrics`, :func:`maybe_compile`)
+do nothing off CUDA.
+
+- Training precision: bf16 autocast where the hardware does bf16 natively (CUDA with bf16: Ampere and newer;
+  CPUs with AMX / AVX512-BF16), else fp32 master weights without autocast. fp16 is never used for training
+  (it would need loss scaling); it is the inference dtype on CUDA GPUs without bf16 (V100, T4).
+- ``torch.compile`` pays only on CUDA (Inductor/Triton kernels) and only for runs long enough to amortise
+  the compilation (about a minute): ``train.compile = "auto"`` compiles the decoder on CUDA from
+  :data:`COMPILE_MIN_STEPS` optimizer steps; ``"on"`` forces it on CUDA; never on CPU/MPS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+#: Optimizer steps from which compiling the decoder pays for its compilation time.
+COMPILE_MIN_STEPS = 200
+
+
+def train_precision(setting: str, device: str, *, cuda_bf16: bool, cpu_bf16: bool) -> Literal["bf16", "fp32"]:
+    """``train.bf16`` (auto | on | off) on ``device`` -> the autocast precision of training."""
+    if setting == "on":
+        return "bf16"
+    if setting == "off":
+        return "fp32"
+    if device.startswith("cuda"):
+        return "bf16" if cuda_bf16 else "fp32"
+    if device == "cpu":
+        return "bf16" if cpu_bf16 else "fp32"
+    return "fp32"
+
+
+def inference_dtype(requested: str, device: str, *, cuda_bf16: bool, cpu_bf16: bool) -> str:
+    """Sampling / evaluation dtype: an explicit one wins; ``auto`` is bf16 where native, fp16 on older GPUs."""
+    if requested != "auto":
+        return requested
+    if device.startswith("cuda"):
+        return "bfloat16" if cuda_bf16 else "float16"
+    if device == "cpu" and cpu_bf16:
+        return "bfloat16"
+    return "float32"
+
+
+def should_compile(setting: str, device: str, total_steps: int, *, compiler_available: bool = True) -> bool:
+    """Whether to ``torch.compile`` the decoder for training (CUDA only, and only where it pays)."""
+    if setting == "off" or not device.startswith("cuda") or not compiler_available:
+        return False
+    return setting == "on" or total_steps >= COMPILE_MIN_STEPS
+
+
+def memory_metrics(device: str) -> dict[str, float]:
+    """Peak and reserved CUDA memory in MiB, for the job's metrics (empty off CUDA)."""
+    if not device.startswith("cuda"):
+        return {}
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "memory_mb": torch.cuda.max_memory_allocated() / 2**20,
+        "memory_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+    }
+
+
+def triton_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def maybe_compile(model: Any, setting: str, device: str, total_steps: int, log: Callable[[str], None]) -> bool:
+    """Compile ``model``'s decoder in place (dynamic shapes: batches vary in length) when it pays."""
+    if not should_compile(setting, device, total_steps, compiler_available=triton_available()):
+        return False
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    decoder.compile(dynamic=True)
+    log(f"torch.compile: decoder compiled for {total_steps} steps on {device}")
+    return True
