@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 
 from db.models import Dataset, Job, Model, Question
 from engine.data.records import DatasetSpec
-from engine.errors import UserError
+from engine.errors import UserError, brief
 
 
 def get_dataset(session: Session, name: str) -> Dataset:
@@ -25,12 +25,21 @@ def save_dataset(session: Session, spec: DatasetSpec) -> Dataset:
         raise UserError(f"a dataset named {spec.name!r} already exists in this workspace")
     if not spec.records:
         raise UserError(f"{spec.origin}: no questions to import")
+    # SQLite stores UTF-8 only: names from the command line, split names from files and file names may hold
+    # lone surrogates (undecodable bytes, JSON's "\\ud800"); refuse them clearly instead of failing mid-insert.
+    for label, value in [("dataset name", spec.name), ("task", spec.task)] + [
+        ("split name", split) for split in {r.split for r in spec.records}
+    ]:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"{label} {brief(value)} is not valid Unicode text") from None
     dataset = Dataset(
         name=spec.name,
         task=spec.task,
         answer_type=spec.answer_type,
         source=spec.source,
-        origin=spec.origin,
+        origin=spec.origin.encode("utf-8", "replace").decode("utf-8"),
         meta=spec.meta,
     )
     session.add(dataset)

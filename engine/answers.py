@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from engine.errors import brief
+
 ANSWER_TYPES = ("yes_no", "choice", "number", "string")
 
 #: Which answer family each known task belongs to (tasks not listed default to ``string``).
@@ -121,16 +123,16 @@ def normalize_gold(answer: object, answer_type: str) -> str:
             return "yes"
         if low in ("no", "false"):
             return "no"
-        raise ValueError(f"not a yes/no answer: {value!r}")
+        raise ValueError(f"not a yes/no answer: {brief(value)}")
     if answer_type == "choice":
         letter = value.strip("() .").upper()
         if len(letter) != 1 or not letter.isalpha():
-            raise ValueError(f"not a choice letter: {value!r}")
+            raise ValueError(f"not a choice letter: {brief(value)}")
         return letter
     if answer_type == "number":
         found = _number_candidates(value)
         if not found:
-            raise ValueError(f"not a number: {value!r}")
+            raise ValueError(f"not a number: {brief(value)}")
         return found[0]
     cleaned = _STRING_STRIP_RE.sub("", value)
     if not cleaned:

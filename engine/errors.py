@@ -5,5 +5,17 @@ class UserError(Exception):
     """Bad input or state that the user can fix; its message is shown as is."""
 
 
+def brief(value: object, limit: int = 60) -> str:
+    """``repr`` of an input for an error message, cut short: an input may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def plain(name: object, limit: int = 60) -> str:
+    """A name from an input (a key, a split) as is when it is short and printable, else :func:`brief`."""
+    text = str(name)
+    return text if len(text) <= limit and text.isprintable() else brief(name, limit)
+
+
 class WorkspaceError(UserError):
     """The workspace file cannot be opened (damaged, not SQLite, newer schema)."""

@@ -361,8 +361,6 @@ def run_app(workspace: Path) -> int:
     # The cheap check before the UI starts; the full open (schema, migration) runs behind the first frame.
     if workspace.is_dir():
         raise WorkspaceError(f"{workspace}: is a directory, not a workspace file")
-    if workspace.is_dir():
-        raise WorkspaceError(f"{workspace}: is a directory, not a workspace file")
     try:
         if workspace.exists() and workspace.stat().st_size:
             with workspace.open("rb") as fh:

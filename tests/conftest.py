@@ -47,3 +47,13 @@ def student():
     from engine.models import load_model
 
     return load_model("default", device="cpu")
+
+
+def pytest_addoption(parser):
+    """``--heavy``: the heavy variants of tests/reliability (10 kills per stage, more generated inputs)."""
+    parser.addoption(
+        "--heavy",
+        action="store_true",
+        default=False,
+        help="run the heavy variants of the reliability suite (also: SERT_TUI_HEAVY=1)",
+    )

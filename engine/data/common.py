@@ -22,6 +22,8 @@ def read_json(path: Path) -> Any:
         raise UserError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts (4,300)
+        raise UserError(f"{path}: invalid JSON: {str(exc).splitlines()[0][:120]}") from None
 
 
 def inline_choices(question: str) -> list[str] | None:
@@ -71,4 +73,15 @@ def require_text(row: Any, field: str, where: str) -> str:
     text = str(value)
     if not text.strip():
         raise UserError(f"{where}: field {field!r} is empty")
+    check_unicode(text, f"{where}: field {field!r}")
     return text
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse text SQLite cannot store: JSON may spell a lone UTF-16 surrogate (``\\ud800``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(
+            f"{where}: not valid Unicode text (a lone surrogate {text[exc.start]!r} at character {exc.start})"
+        ) from None

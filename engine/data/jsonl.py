@@ -37,6 +37,8 @@ def load(
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{file}: line {lineno}: invalid JSON: {exc.msg}") from None
+        except ValueError as exc:  # e.g. an integer with more digits than Python converts (4,300)
+            raise UserError(f"{file}: line {lineno}: invalid JSON: {str(exc).splitlines()[0][:120]}") from None
         if not isinstance(row, dict):
             raise UserError(f"{file}: line {lineno}: expected a JSON object")
         rows.append((lineno, row))

@@ -8,7 +8,7 @@ from pathlib import Path
 from engine import answers
 from engine.data.common import inline_choices, normalize, read_json, require_text
 from engine.data.records import DatasetSpec, QuestionRecord
-from engine.errors import UserError
+from engine.errors import UserError, brief, plain
 
 
 def load(name: str, dataset_file: Path, split_file: Path, task: str | None = None) -> DatasetSpec:
@@ -27,15 +27,15 @@ def load(name: str, dataset_file: Path, split_file: Path, task: str | None = Non
     seen: dict[int, str] = {}
     for split_name, indices in split.items():
         if not isinstance(indices, list):
-            raise UserError(f"{split_file}: field {split_name!r} must be a list of indices")
+            raise UserError(f"{split_file}: field {brief(split_name)} must be a list of indices")
         for position, index in enumerate(indices):
-            where = f"{split_file}: {split_name}[{position}]"
+            where = f"{split_file}: {plain(split_name)}[{position}]"
             if isinstance(index, bool) or not isinstance(index, int):
-                raise UserError(f"{where}: index {index!r} is not an integer")
+                raise UserError(f"{where}: index {brief(index)} is not an integer")
             if not 0 <= index < len(rows):
                 raise UserError(f"{where}: index {index} does not exist in {dataset_file} ({len(rows)} rows)")
             if index in seen:
-                raise UserError(f"{where}: index {index} is already in split {seen[index]!r}")
+                raise UserError(f"{where}: index {index} is already in split {brief(seen[index])}")
             seen[index] = split_name
             row_where = f"{dataset_file}: row {index}"
             text = require_text(rows[index], "question", row_where)

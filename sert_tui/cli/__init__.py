@@ -55,3 +55,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        damage = damaged_workspace(exc)
+        if damage is None:
+            raise
+        print(f"error: {workspace_path(args)}: damaged workspace ({damage})", file=sys.stderr)
+        return 2
+
+
+#: SQLite errors that mean the file (or its disk) is damaged, not that sert-tui has a bug.
+DAMAGE_MESSAGES = ("malformed", "not a database", "disk i/o error", "database or disk is full")
+
+
+def damaged_workspace(exc: BaseException) -> str | None:
+    """The one-line SQLite message when ``exc`` says the workspace file is damaged (found only when a command
+    reads a damaged page: opening checks the header and schema only), else None."""
+    import sqlite3
+
+    cause = getattr(exc, "orig", None) or exc
+    if not isinstance(cause, sqlite3.DatabaseError):
+        return None
+    message = (str(cause).splitlines() or [""])[0]
+    return message if any(m in message.lower() for m in DAMAGE_MESSAGES) else None

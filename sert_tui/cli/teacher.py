@@ -72,6 +72,10 @@ def cmd_import_recorded(args: argparse.Namespace) -> int:
 def cmd_batch_export(args: argparse.Namespace) -> int:
     from engine.teacher.batch import export_batch, prepare_job
 
+    if args.out.exists() and not args.force:  # refuse before a job is created for --config
+        from engine.errors import UserError
+
+        raise UserError(f"{args.out}: already exists (use --force to overwrite)")
     engine = open_db(args)
     if args.config is not None:
         from engine.config import load_config

@@ -1,0 +1,323 @@
+"""Benchmark of SERT stage-1 sampling: the engine against two `model.generate` baselines, in one run.
+
+Same questions (the first N StrategyQA training questions of ../shared/data in the split file's order), same
+seed, 25 paths per question (5 first-token branches x 5 samples, top-k 10, top-p 0.95, temperature 1), at
+most ``--tokens`` new tokens per path (the branch token included), three ways:
+
+1. naive: per question, one forward for the branches, then per branch ``model.generate(num_return_sequences=5)``
+   in fp32;
+2. strong: the branches of all questions left-padded into one ``model.generate`` batch
+   (``num_return_sequences=5``), in bf16 where this CPU does bf16 fast, else fp32;
+3. the engine (``engine.sampling``, dtype ``auto``).
+
+Tokens are counted the same way for all three: per path, the branch token plus every sampled token before the
+first EOS. Each method runs in its own child process (its peak resident memory is its own); they run one
+after the other in this one invocation, so the ratios compare like with like on a shared machine.
+
+The roofline is 2 x (parameters of the linear layers, LM head included) FLOPs per token against the best
+matmul rate measured in this run (bf16 and fp32 are both measured; on CPUs without AMX/AVX512-BF16 bf16 is
+emulated and slower than fp32, so the faster one is the machine's real ceiling).
+
+    python benchmarks/sampling.py [--questions 8] [--tokens 48] [--seed 0] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "reasoning-teacher"
+
+
+def load_questions(n: int) -> list[str]:
+    rows = json.loads((DATA / "dataset" / "strategy_qa.json").read_text())
+    split = json.loads((DATA / "split" / "strategy_qa__default.json").read_text())
+    return [rows[i]["question"] for i in split["train"][:n]]
+
+
+def peak_rss_gb() -> float:
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024**2)
+
+
+def count_generated(gen, eos_ids: set[int]) -> int:
+    """Branch token + sampled tokens before the first EOS, summed over rows of ``gen`` [rows, new]."""
+    total = 0
+    for row in gen.tolist():
+        n = 0
+        for t in row:
+            if t in eos_ids:
+                break
+            n += 1
+        total += 1 + n
+    return total
+
+
+def branch_inputs(model, tokenizer, questions: list[str], k: int):
+    """Per question: prompt ids and its top-k first tokens (one forward each)."""
+    import torch
+
+    from engine.sampling import build_prompt
+
+    out = []
+    for q in questions:
+        ids = tokenizer(build_prompt(q)).input_ids
+        logits = model(torch.tensor([ids])).logits[0, -1]
+        out.append((ids, torch.topk(logits.float(), k).indices.tolist()))
+    return out
+
+
+def gen_kwargs(model, tokenizer, tokens: int) -> dict:
+    return {
+        "do_sample": True,
+        "top_k": 10,
+        "top_p": 0.95,
+        "temperature": 1.0,
+        "max_new_tokens": tokens - 1,
+        "num_return_sequences": 5,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def run_naive(model, tokenizer, questions, tokens, seed, eos_ids):
+    import torch
+
+    torch.manual_seed(seed)
+    total = 0
+    for ids, firsts in branch_inputs(model, tokenizer, questions, 5):
+        for first in firsts:
+            inp = torch.tensor([ids + [first]])
+            out = model.generate(
+                input_ids=inp, attention_mask=torch.ones_like(inp), **gen_kwargs(model, tokenizer, tokens)
+            )
+            total += count_generated(out[:, inp.shape[1] :], eos_ids)
+    return total
+
+
+def run_strong(model, tokenizer, questions, tokens, seed, eos_ids):
+    import torch
+
+    torch.manual_seed(seed)
+    rows = [ids + [first] for ids, firsts in branch_inputs(model, tokenizer, questions, 5) for first in firsts]
+    width = max(len(r) for r in rows)
+    inp = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(inp)
+    for i, r in enumerate(rows):  # left padding
+        inp[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    out = model.generate(input_ids=inp, attention_mask=mask, **gen_kwargs(model, tokenizer, tokens))
+    return count_generated(out[:, width:], eos_ids)
+
+
+def run_engine(model, tokenizer, questions, tokens, seed, eos_ids, threads=None, info=None):
+    from engine.config import SamplingConfig
+    from engine.sampling import make_sampler_from_model
+
+    cfg = SamplingConfig(max_new_tokens=tokens, seed=seed)
+    sampler = make_sampler_from_model(model, tokenizer, cfg, threads=threads)
+    total = 0
+
+    def on_done(_key, paths):
+        nonlocal total
+        total += sum(p.tokens for p in paths)
+
+    sampler.sample(list(enumerate(questions)), on_done)
+    if info is not None:
+        info["engine_threads"] = sampler.stats.get("threads")
+    return total
+
+
+def worker(method: str, questions: int, tokens: int, seed: int, threads: int) -> dict:
+    """Run one method in this process and return its figures."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    from engine.models import load_model
+    from engine.sampling.hf import eos_token_ids
+    from engine.sampling.ops import choose_dtype, cpu_has_fast_bf16
+
+    if method == "naive":
+        dtype = torch.float32
+    elif method == "strong":
+        dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    else:
+        dtype = choose_dtype("auto", "cpu")
+    model, tokenizer = load_model("default", device="cpu", dtype=str(dtype).removeprefix("torch."))
+    qs = load_questions(questions)
+    eos_ids = set(eos_token_ids(model, tokenizer))
+    info: dict = {}
+    with torch.inference_mode():
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if method == "engine":
+            total = run_engine(model, tokenizer, qs, tokens, seed, eos_ids, threads or None, info)
+        else:
+            total = {"naive": run_naive, "strong": run_strong}[method](model, tokenizer, qs, tokens, seed, eos_ids)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    return {
+        "method": method,
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": threads or torch.get_num_threads(),
+        "tokens": total,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "tok_s": total / seconds,
+        "peak_mem_gb": peak_rss_gb(),
+        **info,
+    }
+
+
+def matmul_rates(size: int = 1024, reps: int = 5) -> dict[str, float]:
+    """Best-of-``reps`` GFLOP/s of a square matmul in fp32 and bf16."""
+    import torch
+
+    rates = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
+        rates[name] = 2 * size**3 / best / 1e9
+    return rates
+
+
+def linear_params() -> int:
+    import torch
+
+    from engine.models import load_model
+
+    model, _ = load_model("default", device="cpu")
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def spawn(method: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--worker", method, "--questions", str(args.questions)]
+    cmd += ["--tokens", str(args.tokens), "--seed", str(args.seed), "--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{method} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=8, help="StrategyQA train questions (default 8)")
+    parser.add_argument("--tokens", type=int, default=48, help="max new tokens per path, branch token included")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="pin every method to N CPU threads (default 0: PyTorch's default for the baselines, the engine "
+        "picks its own by measuring each step)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--methods", default="naive,strong,engine", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tokens < 2:
+        parser.error("--tokens must be at least 2")
+
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.questions, args.tokens, args.seed, args.threads)))
+        return
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    rates = None
+    for method in args.methods.split(","):
+        if method == "engine":  # the machine's matmul ceiling, measured just before the engine runs
+            rates = matmul_rates()
+        if not args.json:
+            print(f"running {method} ...", file=sys.stderr, flush=True)
+        results[method] = spawn(method, args)
+    rates = rates or matmul_rates()
+    params = linear_params()
+    flops_per_token = 2 * params
+    best_dtype = max(rates, key=rates.get)
+    roofline_tok_s = rates[best_dtype] * 1e9 / flops_per_token
+
+    def tok_s(m: str) -> float | None:
+        return results[m]["tok_s"] if m in results else None
+
+    def ratio(a: str, b: str) -> float | None:
+        return tok_s(a) / tok_s(b) if a in results and b in results else None
+
+    def cpu_ratio(a: str, b: str) -> float | None:
+        """The same ratio in tokens per CPU-second: steadier than wall time on a shared machine."""
+        if a not in results or b not in results:
+            return None
+        per_cpu = {m: results[m]["tokens"] / results[m]["cpu_seconds"] for m in (a, b)}
+        return per_cpu[a] / per_cpu[b]
+
+    summary = {
+        "questions": args.questions,
+        "paths_per_question": 25,
+        "tokens": args.tokens,
+        "seed": args.seed,
+        "threads": args.threads or f"default ({torch.get_num_threads()}); engine adaptive",
+        "naive_tok_s": tok_s("naive"),
+        "strong_tok_s": tok_s("strong"),
+        "engine_tok_s": tok_s("engine"),
+        "ratio_naive": ratio("engine", "naive"),
+        "ratio_strong": ratio("engine", "strong"),
+        "roofline_share": tok_s("engine") / roofline_tok_s if "engine" in results else None,
+        "ratio_naive_cpu": cpu_ratio("engine", "naive"),
+        "ratio_strong_cpu": cpu_ratio("engine", "strong"),
+        "peak_mem_gb": results["engine"]["peak_mem_gb"] if "engine" in results else None,
+        "roofline_tok_s": roofline_tok_s,
+        "matmul_gflops": rates,
+        "roofline_dtype": best_dtype,
+        "linear_params": params,
+        "runs": results,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(
+        f"sampling benchmark: {args.questions} StrategyQA questions x 25 paths, <= {args.tokens} new tokens, "
+        f"seed {args.seed}, cpu, threads: {summary['threads']}"
+    )
+    labels = {
+        "naive": "naive  (generate per branch)",
+        "strong": "strong (one generate batch)",
+        "engine": "engine (engine.sampling)",
+    }
+    for m, r in results.items():
+        extra = f", threads chosen {r['engine_threads']}" if r.get("engine_threads") else ""
+        print(
+            f"  {labels[m]:<30} {r['dtype']:<8} {r['tok_s']:8.1f} tok/s  ({r['tokens']} tokens in "
+            f"{r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU, peak RSS {r['peak_mem_gb']:.2f} GB{extra})"
+        )
+    for name, target in (("naive", 8), ("strong", 3)):
+        if summary[f"ratio_{name}"] is not None:
+            print(
+                f"  engine / {name:<6}: {summary[f'ratio_{name}']:.2f}x wall, "
+                f"{summary[f'ratio_{name}_cpu']:.2f}x per CPU-second   (target >= {target}x)"
+            )
+    print(
+        f"  matmul: fp32 {rates['float32']:.0f} GFLOP/s, bf16 {rates['bfloat16']:.0f} GFLOP/s; roofline "
+        f"{roofline_tok_s:.0f} tok/s ({best_dtype}, {flops_per_token / 1e6:.0f} MFLOP/token)"
+    )
+    if summary["roofline_share"] is not None:
+        print(f"  engine share of roofline: {100 * summary['roofline_share']:.1f}%")
+        print(f"  engine peak memory: {summary['peak_mem_gb']:.2f} GB (target < 4 GB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Stage ``eval``: greedy generation on ``eval.split`` (first ``data.test_limit`` questions) and the metrics
+Acc/Fmt/Len/Rep, for the base model and trained checkpoints.
+
+One ``eval`` job per evaluated model (``parent_id`` = the training job, none for the base model) with one
+``Evaluation`` row and one ``Prediction`` row per question. Predictions are written batch by batch; a killed
+or cancelled evaluation skips the questions already predicted when it runs again, and the metrics are always
+computed from all stored predictions. The prompt is the training prompt ``Question: {q}. Answer:`` for every
+model, the zero-shot base model included.
+
+``run --stage eval`` evaluates the base model (zero-shot, when ``eval.baselines``) and the newest completed
+training job of each label (Finetune, SERT, RD, SERT+RD) of the config's dataset and student.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from db.models import Checkpoint, Dataset, Evaluation, Job, Prediction, Question
+from db.queries import split_questions
+from db.session import session_scope
+from engine.config import ExperimentConfig
+from engine.errors import UserError
+from engine.evaluation import lineage
+from engine.evaluation.metrics import Scored, aggregate, score_output
+from engine.jobs import JobContext, fingerprint, run_job
+from engine.pipeline import stage
+from engine.stages import config_dataset, find_or_create_job, reload_job
+from engine.training.datasets import FORMAT_VERSION, prompt_text
+
+Echo = Callable[[str], None]
+METRICS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to evaluate: the base model (``job`` None) or a training job's final checkpoint."""
+
+    label: str
+    model_ref: str  # "default" / hub id / path of the base model, or the checkpoint directory
+    job: Job | None = None
+    checkpoint: Checkpoint | None = None
+
+
+def base_target(config: ExperimentConfig) -> Target:
+    return Target(lineage.ZERO_SHOT, config.student.model)
+
+
+def job_target(engine: Engine, job: Job) -> Target:
+    from engine.training.checkpoints import final_checkpoint
+
+    ckpt = final_checkpoint(engine, job.id)  # type: ignore[arg-type]
+    if ckpt is None:
+        raise UserError(f"{job.kind} job {job.id} has no final checkpoint to evaluate")
+    with session_scope(engine) as s:
+        label = lineage.job_label(s, job)
+    return Target(label, ckpt.path, job, ckpt)
+
+
+def newest_targets(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> list[Target]:
+    """The newest completed training job of each label for the config's dataset and student."""
+    from engine.training.checkpoints import final_checkpoint
+
+    with session_scope(engine) as s:
+        jobs = s.exec(
+            select(Job)
+            .where(
+                Job.kind.in_(lineage.TRAINING_KINDS),  # type: ignore[attr-defined]
+                Job.dataset_id == dataset.id,
+                Job.status == "completed",
+            )
+            .order_by(Job.id.desc())  # type: ignore[union-attr]
+        ).all()
+        labelled = [(lineage.job_label(s, j), j) for j in jobs]
+    newest: dict[str, Job] = {}
+    for label, job in labelled:
+        if (job.config.get("student") or {}).get("model") != config.student.model:
+            continue
+        if label not in newest and final_checkpoint(engine, job.id) is not None:  # type: ignore[arg-type]
+            newest[label] = job
+    ordered = [newest[label] for label in lineage.TABLE_ORDER if label in newest]
+    return [job_target(engine, j) for j in ordered]
+
+
+def eval_fingerprint(config: ExperimentConfig, dataset: Dataset, target: Target) -> str:
+    return fingerprint(
+        "eval",
+        {
+            "model": target.model_ref,
+            "checkpoint": target.checkpoint.id if target.checkpoint else None,
+            "dtype": config.student.dtype,
+            "dataset_id": dataset.id,
+            "split": config.eval.split,
+            "test_limit": config.data.test_limit,
+            "max_new_tokens": config.eval.max_new_tokens,
+            "format": FORMAT_VERSION,
+            "metrics": METRICS_VERSION,
+        },
+    )
+
+
+def _evaluation_row(engine: Engine, job_id: int, dataset: Dataset, config: ExperimentConfig, target: Target) -> int:
+    with session_scope(engine) as s:
+        row = s.exec(select(Evaluation).where(Evaluation.job_id == job_id)).first()
+        if row is None:
+            row = Evaluation(
+                job_id=job_id,
+                checkpoint_id=target.checkpoint.id if target.checkpoint else None,
+                model_ref=target.model_ref,
+                label=target.label,
+                dataset_id=dataset.id,  # type: ignore[arg-type]
+                split=config.eval.split,
+            )
+            s.add(row)
+            s.flush()
+        assert row.id is not None
+        return row.id
+
+
+def _store_predictions(engine: Engine, evaluation_id: int, rows: list[dict]) -> None:
+    if not rows:
+        return
+    stmt = insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["evaluation_id", "question_id"])
+    with session_scope(engine) as s:
+        s.exec(stmt)  # type: ignore[call-overload]
+
+
+def _rescore_all(engine: Engine, evaluation_id: int) -> list[Scored]:
+    """The stored predictions as ``Scored`` values (what the metrics are computed from)."""
+    with session_scope(engine) as s:
+        preds = s.exec(select(Prediction).where(Prediction.evaluation_id == evaluation_id)).all()
+    return [
+        Scored(
+            answer=p.answer,
+            correct=p.correct,
+            well_formed=p.well_formed,
+            marker=bool(p.scores.get("marker")),
+            degenerate=bool(p.scores.get("degenerate")),
+            tokens=p.tokens,
+            reasoning_tokens=int(p.scores.get("reasoning_tokens", 0)),
+            rep=float(p.scores.get("rep", 0.0)),
+            rep4=float(p.scores.get("rep4", 0.0)),
+        )
+        for p in preds
+    ]
+
+
+def eval_body(engine: Engine, job_id: int, config: ExperimentConfig, dataset: Dataset, target: Target):
+    def body(ctx: JobContext) -> dict:
+        from transformers.utils import logging as hf_logging
+
+        from engine.models import resolve_device
+        from engine.training.checkpoints import load_trained
+
+        hf_logging.disable_progress_bar()
+        evaluation_id = _evaluation_row(engine, job_id, dataset, config, target)
+        with session_scope(engine) as s:
+            questions = split_questions(s, dataset.id, config.eval.split, config.data.test_limit)  # type: ignore[arg-type]
+            done = set(s.exec(select(Prediction.question_id).where(Prediction.evaluation_id == evaluation_id)).all())
+        if not questions:
+            raise UserError(f"dataset {dataset.name!r} has no questions in split {config.eval.split!r}")
+        todo = [q for q in questions if q.id not in done]
+        total = len(questions)
+        ctx.log(
+            f"evaluating {target.label} ({target.model_ref}) on {dataset.name}/{config.eval.split}: {total} questions, "
+            f"{len(done)} already predicted"
+        )
+        ctx.progress(len(done), total, "questions", force=True)
+        if todo:
+            device = resolve_device(config.student.device)
+            model, tokenizer = load_trained(target.model_ref, device=device, dtype=config.student.dtype)
+            letters = (dataset.meta or {}).get("choice_letters") or "ABCDE"
+            by_id: dict[int, Question] = {q.id: q for q in todo}  # type: ignore[misc]
+
+            def tokenize(text: str) -> list[int]:
+                return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+            from engine.evaluation.generate import greedy_batches
+
+            count = len(done)
+            batches = greedy_batches(
+                model,
+                tokenizer,
+                [(q.id, prompt_text(q.text)) for q in todo],
+                max_new_tokens=config.eval.max_new_tokens,
+                batch_size=config.eval.batch_size,
+            )
+            for batch in batches:
+                rows = []
+                for g in batch:
+                    q = by_id[g.key]
+                    sc = score_output(
+                        g.text, q.answer, dataset.answer_type, tokenize, letters=letters, output_tokens=g.token_ids
+                    )
+                    rows.append(
+                        {
+                            "evaluation_id": evaluation_id,
+                            "question_id": q.id,
+                            "output": g.text,
+                            "answer": sc.answer,
+                            "correct": sc.correct,
+                            "well_formed": sc.well_formed,
+                            "tokens": sc.tokens,
+                            "scores": sc.extras(),
+                        }
+                    )
+                _store_predictions(engine, evaluation_id, rows)
+                count += len(rows)
+                ctx.progress(count, total, "questions")
+                ctx.check_cancel()
+        metrics = aggregate(_rescore_all(engine, evaluation_id))
+        with session_scope(engine) as s:
+            row = s.get(Evaluation, evaluation_id)
+            assert row is not None
+            row.n, row.acc, row.fmt, row.len, row.rep = (
+                int(metrics["n"] or 0),
+                metrics["acc"],
+                metrics["fmt"],
+                metrics["len"],
+                metrics["rep"],
+            )
+            s.add(row)
+        ctx.log(
+            f"{target.label}: Acc {100 * (metrics['acc'] or 0):.2f}%, Fmt {100 * (metrics['fmt'] or 0):.2f}%, "
+            f"Len {metrics['len']:.1f}, Rep {metrics['rep']:.3f} (n={metrics['n']})"
+        )
+        if config.judge.enabled:
+            from engine.teacher.judge import judge_evaluation
+
+            judge_evaluation(engine, evaluation_id, config.judge, ctx.log)
+        return {"evaluation": evaluation_id, "label": target.label, "model": target.model_ref, **metrics}
+
+    return body
+
+
+def evaluate(engine: Engine, config: ExperimentConfig, dataset: Dataset, target: Target, echo: Echo) -> Job:
+    fp = eval_fingerprint(config, dataset, target)
+    parent_id = target.job.id if target.job is not None else None
+    job, done = find_or_create_job(engine, "eval", fp, config, echo, dataset_id=dataset.id, parent_id=parent_id)
+    assert job.id is not None
+    if job.label != target.label:
+        with session_scope(engine) as s:
+            row = s.get(Job, job.id)
+            assert row is not None
+            row.label = target.label
+    if not done:
+        run_job(JobContext(engine, job.id, echo), eval_body(engine, job.id, config, dataset, target))
+    return reload_job(engine, job.id)
+
+
+@stage("eval")
+def run_eval(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(engine, config)
+    targets = ([base_target(config)] if config.eval.baselines else []) + newest_targets(engine, config, dataset)
+    if not targets:
+        raise UserError("nothing to evaluate: no completed training job for this config (and eval.baselines = false)")
+    return [evaluate(engine, config, dataset, t, echo) for t in targets]

@@ -1,0 +1,85 @@
+"""A preallocated per-row KV cache for continuous-batching decode.
+
+Row ``r`` of the batch keeps its tokens at cache positions ``0 .. lens[r]-1`` (prompt first, left-aligned),
+so rows of different questions and lengths live side by side without padding in the middle; a boolean mask
+hides each row's unused tail. Nothing is re-grown: the buffers are allocated once for the longest prompt plus
+``max_new_tokens``; finished rows are overwritten by moving the batch's last rows into their slots.
+
+The object is duck-typed to what transformers' attention layers call (``update(key, value, layer_idx)``),
+so the model's own forward runs on it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+class RowKVCache:
+    is_compileable = False
+    is_sliding = ()  # read by some transformers helpers; plain full attention here
+
+    def __init__(self, rows: int, max_len: int, device: torch.device | str, dtype: torch.dtype) -> None:
+        self.rows = rows
+        self.max_len = max_len
+        self.device = device
+        self.dtype = dtype
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        # set by the sampler before each decode forward
+        self.batch = 0
+        self.kv_len = 0
+        self.positions: torch.Tensor | None = None  # [batch] write position of the new token per row
+        self._arange: torch.Tensor | None = None
+
+    # -- allocation ---------------------------------------------------------------------------------------
+    def allocate_like(self, layer_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Allocate one buffer per layer shaped like the prompt's keys/values ``[1, heads, P, head_dim]``."""
+        import torch
+
+        if self.keys:
+            return
+        for k, v in layer_kv:
+            self.keys.append(
+                torch.zeros(self.rows, k.shape[1], self.max_len, k.shape[3], dtype=k.dtype, device=k.device)
+            )
+            self.values.append(
+                torch.zeros(self.rows, v.shape[1], self.max_len, v.shape[3], dtype=v.dtype, device=v.device)
+            )
+        self._arange = torch.arange(self.rows, device=self.keys[0].device)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    def load_prompt(self, slots: torch.Tensor, layer_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Copy one prompt's keys/values (batch 1) into every row slot in ``slots`` (the branch expansion)."""
+        self.allocate_like(layer_kv)
+        for layer, (k, v) in enumerate(layer_kv):
+            length = k.shape[2]
+            self.keys[layer][slots, :, :length] = k[0].to(self.dtype)
+            self.values[layer][slots, :, :length] = v[0].to(self.dtype)
+
+    def move_rows(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copy rows ``src`` over rows ``dst`` (batch compaction after rows finish)."""
+        for buf in self.keys + self.values:
+            buf[dst] = buf[src]
+
+    # -- the interface transformers' attention calls -------------------------------------------------------
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kw: Any):
+        if key_states.shape[2] != 1:
+            raise RuntimeError("RowKVCache serves single-token decode steps only")
+        rows = self._arange[: self.batch]
+        self.keys[layer_idx][rows, :, self.positions] = key_states[:, :, 0].to(self.dtype)
+        self.values[layer_idx][rows, :, self.positions] = value_states[:, :, 0].to(self.dtype)
+        return (
+            self.keys[layer_idx][: self.batch, :, : self.kv_len],
+            self.values[layer_idx][: self.batch, :, : self.kv_len],
+        )
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.kv_len
+
+    def __len__(self) -> int:
+        return len(self.keys)

@@ -1,0 +1,400 @@
+"""The transformers backend: shared-prompt branching with continuous batching on a preallocated KV cache.
+
+Per question: one prefill of the prompt (batch 1), the top-``first_tokens`` next tokens become the branches,
+the prompt's keys/values are copied into ``first_tokens * per_branch`` rows of the shared decode cache, and the
+rows join the running batch. Every decode step runs the model's own forward on one token per active row (any
+decoder-only transformers model with a standard KV cache), samples top-k then top-p inside the k, and records
+the token's log-probability from those same logits. Finished rows (EOS or ``max_new_tokens``) leave the
+batch at once -- the last rows move into their slots -- and new questions are admitted as soon as there is room
+for all their rows. A question's paths are handed to ``on_done`` as soon as its last row finishes.
+
+Randomness comes from one ``torch.Generator`` per question seeded from ``(seed, key)``, which draws one number
+per path slot at each of that question's steps, whether or not the slot is still running: the draws do not
+depend on what else is in the batch. (Batched matrix products may still round differently for other batch
+compositions, which can very rarely flip a sampled token; a fixed seed with the same items and batch size
+reproduces the paths exactly.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from engine.sampling.decoders import make_decoder
+from engine.sampling.ops import question_generator, sample_top_k_top_p
+from engine.sampling.threads import ThreadTuner
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.config import SamplingConfig
+    from engine.sampling import SampledPath
+
+
+PACK_MIN_WORK = 2000  # sequence-steps from which packing the weights for MKL pays for itself
+
+
+@dataclass
+class _Question:
+    key: int
+    slot: int  # question slot in the token buffers
+    generator: Any
+    branch_tokens: list[int]
+    remaining: int  # rows still decoding
+    lengths: list[int] = field(default_factory=list)
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from the generation config (may be a list), else the tokenizer's."""
+    ids: list[int] = []
+    gen = getattr(model, "generation_config", None)
+    value = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if value is None:
+        value = getattr(model.config, "eos_token_id", None)
+    if value is None:
+        value = tokenizer.eos_token_id
+    if isinstance(value, int):
+        ids = [value]
+    elif value is not None:
+        ids = [int(v) for v in value]
+    return ids
+
+
+class HFSampler:
+    """Samples latent reasoning paths with a transformers model (CPU or one GPU)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        cfg: SamplingConfig,
+        log: Callable[[str], None] | None = None,
+        fused: bool | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.model = model
+        self.threads = threads
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.log = log or (lambda _msg: None)
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.rows_per_question = cfg.first_tokens * cfg.per_branch
+        self.question_capacity = max(1, cfg.batch_size // self.rows_per_question)
+        self.fused = fused
+        self._weights = None  # the fused decoder's rearranged weights, built at the first sample()
+        self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.stats: dict[str, Any] = {}
+
+    # -- model calls ----------------------------------------------------------------------------------------
+    def _prefill(self, ids: list[int]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Logits after the prompt ([V]) and its per-layer keys/values ([1, heads, P, head_dim])."""
+        import torch
+
+        kwargs: dict[str, Any] = {"use_cache": True}
+        if self._keep_arg:
+            kwargs["logits_to_keep"] = 1
+        inp = torch.tensor([ids], device=self.device)
+        out = self.model(input_ids=inp, **kwargs)
+        cache = out.past_key_values
+        layer_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        return out.logits[0, -1], layer_kv
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def sample(
+        self,
+        items: list[tuple[int, str]],
+        on_done: Callable[[int, list[SampledPath]], None],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        import torch
+
+        before = torch.get_num_threads()
+        if self.device.type == "cpu" and self.threads:
+            torch.set_num_threads(self.threads)
+        tuner = ThreadTuner(torch.get_num_threads(), enabled=self.device.type == "cpu" and not self.threads)
+        try:
+            with torch.inference_mode():
+                self._sample_with_backoff(items, on_done, should_stop, tuner)
+        finally:
+            torch.set_num_threads(before)
+
+    # -- memory back-off (issue 7): a batch that does not fit halves instead of failing the job ------------
+    def _sample_with_backoff(
+        self,
+        items: list[tuple[int, str]],
+        on_done: Callable[[int, list[SampledPath]], None],
+        should_stop: Callable[[], bool],
+        tuner: ThreadTuner,
+    ) -> None:
+        """``_sample``; on an out-of-memory error the batch is halved and the questions not reported yet are
+        sampled again (each question's random stream is its own, so they get the paths they would have got).
+        One question's paths are the smallest batch: if those do not fit, a clear error."""
+        from engine.errors import UserError
+
+        reported: set[int] = set()
+
+        def done(key: int, paths: list[SampledPath]) -> None:
+            reported.add(key)
+            on_done(key, paths)
+
+        while True:
+            todo = [item for item in items if item[0] not in reported]
+            try:
+                self._sample(todo, done, should_stop, tuner)
+                return
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                old = self.question_capacity
+                rpq = self.rows_per_question
+                release_memory(self.device)
+                if old <= 1:
+                    raise UserError(
+                        f"sampling: the {rpq} paths of one question do not fit in memory ({one_line(exc)}); "
+                        "lower sampling.first_tokens x sampling.per_branch or sampling.max_new_tokens"
+                    ) from None
+                self.question_capacity = max(1, old // 2)
+                self.log(
+                    f"out of memory with a batch of {old * rpq} sequences ({one_line(exc)}): backing off to "
+                    f"{self.question_capacity * rpq} sequences ({self.question_capacity} questions at a time); "
+                    f"{len(todo) - len([i for i in todo if i[0] in reported])} questions left to sample"
+                )
+
+    def _check_batch_memory(self, rows: int, max_len: int) -> None:
+        """``sampling.max_batch_memory_mb``: a decode batch whose KV cache would exceed it is refused like an
+        allocation the device cannot make (and so backs off the same way)."""
+        import torch
+
+        limit = getattr(self.cfg, "max_batch_memory_mb", None)
+        if not limit:
+            return
+        needed = kv_cache_bytes(self.model.config, rows, max_len, self.dtype)
+        if needed > limit * 2**20:
+            raise torch.OutOfMemoryError(
+                f"a KV cache of {needed / 2**20:.1f} MiB for {rows} sequences is above "
+                f"sampling.max_batch_memory_mb = {limit:g}"
+            )
+
+    def _sample(
+        self,
+        items: list[tuple[int, str]],
+        on_done: Callable[[int, list[SampledPath]], None],
+        should_stop: Callable[[], bool],
+        tuner: ThreadTuner,
+    ) -> None:
+        import torch
+
+        from engine.sampling import build_prompt
+
+        cfg = self.cfg
+        if not items:
+            return
+        started = time.perf_counter()
+        rpq = self.rows_per_question
+        max_new = cfg.max_new_tokens
+        prompts = [self.tokenizer(build_prompt(text)).input_ids for _key, text in items]
+        max_len = max(len(p) for p in prompts) + max_new
+        rows = self.question_capacity * rpq
+        self._check_batch_memory(rows, max_len)
+        qslots = 2 * self.question_capacity + 1  # a question slot stays taken until its slowest row ends
+        work = len(items) * rpq * max(max_new - 1, 1)  # sequence-steps, roughly
+        decoder = make_decoder(self.model, rows, max_len, self.fused, self._weights, pack=work >= PACK_MIN_WORK)
+        self._weights = getattr(decoder, "weights", None)
+        self.log(f"sampling {len(items)} questions: {type(decoder).__name__}, {rows} rows x {max_len} positions")
+
+        # host-side per-row state of the active batch (slots 0 .. n_active-1)
+        row_gid = torch.zeros(rows, dtype=torch.long)  # question slot * rpq + local path index
+        row_ntok = torch.zeros(rows, dtype=torch.long)  # tokens in the path so far (branch token included)
+        row_pos = torch.zeros(rows, dtype=torch.long)  # cache position the next input token is written to
+        row_last = torch.zeros(rows, dtype=torch.long)  # the next input token
+        tok_buf = torch.zeros(qslots * rpq, max_new, dtype=torch.long)
+        lp_buf = torch.zeros(qslots * rpq, max_new, dtype=torch.float32)
+        final_len = torch.zeros(qslots * rpq, dtype=torch.long)
+        uniforms = torch.zeros(qslots, rpq, dtype=torch.float32)
+        eos = torch.tensor(self.eos_ids or [-1], dtype=torch.long)
+        free_slots = list(range(qslots))
+        active: dict[int, _Question] = {}  # question slot -> question
+        n_active = 0
+        next_item = 0
+        steps = 0
+        decoded_tokens = 0
+
+        def finish(question: _Question) -> None:
+            paths = self._paths(question, tok_buf, lp_buf, final_len)
+            del active[question.slot]
+            free_slots.append(question.slot)
+            on_done(question.key, paths)
+
+        while next_item < len(items) or n_active:
+            if should_stop():
+                self.log("sampling stopped before the end; unfinished questions are not reported")
+                return
+            # admit whole questions while their rows fit
+            while next_item < len(items) and n_active + rpq <= rows and free_slots:
+                key, _text = items[next_item]
+                ids = prompts[next_item]
+                next_item += 1
+                logits, layer_kv = self._prefill(ids)
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                top_lp, top_tok = torch.topk(logprobs, cfg.first_tokens)
+                slot = free_slots.pop(0)
+                question = _Question(key, slot, question_generator(cfg.seed, key), top_tok.tolist(), rpq)
+                active[slot] = question
+                local = torch.arange(rpq)
+                branch = local // cfg.per_branch
+                gids = slot * rpq + local
+                tok_buf[gids, 0] = top_tok.cpu()[branch]
+                lp_buf[gids, 0] = top_lp.float().cpu()[branch]
+                if max_new <= 1:
+                    final_len[gids] = 1
+                    question.remaining = 0
+                    finish(question)
+                    continue
+                dst = torch.arange(n_active, n_active + rpq)
+                decoder.load_prompt(dst.to(self.device), layer_kv)
+                row_gid[dst] = gids
+                row_ntok[dst] = 1
+                row_pos[dst] = len(ids)
+                row_last[dst] = tok_buf[gids, 0]
+                n_active += rpq
+            if not n_active:
+                continue
+
+            # one decode step for every active row
+            n = n_active
+            for slot, question in active.items():
+                if question.remaining:
+                    uniforms[slot] = torch.rand(rpq, generator=question.generator)
+            gid = row_gid[:n]
+            u = uniforms.view(-1)[gid]
+            pos = row_pos[:n]
+            kv_len = int(pos.max()) + 1
+            threads = tuner.threads_for_step()
+            if threads != torch.get_num_threads():
+                torch.set_num_threads(threads)
+            step_started = time.perf_counter()
+            logits = decoder.step(row_last[:n].to(self.device), pos.to(self.device), kv_len)
+            tokens, token_lp = sample_top_k_top_p(logits, u.to(self.device), cfg.top_k, cfg.top_p, cfg.temperature)
+            tokens, token_lp = tokens.cpu(), token_lp.cpu()
+            tuner.record(time.perf_counter() - step_started, n)
+            steps += 1
+            row_pos[:n] += 1
+            is_eos = torch.isin(tokens, eos)
+            keep = ~is_eos
+            ntok = row_ntok[:n]
+            tok_buf[gid[keep], ntok[keep]] = tokens[keep]
+            lp_buf[gid[keep], ntok[keep]] = token_lp[keep]
+            decoded_tokens += int(keep.sum())
+            ntok += keep.long()
+            row_last[:n] = torch.where(keep, tokens, row_last[:n])
+            done = is_eos | (ntok >= max_new)
+            if not bool(done.any()):
+                continue
+            done_idx = torch.nonzero(done).flatten()
+            final_len[gid[done_idx]] = ntok[done_idx]
+            finished_questions = []
+            for g in gid[done_idx].tolist():
+                question = active[g // rpq]
+                question.remaining -= 1
+                if question.remaining == 0:
+                    finished_questions.append(question)
+            # compaction: rows that stay, taken from the tail, fill the holes below the new batch size
+            n_new = n - len(done_idx)
+            holes = done_idx[done_idx < n_new]
+            if len(holes):
+                tail = torch.arange(n_new, n)
+                movers = tail[~done[n_new:n]]
+                for buf in (row_gid, row_ntok, row_pos, row_last):
+                    buf[holes] = buf[movers]
+                decoder.move_rows(movers.to(self.device), holes.to(self.device))
+            n_active = n_new
+            for question in finished_questions:
+                finish(question)
+
+        elapsed = time.perf_counter() - started
+        self.stats = {
+            "steps": steps,
+            "seconds": elapsed,
+            "decoded_tokens": decoded_tokens,
+            "threads": [t for _step, t in tuner.history] or [tuner.current],
+        }
+
+    def _paths(self, question: _Question, tok_buf, lp_buf, final_len) -> list[SampledPath]:
+        from engine.sampling import SampledPath
+
+        cfg = self.cfg
+        rpq = self.rows_per_question
+        base = question.slot * rpq
+        paths = []
+        for local in range(rpq):
+            gid = base + local
+            n = int(final_len[gid])
+            ids = tok_buf[gid, :n].tolist()
+            mean_lp = float(lp_buf[gid, :n].double().mean())
+            branch = local // cfg.per_branch
+            paths.append(
+                SampledPath(
+                    branch=branch,
+                    sample=local % cfg.per_branch,
+                    branch_token=self._decode_text([question.branch_tokens[branch]]),
+                    text=self._decode_text(ids),
+                    token_ids=ids,
+                    tokens=n,
+                    mean_logprob=mean_lp,
+                    perplexity=_perplexity(mean_lp),
+                )
+            )
+        return paths
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's ``torch.OutOfMemoryError`` and the CPU allocator's "can't allocate memory" alike."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release_memory(device: Any) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if getattr(device, "type", "") == "cuda":
+        torch.cuda.empty_cache()
+
+
+def one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else exc.__class__.__name__)[:200]
+
+
+def kv_cache_bytes(config: Any, rows: int, max_len: int, dtype: Any) -> int:
+    """Bytes of the keys and values of ``rows`` sequences of ``max_len`` positions, all layers."""
+    import torch
+
+    heads = getattr(config, "num_attention_heads", 1) or 1
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    size = torch.empty((), dtype=dtype).element_size()
+    return 2 * config.num_hidden_layers * rows * kv_heads * max_len * head_dim * size
+
+
+def _perplexity(mean_logprob: float) -> float:
+    import math
+
+    try:
+        return math.exp(-mean_logprob)
+    except OverflowError:
+        return float("inf")

@@ -1,0 +1,188 @@
+"""The vLLM backend for GPU servers (``sampling.backend = "vllm"``, or ``auto`` on CUDA with vLLM installed).
+
+Same method as the transformers backend, on vLLM's engine: ``LLM(model, tensor_parallel_size,
+enable_prefix_caching=True)``. Per chunk of questions, one 1-token request per prompt with
+``logprobs=first_tokens`` gives the branch tokens (ranked by probability); then every branch is one request
+``prompt + branch token`` with ``SamplingParams(n=per_branch, top_k, top_p, temperature,
+max_tokens=max_new_tokens - 1, logprobs=0, seed)``. Prefix caching shares the prompt's KV blocks between the
+branches and samples; vLLM returns each sampled token's log-probability from the same forward pass (its default
+``raw_logprobs`` mode: the model's distribution before temperature/top-k/top-p, as in the HF backend).
+
+vLLM is imported only inside :class:`VLLMSampler`; the request construction and the conversion of results into
+:class:`SampledPath` work on plain objects and are unit-tested without a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from engine.sampling.ops import question_seed
+
+if TYPE_CHECKING:
+    from engine.config import SamplingConfig
+    from engine.sampling import SampledPath
+
+
+def llm_kwargs(model_path: str, cfg: SamplingConfig) -> dict[str, Any]:
+    """Arguments of ``vllm.LLM``: tensor parallelism over ``sampling.tensor_parallel_size`` GPUs (vLLM starts
+    its own workers), prefix caching for the shared prompts, the sampling dtype (``auto``: vLLM's choice)."""
+    return {
+        "model": model_path,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "enable_prefix_caching": True,
+        "seed": cfg.seed,
+        "dtype": cfg.dtype if cfg.dtype in ("float32", "bfloat16", "float16") else "auto",
+    }
+
+
+def first_token_kwargs(cfg: SamplingConfig) -> dict[str, Any]:
+    """SamplingParams of the branch request: one greedy token, with the top ``first_tokens`` log-probs."""
+    return {"n": 1, "max_tokens": 1, "temperature": 0.0, "logprobs": cfg.first_tokens}
+
+
+def continuation_kwargs(cfg: SamplingConfig, seed: int) -> dict[str, Any]:
+    """SamplingParams of one branch's continuations (``max_new_tokens`` counts the branch token)."""
+    return {
+        "n": cfg.per_branch,
+        "top_k": cfg.top_k,
+        "top_p": cfg.top_p,
+        "temperature": cfg.temperature,
+        "max_tokens": cfg.max_new_tokens - 1,
+        "logprobs": 0,
+        "seed": seed,
+    }
+
+
+def branch_seed(seed: int, key: int, branch: int) -> int:
+    """Per-request seed: reproducible, independent of what else is in the batch."""
+    return question_seed(seed, key * 1009 + branch) & 0x7FFFFFFF
+
+
+def branches_from_first_output(output: Any, first_tokens: int) -> list[tuple[int, float]]:
+    """``(token_id, logprob)`` of the top ``first_tokens`` first tokens, most probable first.
+
+    ``output`` is a vLLM ``RequestOutput`` (or any object shaped like it): ``output.outputs[0].logprobs[0]`` maps
+    token ids to objects with ``logprob`` and ``rank``.
+    """
+    table = output.outputs[0].logprobs[0]
+    ranked = sorted(table.items(), key=lambda item: (_rank(item[1]), -item[1].logprob))
+    return [(int(tok), float(lp.logprob)) for tok, lp in ranked[:first_tokens]]
+
+
+def _rank(logprob: Any) -> int:
+    rank = getattr(logprob, "rank", None)
+    return rank if rank is not None else 1 << 30
+
+
+def paths_from_branch_outputs(
+    branches: Sequence[tuple[int, float]],
+    outputs: Sequence[Any],
+    eos_ids: set[int],
+    decode: Callable[[list[int]], str],
+) -> list[SampledPath]:
+    """Turn one question's branch requests (``outputs[b]`` answers branch ``b``; ``None`` where no continuation
+    was requested) into its ``len(branches) * n`` paths, branch-major."""
+    from engine.sampling import SampledPath
+    from engine.sampling.hf import _perplexity
+
+    paths = []
+    for b, ((branch_tok, branch_lp), output) in enumerate(zip(branches, outputs, strict=True)):
+        completions = output.outputs if output is not None else [None]
+        for s, completion in enumerate(completions):
+            ids = [branch_tok]
+            lps = [branch_lp]
+            if completion is not None:
+                cont = list(completion.token_ids)
+                cont_lps = completion.logprobs or []
+                if cont and cont[-1] in eos_ids and getattr(completion, "finish_reason", "stop") == "stop":
+                    cont = cont[:-1]
+                ids += cont
+                lps += [float(cont_lps[i][tok].logprob) for i, tok in enumerate(cont)]
+            mean_lp = sum(lps) / len(lps)
+            paths.append(
+                SampledPath(
+                    branch=b,
+                    sample=s,
+                    branch_token=decode([branch_tok]),
+                    text=decode(ids),
+                    token_ids=ids,
+                    tokens=len(ids),
+                    mean_logprob=mean_lp,
+                    perplexity=_perplexity(mean_lp),
+                )
+            )
+    return paths
+
+
+def _eos_ids(model_path: str, tokenizer: Any) -> set[int]:
+    """The ids vLLM stops at: the generation config's EOS (may be a list), else the tokenizer's."""
+    eos = None
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except Exception:
+        eos = None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return {eos} if isinstance(eos, int) else {int(e) for e in eos or []}
+
+
+class VLLMSampler:
+    """Samples latent reasoning paths with vLLM (GPU)."""
+
+    def __init__(self, model_path: str, cfg: SamplingConfig, log: Callable[[str], None] | None = None) -> None:
+        from vllm import LLM
+
+        self.cfg = cfg
+        self.log = log or (lambda _msg: None)
+        self.llm = LLM(**llm_kwargs(model_path, cfg))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.eos_ids = _eos_ids(model_path, self.tokenizer)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def sample(
+        self,
+        items: list[tuple[int, str]],
+        on_done: Callable[[int, list[SampledPath]], None],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from engine.sampling import build_prompt
+
+        cfg = self.cfg
+        rows_per_question = cfg.first_tokens * cfg.per_branch
+        chunk = max(1, cfg.batch_size // rows_per_question)
+        first_params = SamplingParams(**first_token_kwargs(cfg))
+        for start in range(0, len(items), chunk):
+            if should_stop():
+                self.log("sampling stopped before the end; unfinished questions are not reported")
+                return
+            part = items[start : start + chunk]
+            prompts = [self.tokenizer(build_prompt(text)).input_ids for _key, text in part]
+            firsts = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for ids in prompts], first_params, use_tqdm=False
+            )
+            branches = [branches_from_first_output(out, cfg.first_tokens) for out in firsts]
+            requests, params, owners = [], [], []
+            if cfg.max_new_tokens > 1:
+                for qi, ((key, _text), ids) in enumerate(zip(part, prompts, strict=True)):
+                    for b, (tok, _lp) in enumerate(branches[qi]):
+                        requests.append(TokensPrompt(prompt_token_ids=ids + [tok]))
+                        params.append(SamplingParams(**continuation_kwargs(cfg, branch_seed(cfg.seed, key, b))))
+                        owners.append((qi, b))
+            outputs = self.llm.generate(requests, params, use_tqdm=False) if requests else []
+            per_question: list[list[Any]] = [[None] * len(b) for b in branches]
+            for (qi, b), out in zip(owners, outputs, strict=True):
+                per_question[qi][b] = out
+            for qi, (key, _text) in enumerate(part):
+                paths = paths_from_branch_outputs(branches[qi], per_question[qi], self.eos_ids, self._decode)
+                if cfg.max_new_tokens <= 1:  # nothing to sample: every sample of a branch is its branch token
+                    paths = [replace(p, sample=s) for p in paths for s in range(cfg.per_branch)]
+                on_done(key, paths)

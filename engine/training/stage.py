@@ -1,0 +1,372 @@
+"""Stages ``self-train``, ``distill`` and ``finetune``: build the training set, then run the SFT engine as a job.
+
+A training job's fingerprint covers the training set's content, the start model, the student and the train
+settings that change the result (not ``save_steps`` / ``save_total_limit``), so re-running a finished
+stage skips it, a killed or cancelled one resumes from its last checkpoint, and a changed set (a person
+accepted or rejected paths) trains a new model. Job lineage (``parent_id``) gives the run labels:
+self-train → filter job (SERT); distill → teacher job (RD) or the self-train job it starts from (SERT+RD);
+finetune → none (Finetune).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from db.models import Dataset, Job
+from db.queries import split_questions
+from db.session import session_scope
+from engine.config import ExperimentConfig
+from engine.distributed import is_distributed
+from engine.errors import UserError
+from engine.evaluation import lineage
+from engine.jobs import JobCancelled, JobContext, fingerprint, run_job
+from engine.pipeline import stage
+from engine.stages import config_dataset, find_or_create_job, reload_job
+from engine.training import checkpoints
+from engine.training.datasets import (
+    FORMAT_VERSION,
+    Sample,
+    digest,
+    distill_samples,
+    finetune_samples,
+    sert_samples,
+)
+
+Echo = Callable[[str], None]
+#: Train settings that change when checkpoints are written, not what is learned.
+CADENCE_KEYS = {"save_steps", "save_total_limit", "distill_from", "compile"}
+
+
+@dataclass
+class TrainingPlan:
+    """Everything a training job needs: what to learn from, where to start, how to call it."""
+
+    kind: str
+    label: str
+    samples: list[Sample]
+    parent_id: int | None
+    start_model: str  # "default", a hub id / path, or a checkpoint directory
+    start: dict[str, Any] = field(default_factory=dict)  # lineage of the start model, for the summary
+    notes: list[str] = field(default_factory=list)
+
+
+def train_fingerprint(config: ExperimentConfig, plan: TrainingPlan, dataset: Dataset) -> str:
+    train = {k: v for k, v in config.train.model_dump().items() if k not in CADENCE_KEYS}
+    return fingerprint(
+        plan.kind,
+        {
+            "train": train,
+            "student": {"model": config.student.model},
+            "dataset_id": dataset.id,
+            "parent": plan.parent_id,
+            "start": plan.start_model,
+            "data": digest(plan.samples),
+            "format": FORMAT_VERSION,
+        },
+    )
+
+
+# -- what each stage trains on ------------------------------------------------------------------------------
+def sert_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
+    """SERT stage 2: the paths of the config's sample job, as the newest filter job over them left them."""
+    from engine.stages.filter import filter_fingerprint, sample_job_for
+
+    sample_job = sample_job_for(engine, config, dataset)
+    notes = []
+    with session_scope(engine) as s:
+        filter_id = (sample_job.summary or {}).get("filter_job")
+        filter_job = s.get(Job, filter_id) if filter_id is not None else None
+        if filter_job is None or filter_job.status != "completed":
+            raise UserError(f"the paths of sample job {sample_job.id} are not filtered: run --stage filter first")
+        if filter_job.fingerprint != filter_fingerprint(config, sample_job.id):  # type: ignore[arg-type]
+            notes.append(
+                f"the paths carry the verdicts of filter job {filter_job.id}, whose filter settings differ from "
+                "this config's (run --stage filter to apply this config's)"
+            )
+        samples = sert_samples(s, sample_job, dataset)
+    if not samples:
+        raise UserError(
+            f"the SERT training set of sample job {sample_job.id} is empty: no path was selected by the filters "
+            "or accepted by hand"
+        )
+    return TrainingPlan(
+        "self-train", lineage.SERT, samples, filter_job.id, config.student.model, {"kind": "base"}, notes
+    )
+
+
+def teacher_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
+    from engine.teacher.store import find_teacher_job
+
+    job = find_teacher_job(engine, config, dataset)
+    if job is None:
+        if config.teacher.base_url:
+            raise UserError("no teacher job for this config's teacher settings: run --stage teacher first")
+        raise UserError(
+            f"no teacher rationales for dataset {dataset.name!r} in the workspace: import recorded ones "
+            f"(sert-tui teacher import reasoning-teacher --dataset {dataset.name} --file D_<task>.json) "
+            "or set teacher.base_url and run --stage teacher"
+        )
+    if job.status != "completed":
+        raise UserError(f"teacher job {job.id} has not completed ({job.status}): run --stage teacher")
+    return job
+
+
+def teacher_samples(
+    engine: Engine, config: ExperimentConfig, dataset: Dataset, teacher_job: Job
+) -> tuple[list[Sample], list[str]]:
+    with session_scope(engine) as s:
+        questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
+        samples = distill_samples(
+            s,
+            teacher_job,
+            dataset,
+            config.data.split,
+            correct_only=config.teacher.require_correct,
+            question_ids={q.id for q in questions},  # type: ignore[misc]
+        )
+    what = "correct " if config.teacher.require_correct else ""
+    notes = [f"{len(samples)} {what}teacher rationales of job {teacher_job.id} ({teacher_job.label or 'teacher'})"]
+    if not config.teacher.base_url:
+        notes.append("no teacher.base_url: distilling from the rationales already in the workspace")
+    if not samples:
+        raise UserError(
+            f"teacher job {teacher_job.id} has no {what}rationales for the {len(questions)} questions of split "
+            f"{config.data.split!r}"
+        )
+    return samples, notes
+
+
+def self_train_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
+    """The self-train job SERT+RD starts from: the one this config's self-train stage would reuse, else the
+    newest completed self-train job of the dataset and student."""
+    try:
+        plan = sert_plan(engine, config, dataset)
+        fp = train_fingerprint(config, plan, dataset)
+    except UserError:
+        fp = None
+    with session_scope(engine) as s:
+        jobs = s.exec(
+            select(Job)
+            .where(Job.kind == "self-train", Job.dataset_id == dataset.id, Job.status == "completed")
+            .order_by(Job.id.desc())  # type: ignore[union-attr]
+        ).all()
+    exact = [j for j in jobs if j.fingerprint == fp]
+    same_student = [j for j in jobs if (j.config.get("student") or {}).get("model") == config.student.model]
+    for job in exact + same_student:
+        if checkpoints.final_checkpoint(engine, job.id) is not None:  # type: ignore[arg-type]
+            return job
+    raise UserError(
+        "train.distill_from = 'self-train' needs a completed self-train job: run --stage self-train first "
+        "(or set train.distill_from = 'base' for plain RD)"
+    )
+
+
+def distill_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
+    teacher_job = teacher_job_for(engine, config, dataset)
+    samples, notes = teacher_samples(engine, config, dataset, teacher_job)
+    if config.train.distill_from == "base":
+        start = {"kind": "base", "teacher_job": teacher_job.id}
+        return TrainingPlan("distill", lineage.RD, samples, teacher_job.id, config.student.model, start, notes)
+    sert_job = self_train_job_for(engine, config, dataset)
+    final = checkpoints.final_checkpoint(engine, sert_job.id)  # type: ignore[arg-type]
+    assert final is not None
+    start = {"kind": "self-train", "job": sert_job.id, "checkpoint": final.path, "teacher_job": teacher_job.id}
+    notes.append(f"starting from the final checkpoint of self-train job {sert_job.id} ({final.path})")
+    return TrainingPlan("distill", lineage.SERT_RD, samples, sert_job.id, final.path, start, notes)
+
+
+def finetune_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
+    with session_scope(engine) as s:
+        questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
+    if not questions:
+        raise UserError(f"dataset {dataset.name!r} has no questions in split {config.data.split!r}")
+    samples = finetune_samples(questions, dataset)
+    return TrainingPlan("finetune", lineage.FINETUNE, samples, None, config.student.model, {"kind": "base"})
+
+
+# -- running a plan -----------------------------------------------------------------------------------------
+def run_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset, plan: TrainingPlan, echo: Echo) -> Job:
+    fp = train_fingerprint(config, plan, dataset)
+    job, done = find_or_create_job(engine, plan.kind, fp, config, echo, dataset_id=dataset.id, parent_id=plan.parent_id)
+    assert job.id is not None
+    if job.label != plan.label:
+        with session_scope(engine) as s:
+            row = s.get(Job, job.id)
+            assert row is not None
+            row.label = plan.label
+    if done:
+        return reload_job(engine, job.id)
+    body = train_body(engine, job.id, config, plan)
+    if is_distributed():  # inside `accelerate launch`: every rank trains, this one (rank 0) writes
+        from engine.training.distributed import main_train_body
+
+        body = main_train_body(engine, job.id, config, plan)
+    run_job(JobContext(engine, job.id, echo), body)
+    return reload_job(engine, job.id)
+
+
+def _load_start(plan: TrainingPlan, config: ExperimentConfig, device: str, resume_path: str | None):
+    """Model (fp32 master weights, LoRA-wrapped when configured) and tokenizer to train."""
+    import torch
+
+    from engine.models import load_model
+
+    torch.manual_seed(config.train.seed)
+    if resume_path is not None and not config.train.lora:
+        model, tokenizer = load_model(resume_path, device=device, dtype="float32")
+        return model, tokenizer
+    model, tokenizer = load_model(plan.start_model, device=device, dtype="float32")
+    if config.train.lora:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if resume_path is not None:
+            model = PeftModel.from_pretrained(model, resume_path, is_trainable=True)
+        else:
+            lora = LoraConfig(
+                r=config.train.lora_r,
+                lora_alpha=config.train.lora_alpha,
+                lora_dropout=config.train.lora_dropout,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)
+    return model, tokenizer
+
+
+def train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan):
+    def body(ctx: JobContext) -> dict:
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        from engine.models import resolve_device
+        from engine.training.trainer import SFTEngine, encode_samples
+
+        hf_logging.disable_progress_bar()  # the job's own progress lines are what the app and CLI show
+        cfg = config.train
+        for note in plan.notes:
+            ctx.log(note)
+        device = resolve_device(config.student.device)
+        checkpoints.clean_stray(engine, job_id)
+        resume = checkpoints.latest_resumable(engine, job_id)
+        model, tokenizer = _load_start(plan, config, device, resume.path if resume else None)
+        data, dropped = encode_samples(tokenizer, plan.samples, cfg.max_length)
+        if dropped:
+            ctx.log(f"{dropped} samples dropped: their prompt alone fills train.max_length = {cfg.max_length}")
+        if not data:
+            raise UserError("no training sample fits train.max_length")
+        sft = SFTEngine(model, data, cfg, device=device, pad_id=tokenizer.pad_token_id)
+        from engine.cuda import maybe_compile
+
+        maybe_compile(model, cfg.compile, device, sft.total_steps, ctx.log)  # CUDA only, where it pays
+        if resume is not None:
+            state = torch.load(f"{resume.path}/{checkpoints.STATE_FILE}", weights_only=False)
+            sft.load_state_dict(state)
+            ctx.log(f"resuming from checkpoint step {sft.global_step} ({resume.path})")
+        mode = "LoRA" if cfg.lora else "full fine-tuning"
+        ctx.log(
+            f"{plan.kind} ({plan.label}): {len(data)} samples, {sft.total_steps} steps of {cfg.batch_size}, {mode}, "
+            f"start {plan.start_model}, device {device}, bf16 autocast {'on' if sft.bf16 else 'off'}"
+        )
+        meta = {
+            "job_id": job_id,
+            "kind": plan.kind,
+            "label": plan.label,
+            "start_model": plan.start_model,
+            "start": plan.start,
+            "lora": cfg.lora,
+            "config": config.model_dump(mode="json"),
+        }
+        last_saved = sft.global_step
+
+        def save(final: bool = False) -> None:
+            nonlocal last_saved
+            to_save = model
+            if final and cfg.lora:
+                to_save = model.merge_and_unload()
+            row = checkpoints.write_checkpoint(
+                engine,
+                job_id,
+                sft.global_step,
+                to_save,
+                tokenizer,
+                meta,
+                state=None if final else sft.state_dict(),
+                is_final=final,
+            )
+            last_saved = sft.global_step
+            pruned = checkpoints.prune(engine, job_id, cfg.save_total_limit)
+            ctx.log(f"checkpoint step {row.step}{' (final)' if final else ''}: {row.path}")
+            if pruned:
+                ctx.log(f"pruned checkpoints of steps {', '.join(map(str, pruned))}")
+
+        tokens = 0
+        t0 = time.perf_counter()
+        last: Any = None
+        ctx.progress(sft.global_step, sft.total_steps, "steps", force=True)
+        try:
+            while not sft.done:
+                ctx.check_cancel()
+                last = sft.step()
+                tokens += last.tokens
+                values = {
+                    "loss": last.loss,
+                    "lr": last.lr,
+                    "grad_norm": last.grad_norm,
+                    "tokens_per_s": last.tokens_per_s,
+                    "epoch": last.epoch,
+                }
+                if device.startswith("cuda"):
+                    values["memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                ctx.metrics(last.step, values)
+                ctx.progress(
+                    last.step, sft.total_steps, "steps", extra=f"loss {last.loss:.4f}, {last.tokens_per_s:.0f} tokens/s"
+                )
+                if last.step % cfg.save_steps == 0 and not sft.done:
+                    save()
+        except JobCancelled:
+            if sft.global_step > last_saved:
+                save()
+            raise
+        save(final=True)
+        elapsed = time.perf_counter() - t0
+        final = checkpoints.final_checkpoint(engine, job_id)
+        return {
+            "label": plan.label,
+            "samples": len(data),
+            "dropped": dropped,
+            "steps": sft.total_steps,
+            "start": plan.start,
+            "start_model": plan.start_model,
+            "final_checkpoint": final.path if final else None,
+            "final_loss": last.loss if last is not None else None,
+            "tokens_per_s": tokens / elapsed if elapsed > 0 and tokens else None,
+            "bf16": sft.bf16,
+            "lora": cfg.lora,
+        }
+
+    return body
+
+
+# -- the stages ---------------------------------------------------------------------------------------------
+@stage("self-train")
+def run_self_train(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(engine, config)
+    return [run_plan(engine, config, dataset, sert_plan(engine, config, dataset), echo)]
+
+
+@stage("distill")
+def run_distill(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(engine, config)
+    return [run_plan(engine, config, dataset, distill_plan(engine, config, dataset), echo)]
+
+
+@stage("finetune")
+def run_finetune(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(engine, config)
+    return [run_plan(engine, config, dataset, finetune_plan(engine, config, dataset), echo)]

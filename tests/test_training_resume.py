@@ -1,0 +1,203 @@
+"""Training jobs as real `sert-tui run` subprocesses on the bundled student: killed with SIGKILL after a
+checkpoint and resumed, and cancelled through the database (LoRA) and resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from db.models import Checkpoint, Job, JobEvent, Metric
+from db.paths_repo import write_question_paths
+from db.queries import split_questions
+from db.session import session_scope
+from engine.jobs import create_job, request_cancel
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+METRIC_NAMES = {"loss", "lr", "grad_norm", "tokens_per_s", "epoch"}
+PATH_TEXT = (
+    " Water is made of hydrogen and oxygen, and the molecules stick to surfaces they touch, "
+    "which is what people mean when they say that something is wet."
+)
+
+
+def write_config(path: Path, **train) -> Path:
+    lines = ['name = "resume"', "[data]", 'dataset = "sqa"', "train_limit = 4", "[train]"]
+    lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in train.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def seed_filtered_paths(engine, dataset, config_path: Path) -> int:
+    """A completed sample job of the config with one selected path per question, and its filter job, built
+    through the repository functions (no sampling: this test is about training)."""
+    from engine.config import load_config
+    from engine.stages.filter import filter_fingerprint
+    from engine.stages.sample import sample_fingerprint
+
+    config = load_config(config_path)
+    sample = create_job(engine, "sample", {}, fp=sample_fingerprint(config, dataset), dataset_id=dataset.id)
+    with session_scope(engine) as s:
+        for q in split_questions(s, dataset.id, "train", 4):
+            write_question_paths(s, sample.id, q.id, [{"branch": 0, "sample": 0, "text": PATH_TEXT, "selected": True}])
+    filt = create_job(
+        engine,
+        "filter",
+        {},
+        fp=filter_fingerprint(config, sample.id),
+        dataset_id=dataset.id,
+        parent_id=sample.id,
+    )
+    with session_scope(engine) as s:
+        for job_id in (sample.id, filt.id):
+            s.get(Job, job_id).status = "completed"
+        s.get(Job, sample.id).summary = {"filter_job": filt.id}
+    return filt.id
+
+
+def start(db_path: Path, config: Path, stage: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sert_tui", "--db", str(db_path), "run", str(config), "--stage", stage],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early ({proc.returncode}):\n{proc.stdout.read()}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("timed out")
+
+
+def job_of(engine, kind: str) -> Job | None:
+    with session_scope(engine) as s:
+        return s.exec(select(Job).where(Job.kind == kind)).first()
+
+
+def has_intermediate_checkpoint(engine, kind: str) -> bool:
+    job = job_of(engine, kind)
+    return job is not None and any(not c.is_final for c in checkpoints_of(engine, job.id))
+
+
+def has_metric_step(engine, kind: str, step: int) -> bool:
+    job = job_of(engine, kind)
+    return job is not None and any(s >= step for s, _ in metric_rows(engine, job.id))
+
+
+def checkpoints_of(engine, job_id: int) -> list[Checkpoint]:
+    with session_scope(engine) as s:
+        return list(s.exec(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)).all())
+
+
+def metric_rows(engine, job_id: int) -> list[tuple[int, str]]:
+    with session_scope(engine) as s:
+        return [(m.step, m.name) for m in s.exec(select(Metric).where(Metric.job_id == job_id)).all()]
+
+
+def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp_path):
+    config = write_config(
+        tmp_path / "c.toml", max_steps=4, batch_size=1, save_steps=2, save_total_limit=2, max_length=48, lr=1e-4
+    )
+    filter_id = seed_filtered_paths(engine, sqa, config)
+
+    proc = start(db_path, config, "self-train")
+    wait_for(lambda: has_intermediate_checkpoint(engine, "self-train"), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    job = job_of(engine, "self-train")
+    assert job.status == "running"  # killed: nobody recorded an end
+    assert job.parent_id == filter_id and job.label == "SERT"
+    killed_at = max(c.step for c in checkpoints_of(engine, job.id))
+    assert killed_at in (2, 3, 4) and not any(c.is_final for c in checkpoints_of(engine, job.id))
+
+    rerun = start(db_path, config, "self-train")
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert f"job {job.id} self-train: resuming" in out
+    done = job_of(engine, "self-train")
+    assert done.id == job.id and done.status == "completed"
+    assert done.summary["steps"] == 4
+    with session_scope(engine) as s:
+        events = [e.message for e in s.exec(select(JobEvent).where(JobEvent.job_id == job.id)).all()]
+    assert any(m.startswith(f"resuming from checkpoint step {killed_at}") for m in events)
+
+    rows = metric_rows(engine, job.id)
+    assert len(rows) == len(set(rows)) == 4 * len(METRIC_NAMES)
+    assert {step for step, _ in rows} == {1, 2, 3, 4}
+    ckpts = checkpoints_of(engine, job.id)
+    final = [c for c in ckpts if c.is_final]
+    assert [c.step for c in final] == [4]
+    assert len([c for c in ckpts if not c.is_final]) <= 2
+    final_dir = Path(final[0].path)
+    assert final_dir == db_path.parent / "checkpoints" / f"job-{job.id}" / "step-4"
+    assert {"model.safetensors", "config.json", "tokenizer.json", "sert_config.json"} <= {
+        p.name for p in final_dir.iterdir()
+    }
+    assert (final_dir.stat().st_mode & 0o777) == 0o700
+    assert not list(final_dir.parent.glob(".step-*.tmp"))
+
+    again = start(db_path, config, "self-train")
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "already completed" in out
+
+
+def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, sqa, db_path, tmp_path):
+    from engine.training.checkpoints import STATE_FILE, load_trained
+
+    config = write_config(
+        tmp_path / "c.toml",
+        epochs=2.0,
+        max_steps=5,
+        batch_size=1,
+        save_steps=1,
+        save_total_limit=1,
+        max_length=48,
+        lora=True,
+        lora_r=4,
+    )
+    proc = start(db_path, config, "finetune")
+    wait_for(lambda: has_metric_step(engine, "finetune", 2), proc)
+    job = job_of(engine, "finetune")
+    request_cancel(engine, job.id)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    job = job_of(engine, "finetune")
+    assert job.status == "cancelled" and job.label == "Finetune" and job.parent_id is None
+    ckpts = checkpoints_of(engine, job.id)
+    assert len(ckpts) == 1 and not ckpts[0].is_final  # pruned to save_total_limit = 1
+    last = Path(ckpts[0].path)
+    steps_done = max(step for step, _ in metric_rows(engine, job.id))
+    assert ckpts[0].step == steps_done < 5
+    assert (last / "adapter_config.json").is_file() and (last / STATE_FILE).is_file()
+    model, tokenizer = load_trained(last)  # usable: the adapter merged into its start model
+    ids = tokenizer("Question: Is water wet? Answer:", return_tensors="pt")
+    assert model.generate(**ids, max_new_tokens=2, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 2
+
+    rerun = start(db_path, config, "finetune")
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    job = job_of(engine, "finetune")
+    assert job.status == "completed" and job.summary["steps"] == 5
+    rows = metric_rows(engine, job.id)
+    assert len(rows) == len(set(rows)) == 5 * len(METRIC_NAMES)
+    final = [c for c in checkpoints_of(engine, job.id) if c.is_final]
+    assert [c.step for c in final] == [5]
+    final_dir = Path(final[0].path)
+    assert (final_dir / "model.safetensors").is_file() and not (final_dir / "adapter_config.json").exists()
