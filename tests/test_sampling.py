@@ -85,19 +85,35 @@ def test_question_seed_is_stable_and_distinct() -> None:
     assert len({question_seed(s, k) for s in range(3) for k in range(50)}) == 150
 
 
-def test_thread_tuner_picks_the_faster_option() -> None:
-    tuner = ThreadTuner(2, enabled=True, trial=2, period=10)
+def _drive(tuner: ThreadTuner, cost: dict[int, float], steps: int) -> list[int]:
     chosen = []
-    for _ in range(10):
+    for _ in range(steps):
         threads = tuner.threads_for_step()
         chosen.append(threads)
-        tuner.record(1.0 if threads == 2 else 3.0, rows=10)  # two threads three times faster
-    assert chosen[:4] == [2, 2, 1, 1] and set(chosen[4:]) == {2}
-    tuner = ThreadTuner(2, enabled=True, trial=2, period=10)
-    for _ in range(6):
-        tuner.record(5.0 if tuner.threads_for_step() == 2 else 1.0, rows=10)
-    assert tuner.threads_for_step() == 1
-    assert ThreadTuner(2, enabled=False).threads_for_step() == 2
+        tuner.record(cost[threads], rows=10)
+    return chosen
+
+
+def test_thread_tuner_keeps_the_faster_option(monkeypatch) -> None:
+    # two threads three times faster (an idle machine): one trial of a single thread, then rarer trials
+    tuner = ThreadTuner(2, trial=2, period=4, max_period=16, first_trial=3, start=2, skip_busy=False)
+    chosen = _drive(tuner, {2: 1.0, 1: 3.0}, 40)
+    assert chosen[:5] == [2, 2, 2, 1, 1]
+    trials = [i for i, t in enumerate(chosen) if t == 1]
+    assert trials == [3, 4, 13, 30]  # later trials are one step; the period doubles (8, 16) while the choice holds
+    # a busy machine: one thread is faster, the tuner switches and stays
+    chosen = _drive(ThreadTuner(2, trial=2, period=4, first_trial=3, start=2, skip_busy=False), {2: 5.0, 1: 1.0}, 20)
+    assert chosen[:9] == [2, 2, 2, 1, 1, 1, 1, 1, 1] and chosen.count(2) <= 6  # later trials of 2 are rare
+    # starting on one thread (a busy machine), an idle machine's two threads still win at the first trial
+    chosen = _drive(ThreadTuner(2, trial=2, period=4, first_trial=3, start=1, skip_busy=False), {2: 1.0, 1: 3.0}, 8)
+    assert chosen == [1, 1, 1, 2, 2, 2, 2, 2]
+    # on a machine whose load average says the cores are taken, more threads are not even tried
+    monkeypatch.setattr("engine.sampling.threads.os.getloadavg", lambda: (7.0, 7.0, 7.0))
+    assert _drive(ThreadTuner(2, first_trial=3), {2: 5.0, 1: 1.0}, 30) == [1] * 30
+    monkeypatch.setattr("engine.sampling.threads.os.getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert _drive(ThreadTuner(2, first_trial=3), {2: 1.0, 1: 2.0}, 6)[:5] == [2, 2, 2, 1, 1]
+    assert _drive(ThreadTuner(2, enabled=False), {2: 5.0, 1: 1.0}, 10) == [2] * 10
+    assert _drive(ThreadTuner(1), {1: 1.0}, 5) == [1] * 5
 
 
 # -- tiny random models ----------------------------------------------------------------------------------------
@@ -303,16 +319,19 @@ def test_real_student_on_strategyqa(student) -> None:
             logits = model(torch.tensor([prompt])).logits[0, -1]
         first = torch.topk(logits, 5).indices.tolist()
         assert len(paths) == 25
-        # one teacher-forced pass over all 25 paths (right-padded), compared with the sampler's own numbers
-        width = max(p.tokens for p in paths)
-        batch = torch.full((25, len(prompt) + width), tokenizer.pad_token_id)
-        for i, p in enumerate(paths):
+        for p in paths:
+            assert p.token_ids[0] == first[p.branch]
+            assert p.tokens == len(p.token_ids) <= 16 and not eos & set(p.token_ids[1:])
+        # one teacher-forced pass (right-padded) over the first sample of every branch and the longest path,
+        # compared with the numbers the sampler took from its own forward passes
+        checked = [p for p in paths if p.sample == 0] + [max(paths, key=lambda p: p.tokens)]
+        width = max(p.tokens for p in checked)
+        batch = torch.full((len(checked), len(prompt) + width), tokenizer.pad_token_id)
+        for i, p in enumerate(checked):
             batch[i, : len(prompt) + p.tokens] = torch.tensor(prompt + p.token_ids)
         with torch.inference_mode():
             lp = torch.log_softmax(model(batch).logits.float(), dim=-1)
-        for i, p in enumerate(paths):
-            assert p.token_ids[0] == first[p.branch]
-            assert p.tokens == len(p.token_ids) <= 16 and not eos & set(p.token_ids[1:])
+        for i, p in enumerate(checked):
             steps = lp[i, len(prompt) - 1 : len(prompt) - 1 + p.tokens]
             forced = steps.gather(-1, torch.tensor(p.token_ids).unsqueeze(-1)).mean().item()
             assert p.mean_logprob == pytest.approx(forced, abs=1e-4)

@@ -117,6 +117,7 @@ class HFSampler:
         if self.device.type == "cpu" and self.threads:
             torch.set_num_threads(self.threads)
         tuner = ThreadTuner(torch.get_num_threads(), enabled=self.device.type == "cpu" and not self.threads)
+        torch.set_num_threads(tuner.threads_for_step())  # prefills and weight packing run with it too
         try:
             with torch.inference_mode():
                 self._sample_with_backoff(items, on_done, should_stop, tuner)

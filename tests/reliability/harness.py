@@ -262,7 +262,7 @@ def kill_and_resume(s: Scenario, kills: int, seed: int) -> KillReport:
         elif s.anchor == "progress":
             job = _wait_anchor(proc, s.db, rng=rng)
         if s.anchor == "progress" and job is not None and job[4]:
-            window = s.work_s / job[4]  # about one item
+            window = s.work_s / (job[4] + 1)  # about one item (the start-up is part of work_s)
         else:
             window = s.work_s * _remaining_fraction(job)
         # the last quarter is left out: a run faster than the reference would end before the kill

@@ -449,7 +449,7 @@ def _fields() -> list[tuple[str, str, Any]]:
 def _bad_value(annotation: Any) -> st.SearchStrategy:
     """TOML values the key's type cannot take (no lax coercion reaches them)."""
     text = repr(annotation)
-    tables = st.dictionaries(st.text(min_size=1, max_size=4), st.integers(), min_size=1, max_size=2)
+    tables = st.dictionaries(st.text(alphabet="abcxyz_", min_size=1, max_size=4), st.integers(), min_size=1, max_size=2)
     arrays = st.lists(st.integers(), min_size=1, max_size=3)
     if "bool" in text and "int" not in text:
         return st.sampled_from(["maybe", "ja", "2"]) | arrays | tables | st.floats(0.1, 0.9)
