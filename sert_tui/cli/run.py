@@ -12,7 +12,9 @@ from sert_tui.cli.common import open_db, print_json, stderr
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a stage of an experiment config headless")
     run.add_argument("config", type=Path, help="experiment config (TOML; see `sert-tui config init`)")
-    run.add_argument("--stage", required=True, help="sample | filter | self-train | teacher | distill | eval | all")
+    run.add_argument(
+        "--stage", required=True, help="sample | filter | self-train | teacher | distill | finetune | eval | all"
+    )
     run.add_argument("--json", action="store_true", help='end by printing {"jobs": [{"id", "kind", "status"}]}')
     run.add_argument(
         "--shard",
