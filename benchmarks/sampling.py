@@ -60,17 +60,19 @@ def count_generated(gen, eos_ids: set[int]) -> int:
     return total
 
 
-def branch_inputs(model, tokenizer, questions: list[str], k: int):
-    """Per question: prompt ids and its top-k first tokens (one forward each)."""
+def branch_inputs(model, tokenizer, questions: list[str], k: int, eos_ids: set[int]):
+    """Per question: prompt ids and its top-k first tokens (one forward each), special tokens left out as the
+    engine does."""
     import torch
 
-    from engine.sampling import build_prompt
+    from engine.sampling import branch_excluded_ids, build_prompt
 
+    excluded = torch.tensor(branch_excluded_ids(tokenizer, eos_ids), dtype=torch.long)
     out = []
     for q in questions:
         ids = tokenizer(build_prompt(q)).input_ids
-        logits = model(torch.tensor([ids])).logits[0, -1]
-        out.append((ids, torch.topk(logits.float(), k).indices.tolist()))
+        logits = model(torch.tensor([ids])).logits[0, -1].float().index_fill(0, excluded, float("-inf"))
+        out.append((ids, torch.topk(logits, k).indices.tolist()))
     return out
 
 
@@ -91,7 +93,7 @@ def run_naive(model, tokenizer, questions, tokens, seed, eos_ids):
 
     torch.manual_seed(seed)
     total = 0
-    for ids, firsts in branch_inputs(model, tokenizer, questions, 5):
+    for ids, firsts in branch_inputs(model, tokenizer, questions, 5, eos_ids):
         for first in firsts:
             inp = torch.tensor([ids + [first]])
             out = model.generate(
@@ -105,7 +107,7 @@ def run_strong(model, tokenizer, questions, tokens, seed, eos_ids):
     import torch
 
     torch.manual_seed(seed)
-    rows = [ids + [first] for ids, firsts in branch_inputs(model, tokenizer, questions, 5) for first in firsts]
+    rows = [ids + [first] for ids, firsts in branch_inputs(model, tokenizer, questions, 5, eos_ids) for first in firsts]
     width = max(len(r) for r in rows)
     inp = torch.full((len(rows), width), tokenizer.pad_token_id)
     mask = torch.zeros_like(inp)

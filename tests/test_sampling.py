@@ -177,14 +177,22 @@ def _teacher_forced_mean_logprob(model, prompt_ids: list[int], token_ids: list[i
     return logprobs.gather(-1, torch.tensor(token_ids).unsqueeze(-1)).mean().item()
 
 
+def _expected_branches(model, tokenizer, prompt: list[int], eos: set[int], first_tokens: int = 5) -> list[int]:
+    """The top ``first_tokens`` next tokens by a plain forward, special tokens and EOS ids left out."""
+    excluded = set(tokenizer.all_special_ids) | eos
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt])).logits[0, -1].float()
+    ranked = torch.argsort(logits, descending=True).tolist()
+    return [t for t in ranked if t not in excluded][:first_tokens]
+
+
 def _check_paths(model, tokenizer, calls, cfg_max_new=12, first_tokens=5, per_branch=5) -> None:
     eos = set(model.generation_config.eos_token_id)
     questions = dict(QUESTIONS)
     assert sorted(k for k, _ in calls) == sorted(questions)  # once per question
     for key, paths in calls:
         prompt = tokenizer(build_prompt(questions[key])).input_ids
-        with torch.inference_mode():
-            first = torch.topk(model(torch.tensor([prompt])).logits[0, -1].float(), first_tokens).indices.tolist()
+        first = _expected_branches(model, tokenizer, prompt, eos, first_tokens)
         assert len(paths) == first_tokens * per_branch
         assert [(p.branch, p.sample) for p in paths] == [(b, s) for b in range(first_tokens) for s in range(per_branch)]
         for p in paths:
@@ -313,14 +321,19 @@ def test_real_student_on_strategyqa(student) -> None:
     sampler.sample(items, lambda key, paths: calls.append((key, paths)))
     assert sorted(k for k, _ in calls) == [i for i, _ in items]
     eos = {tokenizer.eos_token_id}
+    special = set(tokenizer.all_special_ids)
+    raw_top_has_special = []
     for key, paths in calls:
         prompt = tokenizer(build_prompt(rows[key]["question"])).input_ids
+        first = _expected_branches(model, tokenizer, prompt, eos)
+        assert not special & set(first)
         with torch.inference_mode():
-            logits = model(torch.tensor([prompt])).logits[0, -1]
-        first = torch.topk(logits, 5).indices.tolist()
+            raw_top = torch.topk(model(torch.tensor([prompt])).logits[0, -1], 5).indices.tolist()
+        raw_top_has_special.append(bool(special & set(raw_top)))
         assert len(paths) == 25
         for p in paths:
             assert p.token_ids[0] == first[p.branch]
+            assert "<|im_end|>" not in p.branch_token
             assert p.tokens == len(p.token_ids) <= 16 and not eos & set(p.token_ids[1:])
         # one teacher-forced pass (right-padded) over the first sample of every branch and the longest path,
         # compared with the numbers the sampler took from its own forward passes
@@ -337,6 +350,8 @@ def test_real_student_on_strategyqa(student) -> None:
             assert p.mean_logprob == pytest.approx(forced, abs=1e-4)
             assert p.perplexity == pytest.approx(math.exp(-forced), rel=1e-3)
         assert len({tuple(p.token_ids) for p in paths}) > 10  # really sampled, not 25 copies
+    # <|im_end|> (the instruct model's EOS) ranks in the raw top five here, and still starts no branch
+    assert any(raw_top_has_special)
 
 
 # -- backends: choice, gating, the vLLM backend's GPU-free parts -------------------------------------------------
@@ -363,6 +378,8 @@ def test_vllm_request_parameters() -> None:
 
     cfg = SamplingConfig(max_new_tokens=128, seed=5)
     assert first_token_kwargs(cfg) == {"n": 1, "max_tokens": 1, "temperature": 0.0, "logprobs": 5}
+    assert first_token_kwargs(cfg, excluded=3)["logprobs"] == 8  # room to skip 3 special tokens
+    assert first_token_kwargs(cfg, excluded=400)["logprobs"] == 5 + 16  # capped lookahead
     kw = continuation_kwargs(cfg, branch_seed(5, 42, 1))
     assert kw == {
         "n": 5,
@@ -385,6 +402,7 @@ def test_vllm_results_become_paths() -> None:
     )
     branches = branches_from_first_output(first, 2)
     assert branches == [(7, -0.5), (8, -1.0)]
+    assert branches_from_first_output(first, 2, excluded={7}) == [(8, -1.0), (9, -2.0)]  # special token skipped
     eos = {2}
     out_a = SimpleNamespace(
         outputs=[

@@ -25,6 +25,7 @@ def test_vllm_llm_arguments_carry_tensor_parallelism() -> None:
         "enable_prefix_caching": True,
         "seed": 3,
         "dtype": "auto",
+        "max_logprobs": 21,  # 5 branch tokens + room for 16 special tokens ranked above them
     }
     assert llm_kwargs("m", SamplingConfig(dtype="bfloat16"))["dtype"] == "bfloat16"
     assert llm_kwargs("m", SamplingConfig())["tensor_parallel_size"] == 1

@@ -1,9 +1,10 @@
 """SERT stage 1 sampling: the student's latent reasoning paths (DESIGN.md section 1).
 
-For each question the prompt ``Question: {q}\\nAnswer:`` is encoded once; the student's top ``first_tokens``
-next tokens start one branch each (branch 0 = most probable), and every branch is continued ``per_branch``
-times by sampling (top-k, then top-p inside the k, temperature) for at most ``max_new_tokens`` tokens, the
-branch token included. A path's ``mean_logprob`` is the mean over its tokens (branch token first, the
+For each question the prompt ``Question: {q}\\nAnswer:`` is encoded once; the student's top ``first_tokens`` next
+tokens start one branch each (branch 0 = most probable; special tokens such as an instruct model's ``<|im_end|>``,
+which is also its EOS, never start a branch: see :func:`branch_excluded_ids`), and every branch is continued
+``per_branch`` times by sampling (top-k, then top-p inside the k, temperature) for at most ``max_new_tokens``
+tokens, the branch token included. A path's ``mean_logprob`` is the mean over its tokens (branch token first, the
 terminating EOS excluded) of ``log_softmax(raw logits)`` -- the student's plain next-token distribution at
 temperature 1, whatever the sampling temperature -- taken from the very forward passes that sampled the path;
 ``perplexity = exp(-mean_logprob)``.
@@ -16,7 +17,7 @@ lazily so importing this package is cheap.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -58,6 +59,18 @@ class Sampler(Protocol):
         ``first_tokens * per_branch`` paths of that question are finished; checks ``should_stop`` between
         decode steps and returns early when it is true (unfinished questions are not reported)."""
         ...
+
+
+def branch_excluded_ids(tokenizer: Any, eos_ids: Iterable[int] = ()) -> list[int]:
+    """Token ids that never start a branch: the tokenizer's special tokens and the EOS ids.
+
+    A chat model's end-of-turn token (SmolLM2-Instruct's ``<|im_end|>``, its EOS) is among the top five first
+    tokens after ``Answer:`` for most StrategyQA questions; a "path" that starts by ending the text is no
+    reasoning path, so the branches are the top ``first_tokens`` among the other tokens (their log-probs are
+    still those of the full distribution)."""
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
+    ids.update(int(i) for i in eos_ids)
+    return sorted(i for i in ids if i >= 0)
 
 
 def vllm_available() -> bool:
@@ -129,6 +142,7 @@ __all__ = [
     "PROMPT_TEMPLATE",
     "SampledPath",
     "Sampler",
+    "branch_excluded_ids",
     "build_prompt",
     "make_sampler",
     "make_sampler_from_model",

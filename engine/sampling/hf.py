@@ -1,12 +1,12 @@
 """The transformers backend: shared-prompt branching with continuous batching on a preallocated KV cache.
 
-Per question: one prefill of the prompt (batch 1), the top-``first_tokens`` next tokens become the branches,
-the prompt's keys/values are copied into ``first_tokens * per_branch`` rows of the shared decode cache, and the
-rows join the running batch. Every decode step runs the model's own forward on one token per active row (any
-decoder-only transformers model with a standard KV cache), samples top-k then top-p inside the k, and records
-the token's log-probability from those same logits. Finished rows (EOS or ``max_new_tokens``) leave the
-batch at once -- the last rows move into their slots -- and new questions are admitted as soon as there is room
-for all their rows. A question's paths are handed to ``on_done`` as soon as its last row finishes.
+Per question: one prefill of the prompt (batch 1), the top-``first_tokens`` next tokens (special tokens and EOS left
+out) become the branches, the prompt's keys/values are copied into ``first_tokens * per_branch`` rows of the shared
+decode cache, and the rows join the running batch. Every decode step runs the model's own forward on one token per
+active row (any decoder-only transformers model with a standard KV cache), samples top-k then top-p inside the k,
+and records the token's log-probability from those same logits. Finished rows (EOS or ``max_new_tokens``) leave the
+batch at once -- the last rows move into their slots -- and new questions are admitted as soon as there is room for
+all their rows. A question's paths are handed to ``on_done`` as soon as its last row finishes.
 
 Randomness comes from one ``torch.Generator`` per question seeded from ``(seed, key)``, which draws one number
 per path slot at each of that question's steps, whether or not the slot is still running: the draws do not
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.sampling import branch_excluded_ids
 from engine.sampling.decoders import make_decoder
 from engine.sampling.ops import question_generator, sample_top_k_top_p
 from engine.sampling.threads import ThreadTuner
@@ -81,6 +82,7 @@ class HFSampler:
         self.cfg = cfg
         self.log = log or (lambda _msg: None)
         self.eos_ids = eos_token_ids(model, tokenizer)
+        self.branch_excluded = branch_excluded_ids(tokenizer, self.eos_ids)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.rows_per_question = cfg.first_tokens * cfg.per_branch
@@ -218,6 +220,7 @@ class HFSampler:
         final_len = torch.zeros(qslots * rpq, dtype=torch.long)
         uniforms = torch.zeros(qslots, rpq, dtype=torch.float32)
         eos = torch.tensor(self.eos_ids or [-1], dtype=torch.long)
+        excluded = torch.tensor(self.branch_excluded, dtype=torch.long, device=self.device)
         free_slots = list(range(qslots))
         active: dict[int, _Question] = {}  # question slot -> question
         n_active = 0
@@ -242,7 +245,7 @@ class HFSampler:
                 next_item += 1
                 logits, layer_kv = self._prefill(ids)
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
-                top_lp, top_tok = torch.topk(logprobs, cfg.first_tokens)
+                top_lp, top_tok = torch.topk(logprobs.index_fill(0, excluded, float("-inf")), cfg.first_tokens)
                 slot = free_slots.pop(0)
                 question = _Question(key, slot, question_generator(cfg.seed, key), top_tok.tolist(), rpq)
                 active[slot] = question

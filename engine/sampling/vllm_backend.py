@@ -1,9 +1,9 @@
 """The vLLM backend for GPU servers (``sampling.backend = "vllm"``, or ``auto`` on CUDA with vLLM installed).
 
 Same method as the transformers backend, on vLLM's engine: ``LLM(model, tensor_parallel_size,
-enable_prefix_caching=True)``. Per chunk of questions, one 1-token request per prompt with
-``logprobs=first_tokens`` gives the branch tokens (ranked by probability); then every branch is one request
-``prompt + branch token`` with ``SamplingParams(n=per_branch, top_k, top_p, temperature,
+enable_prefix_caching=True)``. Per chunk of questions, one 1-token request per prompt with ``logprobs=first_tokens``
+(plus room for the special tokens that never start a branch) gives the branch tokens (ranked by probability); then
+every branch is one request ``prompt + branch token`` with ``SamplingParams(n=per_branch, top_k, top_p, temperature,
 max_tokens=max_new_tokens - 1, logprobs=0, seed)``. Prefix caching shares the prompt's KV blocks between the
 branches and samples; vLLM returns each sampled token's log-probability from the same forward pass (its default
 ``raw_logprobs`` mode: the model's distribution before temperature/top-k/top-p, as in the HF backend).
@@ -14,7 +14,7 @@ vLLM is imported only inside :class:`VLLMSampler`; the request construction and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -25,21 +25,30 @@ if TYPE_CHECKING:
     from engine.sampling import SampledPath
 
 
+#: Special tokens the branch request looks past: the top ``first_tokens + this`` first tokens always hold
+#: ``first_tokens`` ordinary ones when at most this many excluded ids rank above them.
+MAX_EXCLUDED_LOOKAHEAD = 16
+
+
 def llm_kwargs(model_path: str, cfg: SamplingConfig) -> dict[str, Any]:
     """Arguments of ``vllm.LLM``: tensor parallelism over ``sampling.tensor_parallel_size`` GPUs (vLLM starts
-    its own workers), prefix caching for the shared prompts, the sampling dtype (``auto``: vLLM's choice)."""
+    its own workers), prefix caching for the shared prompts, the sampling dtype (``auto``: vLLM's choice), and
+    room for the branch request's log-probs (vLLM refuses more than ``max_logprobs``, 20 by default)."""
     return {
         "model": model_path,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "enable_prefix_caching": True,
         "seed": cfg.seed,
         "dtype": cfg.dtype if cfg.dtype in ("float32", "bfloat16", "float16") else "auto",
+        "max_logprobs": max(20, cfg.first_tokens + MAX_EXCLUDED_LOOKAHEAD),
     }
 
 
-def first_token_kwargs(cfg: SamplingConfig) -> dict[str, Any]:
-    """SamplingParams of the branch request: one greedy token, with the top ``first_tokens`` log-probs."""
-    return {"n": 1, "max_tokens": 1, "temperature": 0.0, "logprobs": cfg.first_tokens}
+def first_token_kwargs(cfg: SamplingConfig, excluded: int = 0) -> dict[str, Any]:
+    """SamplingParams of the branch request: one greedy token, with enough top log-probs to leave
+    ``first_tokens`` after dropping up to ``excluded`` special tokens."""
+    lookahead = min(excluded, MAX_EXCLUDED_LOOKAHEAD)
+    return {"n": 1, "max_tokens": 1, "temperature": 0.0, "logprobs": cfg.first_tokens + lookahead}
 
 
 def continuation_kwargs(cfg: SamplingConfig, seed: int) -> dict[str, Any]:
@@ -60,15 +69,18 @@ def branch_seed(seed: int, key: int, branch: int) -> int:
     return question_seed(seed, key * 1009 + branch) & 0x7FFFFFFF
 
 
-def branches_from_first_output(output: Any, first_tokens: int) -> list[tuple[int, float]]:
-    """``(token_id, logprob)`` of the top ``first_tokens`` first tokens, most probable first.
+def branches_from_first_output(
+    output: Any, first_tokens: int, excluded: Collection[int] = ()
+) -> list[tuple[int, float]]:
+    """``(token_id, logprob)`` of the top ``first_tokens`` first tokens outside ``excluded``, most probable first.
 
     ``output`` is a vLLM ``RequestOutput`` (or any object shaped like it): ``output.outputs[0].logprobs[0]`` maps
     token ids to objects with ``logprob`` and ``rank``.
     """
     table = output.outputs[0].logprobs[0]
     ranked = sorted(table.items(), key=lambda item: (_rank(item[1]), -item[1].logprob))
-    return [(int(tok), float(lp.logprob)) for tok, lp in ranked[:first_tokens]]
+    kept = [(int(tok), float(lp.logprob)) for tok, lp in ranked if int(tok) not in excluded]
+    return kept[:first_tokens]
 
 
 def _rank(logprob: Any) -> int:
@@ -136,11 +148,14 @@ class VLLMSampler:
     def __init__(self, model_path: str, cfg: SamplingConfig, log: Callable[[str], None] | None = None) -> None:
         from vllm import LLM
 
+        from engine.sampling import branch_excluded_ids
+
         self.cfg = cfg
         self.log = log or (lambda _msg: None)
         self.llm = LLM(**llm_kwargs(model_path, cfg))
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = _eos_ids(model_path, self.tokenizer)
+        self.branch_excluded = set(branch_excluded_ids(self.tokenizer, self.eos_ids))
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -157,9 +172,10 @@ class VLLMSampler:
         from engine.sampling import build_prompt
 
         cfg = self.cfg
+        excluded = self.branch_excluded
         rows_per_question = cfg.first_tokens * cfg.per_branch
         chunk = max(1, cfg.batch_size // rows_per_question)
-        first_params = SamplingParams(**first_token_kwargs(cfg))
+        first_params = SamplingParams(**first_token_kwargs(cfg, len(excluded)))
         for start in range(0, len(items), chunk):
             if should_stop():
                 self.log("sampling stopped before the end; unfinished questions are not reported")
@@ -169,7 +185,7 @@ class VLLMSampler:
             firsts = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=ids) for ids in prompts], first_params, use_tqdm=False
             )
-            branches = [branches_from_first_output(out, cfg.first_tokens) for out in firsts]
+            branches = [branches_from_first_output(out, cfg.first_tokens, excluded) for out in firsts]
             requests, params, owners = [], [], []
             if cfg.max_new_tokens > 1:
                 for qi, ((key, _text), ids) in enumerate(zip(part, prompts, strict=True)):
