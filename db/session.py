@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from engine.errors import WorkspaceError
+from engine.errors import WorkspaceError, first_line
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
@@ -126,13 +126,6 @@ def _known_revisions() -> set[str]:
     return {rev.revision for rev in script.walk_revisions()}
 
 
-def _one_line(exc: BaseException) -> str:
-    """The driver's own message (SQLAlchemy's adds a second line with a link), on one line."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).splitlines()
-    return lines[0] if lines else cause.__class__.__name__
-
-
 def open_workspace(path: Path | str, *, create: bool = True, upgrade: bool = True) -> Engine:
     """Open (and create or upgrade) the workspace at ``path``; returns a SQLAlchemy engine."""
     path = Path(path).expanduser()
@@ -152,7 +145,7 @@ def open_workspace(path: Path | str, *, create: bool = True, upgrade: bool = Tru
     try:
         current, has_tables = _inspect(path)
     except sqlite3.DatabaseError as exc:
-        raise WorkspaceError(f"{path}: damaged workspace ({_one_line(exc)})") from None
+        raise WorkspaceError(f"{path}: damaged workspace ({first_line(exc)})") from None
     head = head_revision()
     if current is None and has_tables:
         # Migrations run in one transaction, so a sert-tui file always has its version row: tables without
@@ -171,7 +164,7 @@ def open_workspace(path: Path | str, *, create: bool = True, upgrade: bool = Tru
             migrate(engine)
         except Exception as exc:
             engine.dispose()
-            raise WorkspaceError(f"{path}: could not upgrade the workspace schema: {_one_line(exc)}") from None
+            raise WorkspaceError(f"{path}: could not upgrade the workspace schema: {first_line(exc)}") from None
     return engine
 
 

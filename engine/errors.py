@@ -11,6 +11,20 @@ def brief(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def first_line(error: BaseException | str | None, limit: int | None = None) -> str:
+    """The first non-blank line of an error message, cut to ``limit`` characters: libraries append context
+    lines (SQLAlchemy a link, tracebacks their frames) that do not belong in a one-line message. An exception
+    without a message gives its class name; SQLAlchemy's wrapper gives the driver's own message."""
+    if isinstance(error, BaseException):
+        cause = getattr(error, "orig", None) or error
+        text = str(cause).strip()
+        line = text.splitlines()[0] if text else cause.__class__.__name__
+    else:
+        text = (error or "").strip()
+        line = text.splitlines()[0] if text else ""
+    return line[:limit] if limit else line
+
+
 def plain(name: object, limit: int = 60) -> str:
     """A name from an input (a key, a split) as is when it is short and printable, else :func:`brief`."""
     text = str(name)

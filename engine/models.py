@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -121,9 +121,8 @@ def prepare_model(spec: str = DEFAULT_MODEL, progress: Progress | None = None) -
 
         return Path(snapshot_download(spec))
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise UserError(
-            f"model {spec!r}: not a local directory and could not be fetched from the hub: {first}"
+            f"model {spec!r}: not a local directory and could not be fetched from the hub: {first_line(exc)}"
         ) from None
 
 

@@ -16,6 +16,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from engine.errors import first_line
 from engine.launcher import Launcher
 from sert_tui.screens.home import HomeScreen
 
@@ -76,7 +77,7 @@ class SertCommands(Provider):
                 cmds.append(
                     (
                         f"Error of job {job.id} ({job.kind})",
-                        job.error.splitlines()[0][:80],
+                        first_line(job.error, 80),
                         partial(app.show_error, job),
                     )
                 )

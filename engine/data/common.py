@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import answers
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 
 _CHOICE_RE = re.compile(r"\(([A-Z])\)\s*(.*?)(?=\s*,?\s*\([A-Z]\)|$)", re.DOTALL)
 
@@ -23,7 +23,7 @@ def read_json(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except ValueError as exc:  # e.g. an integer with more digits than Python converts (4,300)
-        raise UserError(f"{path}: invalid JSON: {str(exc).splitlines()[0][:120]}") from None
+        raise UserError(f"{path}: invalid JSON: {first_line(exc, 120)}") from None
 
 
 def inline_choices(question: str) -> list[str] | None:

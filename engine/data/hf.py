@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.data.common import detect_answer_type, normalize, require_text
 from engine.data.records import DatasetSpec, QuestionRecord
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 
 
 def _load(path: str, config: str | None):
@@ -22,8 +22,7 @@ def _load(path: str, config: str | None):
     except FileNotFoundError as exc:
         raise UserError(f"{path}: dataset not found ({exc})") from None
     except Exception as exc:  # datasets raises many kinds (DatasetNotFoundError, ConnectionError, ...)
-        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise UserError(f"{path}: could not load the dataset: {message}") from None
+        raise UserError(f"{path}: could not load the dataset: {first_line(exc)}") from None
     if isinstance(loaded, datasets.Dataset):
         return {"train": loaded}
     return dict(loaded)

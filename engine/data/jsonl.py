@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.data.common import detect_answer_type, normalize, require_text
 from engine.data.records import DatasetSpec, QuestionRecord
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 
 
 def load(
@@ -38,7 +38,7 @@ def load(
         except json.JSONDecodeError as exc:
             raise UserError(f"{file}: line {lineno}: invalid JSON: {exc.msg}") from None
         except ValueError as exc:  # e.g. an integer with more digits than Python converts (4,300)
-            raise UserError(f"{file}: line {lineno}: invalid JSON: {str(exc).splitlines()[0][:120]}") from None
+            raise UserError(f"{file}: line {lineno}: invalid JSON: {first_line(exc, 120)}") from None
         if not isinstance(row, dict):
             raise UserError(f"{file}: line {lineno}: expected a JSON object")
         rows.append((lineno, row))

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import first_line
 from engine.sampling import branch_excluded_ids
 from engine.sampling.decoders import make_decoder
 from engine.sampling.ops import question_generator, sample_top_k_top_p
@@ -158,12 +159,12 @@ class HFSampler:
                 release_memory(self.device)
                 if old <= 1:
                     raise UserError(
-                        f"sampling: the {rpq} paths of one question do not fit in memory ({one_line(exc)}); "
+                        f"sampling: the {rpq} paths of one question do not fit in memory ({first_line(exc, 200)}); "
                         "lower sampling.first_tokens x sampling.per_branch or sampling.max_new_tokens"
                     ) from None
                 self.question_capacity = max(1, old // 2)
                 self.log(
-                    f"out of memory with a batch of {old * rpq} sequences ({one_line(exc)}): backing off to "
+                    f"out of memory with a batch of {old * rpq} sequences ({first_line(exc, 200)}): backing off to "
                     f"{self.question_capacity * rpq} sequences ({self.question_capacity} questions at a time); "
                     f"{len(todo) - len([i for i in todo if i[0] in reported])} questions left to sample"
                 )
@@ -377,11 +378,6 @@ def release_memory(device: Any) -> None:
     gc.collect()
     if getattr(device, "type", "") == "cuda":
         torch.cuda.empty_cache()
-
-
-def one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else exc.__class__.__name__)[:200]
 
 
 def kv_cache_bytes(config: Any, rows: int, max_len: int, dtype: Any) -> int:

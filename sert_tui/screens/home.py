@@ -17,6 +17,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
+from engine.errors import first_line
+
 if TYPE_CHECKING:
     from db.app_queries import HomeSnapshot, JobInfo
 
@@ -33,10 +35,6 @@ STATUS_STYLE = {
 
 def _time(value) -> str:
     return value.strftime("%m-%d %H:%M:%S") if value else ""
-
-
-def _first_line(text: str | None) -> str:
-    return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
 class HomeScreen(Screen):
@@ -140,7 +138,7 @@ class HomeScreen(Screen):
                     j.progress,
                     _time(j.started_at),
                     _time(j.finished_at),
-                    _first_line(j.error) or _first_line(j.message),
+                    first_line(j.error) or first_line(j.message),
                 )
             )
         self._fill("#jobs", rows, keys=[str(j.id) for j in snap.jobs])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +15,7 @@ from engine.launcher import STAGES
 
 #: Stage choices of the forms: single stages plus the chain the default job runs.
 STAGE_CHOICES = [("sample + filter", "sample,filter"), *((s, s) for s in STAGES)]
+FormResult = TypeVar("FormResult")
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -98,10 +100,30 @@ class TextScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class ConfigFileScreen(ModalScreen[tuple[Path, list[str]] | None]):
-    """Start a job from a config file: its path and the stage(s)."""
+class FormScreen(ModalScreen[FormResult | None]):
+    """A form with Start and Cancel buttons: Start or enter in a field submits (``submit`` dismisses with the
+    result, or shows what is wrong and stays), Cancel or escape dismisses with None."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def submit(self) -> None:
+        raise NotImplementedError
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "start":
+            self.submit()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self.submit()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfigFileScreen(FormScreen[tuple[Path, list[str]]]):
+    """Start a job from a config file: its path and the stage(s)."""
 
     def __init__(self, initial: str = "") -> None:
         super().__init__()
@@ -117,16 +139,8 @@ class ConfigFileScreen(ModalScreen[tuple[Path, list[str]] | None]):
                 yield Button("Start", id="start", variant="success")
                 yield Button("Cancel [esc]", id="cancel")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "start":
-            self._submit()
-        else:
-            self.dismiss(None)
 
-    def on_input_submitted(self, _event: Input.Submitted) -> None:
-        self._submit()
-
-    def _submit(self) -> None:
+    def submit(self) -> None:
         from engine.config import load_config
         from engine.errors import UserError
 
@@ -139,14 +153,9 @@ class ConfigFileScreen(ModalScreen[tuple[Path, list[str]] | None]):
         stages = str(self.query_one("#config-stage", Select).value).split(",")
         self.dismiss((path, stages))
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
-
-class NewJobScreen(ModalScreen[tuple[dict, list[str]] | None]):
+class NewJobScreen(FormScreen[tuple[dict, list[str]]]):
     """A small form with the paper's defaults; returns the config values and the stages to run."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, datasets: list[str]) -> None:
         super().__init__()
@@ -198,16 +207,8 @@ class NewJobScreen(ModalScreen[tuple[dict, list[str]] | None]):
             values["train"] = {"epochs": float(epochs)}
         return values
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "start":
-            self._submit()
-        else:
-            self.dismiss(None)
 
-    def on_input_submitted(self, _event: Input.Submitted) -> None:
-        self._submit()
-
-    def _submit(self) -> None:
+    def submit(self) -> None:
         from engine.config import config_from_dict
         from engine.errors import UserError
 
@@ -222,6 +223,3 @@ class NewJobScreen(ModalScreen[tuple[dict, list[str]] | None]):
             return
         stages = str(self.query_one("#form-stage", Select).value).split(",")
         self.dismiss((values, stages))
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)

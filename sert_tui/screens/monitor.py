@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from db.app_queries import JobInfo
+from engine.errors import first_line
 
 POLL_SECONDS = 1.0
 #: Metric names the engine may use for the two curves (the first present wins).
@@ -220,7 +221,7 @@ class MonitorScreen(Screen):
             if latest:
                 t.append("\n  " + " · ".join(latest), style="dim")
             if info.error:
-                t.append("\n  error: " + info.error.strip().splitlines()[0], style="bold red")
+                t.append("\n  error: " + first_line(info.error), style="bold red")
             t.append("\n")
         return t
 
