@@ -139,7 +139,6 @@ class ConfigFileScreen(FormScreen[tuple[Path, list[str]]]):
                 yield Button("Start", id="start", variant="success")
                 yield Button("Cancel [esc]", id="cancel")
 
-
     def submit(self) -> None:
         from engine.config import load_config
         from engine.errors import UserError
@@ -206,7 +205,6 @@ class NewJobScreen(FormScreen[tuple[dict, list[str]]]):
         if epochs:
             values["train"] = {"epochs": float(epochs)}
         return values
-
 
     def submit(self) -> None:
         from engine.config import config_from_dict
