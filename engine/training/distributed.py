@@ -150,6 +150,17 @@ class DistributedSFTEngine(SFTEngine):
             epoch=self.global_step / self.steps_per_epoch,
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimizer": self.optimizer.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Step and scheduler; the optimizer moments where they fit (DDP: the same on every rank; the sharded
+        optimizers of FSDP/ZeRO restart them)."""
+        self.global_step = int(state["global_step"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        with contextlib.suppress(Exception):
+            self.optimizer.optimizer.load_state_dict(state["optimizer"])
+
     def model_for_saving(self) -> Any:
         """What rank 0 saves. DDP: the model itself. FSDP/DeepSpeed: the model with the gathered full state dict
         (a collective: every rank must call this)."""
@@ -186,21 +197,17 @@ def _cancel_requested(ctx: JobContext | None) -> bool:
 
 def train(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan, ctx: JobContext | None) -> dict:
     """The training loop of one rank; ``ctx`` is the job's context on rank 0 and None elsewhere."""
-    import torch
     from transformers.utils import logging as hf_logging
 
-    from engine.cuda import maybe_compile, memory_metrics
-    from engine.errors import UserError
+    from engine.cuda import maybe_compile
     from engine.models import resolve_device
-    from engine.training.stage import _load_start
-    from engine.training.trainer import encode_samples
+    from engine.training.loop import fit, load_samples, load_start, resume_from
 
     hf_logging.disable_progress_bar()
     main = ctx is not None
     log: Callable[[str], None] = ctx.log if ctx is not None else (lambda _m: None)
     cfg = config.train
-    device = resolve_device(config.student.device)
-    acc = accelerator(device)
+    acc = accelerator(resolve_device(config.student.device))
     if main:
         for note in plan.notes:
             log(note)
@@ -208,97 +215,34 @@ def train(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingP
     resume = checkpoints.latest_resumable(engine, job_id)
     resume = broadcast(resume.path if resume is not None else None)
     device = str(acc.device)
-    model, tokenizer = _load_start(plan, config, device, resume)
-    data, dropped = encode_samples(tokenizer, plan.samples, cfg.max_length)
-    if not data:
-        raise UserError("no training sample fits train.max_length")
+    model, tokenizer = load_start(plan, config, device, resume)
+    data = load_samples(plan, config, tokenizer, log)
     sft = DistributedSFTEngine(model, data, cfg, device=device, pad_id=tokenizer.pad_token_id, acc=acc)
     maybe_compile(model, cfg.compile, device, sft.total_steps, log)  # CUDA only, where it pays
     if resume is not None:
-        state = torch.load(f"{resume}/{checkpoints.STATE_FILE}", weights_only=False)
-        sft.global_step = int(state["global_step"])
-        sft.scheduler.load_state_dict(state["scheduler"])
-        with contextlib.suppress(Exception):  # sharded optimizers (FSDP/ZeRO) restart their moments
-            sft.optimizer.optimizer.load_state_dict(state["optimizer"])
-        log(f"resuming from checkpoint step {sft.global_step} ({resume})")
+        resume_from(sft, resume, log)
     log(
         f"{plan.kind} ({plan.label}): {len(data)} samples, {sft.total_steps} steps of {cfg.batch_size} over "
         f"{sft.world} processes ({acc.distributed_type.value}), {'LoRA' if cfg.lora else 'full fine-tuning'}, "
         f"device {device}, bf16 autocast {'on' if sft.bf16 else 'off'}"
     )
-    meta = {
-        "job_id": job_id,
-        "kind": plan.kind,
-        "label": plan.label,
-        "start_model": plan.start_model,
-        "start": plan.start,
-        "lora": cfg.lora,
-        "processes": sft.world,
-        "config": config.model_dump(mode="json"),
-    }
-    last_saved = sft.global_step
-
-    def save(final: bool = False) -> None:
-        nonlocal last_saved
-        to_save = sft.model_for_saving()  # collective for sharded models
-        if final and cfg.lora and to_save is sft.unwrapped():
-            to_save = to_save.merge_and_unload()
-        state = None if final else {**sft.state_dict(), "optimizer": sft.optimizer.optimizer.state_dict()}
-        if main:
-            row = checkpoints.write_checkpoint(
-                engine, job_id, sft.global_step, to_save, tokenizer, meta, state=state, is_final=final
-            )
-            pruned = checkpoints.prune(engine, job_id, cfg.save_total_limit)
-            log(f"checkpoint step {row.step}{' (final)' if final else ''}: {row.path}")
-            if pruned:
-                log(f"pruned checkpoints of steps {', '.join(map(str, pruned))}")
-        acc.wait_for_everyone()
-        last_saved = sft.global_step
-
-    tokens, t0, last = 0, time.perf_counter(), None
-    if ctx is not None:
-        ctx.progress(sft.global_step, sft.total_steps, "steps", force=True)
-    while not sft.done:
-        if _cancel_requested(ctx):
-            if sft.global_step > last_saved:
-                save()
-            raise JobCancelled(f"job {job_id} cancelled")
-        last = sft.step()
-        tokens += last.tokens
-        if ctx is not None:
-            values = {
-                "loss": last.loss,
-                "lr": last.lr,
-                "grad_norm": last.grad_norm,
-                "tokens_per_s": last.tokens_per_s,
-                "epoch": last.epoch,
-                "processes": float(sft.world),
-            }
-            values.update(memory_metrics(device))
-            ctx.metrics(last.step, values)
-            ctx.progress(
-                last.step, sft.total_steps, "steps", extra=f"loss {last.loss:.4f}, {last.tokens_per_s:.0f} tokens/s"
-            )
-        if last.step % cfg.save_steps == 0 and not sft.done:
-            save()
-    save(final=True)
-    elapsed = time.perf_counter() - t0
-    final = checkpoints.final_checkpoint(engine, job_id) if main else None
-    return {
-        "label": plan.label,
-        "samples": len(data),
-        "dropped": dropped,
-        "steps": sft.total_steps,
-        "start": plan.start,
-        "start_model": plan.start_model,
-        "final_checkpoint": final.path if final else None,
-        "final_loss": last.loss if last is not None else None,
-        "tokens_per_s": tokens / elapsed if elapsed > 0 and tokens else None,
-        "bf16": sft.bf16,
-        "lora": cfg.lora,
-        "processes": sft.world,
-        "distributed_type": acc.distributed_type.value,
-    }
+    summary = fit(
+        sft,
+        engine=engine,
+        job_id=job_id,
+        plan=plan,
+        config=config,
+        tokenizer=tokenizer,
+        ctx=ctx,
+        log=log,
+        model_to_save=sft.model_for_saving,
+        cancel_requested=lambda: _cancel_requested(ctx),
+        writes=main,
+        barrier=acc.wait_for_everyone,
+        extra_meta={"processes": sft.world},
+        extra_metrics={"processes": float(sft.world)},
+    )
+    return {**summary, "processes": sft.world, "distributed_type": acc.distributed_type.value}
 
 
 def main_train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan):

@@ -10,7 +10,6 @@ finetune → none (Finetune).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from engine.config import ExperimentConfig
 from engine.distributed import is_distributed
 from engine.errors import UserError
 from engine.evaluation import lineage
-from engine.jobs import JobCancelled, JobContext, fingerprint, run_job
+from engine.jobs import JobContext, fingerprint, run_job
 from engine.pipeline import stage
 from engine.stages import config_dataset, find_or_create_job, reload_job
 from engine.training import checkpoints
@@ -202,50 +201,24 @@ def run_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset, plan: T
             row.label = plan.label
     if done:
         return reload_job(engine, job.id)
-    body = train_body(engine, job.id, config, plan)
     if is_distributed():  # inside `accelerate launch`: every rank trains, this one (rank 0) writes
         from engine.training.distributed import main_train_body
 
         body = main_train_body(engine, job.id, config, plan)
+    else:
+        body = train_body(engine, job.id, config, plan)
     run_job(JobContext(engine, job.id, echo), body)
     return reload_job(engine, job.id)
 
 
-def _load_start(plan: TrainingPlan, config: ExperimentConfig, device: str, resume_path: str | None):
-    """Model (fp32 master weights, LoRA-wrapped when configured) and tokenizer to train."""
-    import torch
-
-    from engine.models import load_model
-
-    torch.manual_seed(config.train.seed)
-    if resume_path is not None and not config.train.lora:
-        model, tokenizer = load_model(resume_path, device=device, dtype="float32")
-        return model, tokenizer
-    model, tokenizer = load_model(plan.start_model, device=device, dtype="float32")
-    if config.train.lora:
-        from peft import LoraConfig, PeftModel, get_peft_model
-
-        if resume_path is not None:
-            model = PeftModel.from_pretrained(model, resume_path, is_trainable=True)
-        else:
-            lora = LoraConfig(
-                r=config.train.lora_r,
-                lora_alpha=config.train.lora_alpha,
-                lora_dropout=config.train.lora_dropout,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(model, lora)
-    return model, tokenizer
-
-
 def train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan):
     def body(ctx: JobContext) -> dict:
-        import torch
         from transformers.utils import logging as hf_logging
 
+        from engine.cuda import maybe_compile
         from engine.models import resolve_device
-        from engine.training.trainer import SFTEngine, encode_samples
+        from engine.training.loop import database_cancel, fit, load_samples, load_start, resume_from
+        from engine.training.trainer import SFTEngine
 
         hf_logging.disable_progress_bar()  # the job's own progress lines are what the app and CLI show
         cfg = config.train
@@ -254,101 +227,29 @@ def train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: Trai
         device = resolve_device(config.student.device)
         checkpoints.clean_stray(engine, job_id)
         resume = checkpoints.latest_resumable(engine, job_id)
-        model, tokenizer = _load_start(plan, config, device, resume.path if resume else None)
-        data, dropped = encode_samples(tokenizer, plan.samples, cfg.max_length)
-        if dropped:
-            ctx.log(f"{dropped} samples dropped: their prompt alone fills train.max_length = {cfg.max_length}")
-        if not data:
-            raise UserError("no training sample fits train.max_length")
+        model, tokenizer = load_start(plan, config, device, resume.path if resume else None)
+        data = load_samples(plan, config, tokenizer, ctx.log)
         sft = SFTEngine(model, data, cfg, device=device, pad_id=tokenizer.pad_token_id)
-        from engine.cuda import maybe_compile
-
         maybe_compile(model, cfg.compile, device, sft.total_steps, ctx.log)  # CUDA only, where it pays
         if resume is not None:
-            state = torch.load(f"{resume.path}/{checkpoints.STATE_FILE}", weights_only=False)
-            sft.load_state_dict(state)
-            ctx.log(f"resuming from checkpoint step {sft.global_step} ({resume.path})")
+            resume_from(sft, resume.path, ctx.log)
         mode = "LoRA" if cfg.lora else "full fine-tuning"
         ctx.log(
             f"{plan.kind} ({plan.label}): {len(data)} samples, {sft.total_steps} steps of {cfg.batch_size}, {mode}, "
             f"start {plan.start_model}, device {device}, bf16 autocast {'on' if sft.bf16 else 'off'}"
         )
-        meta = {
-            "job_id": job_id,
-            "kind": plan.kind,
-            "label": plan.label,
-            "start_model": plan.start_model,
-            "start": plan.start,
-            "lora": cfg.lora,
-            "config": config.model_dump(mode="json"),
-        }
-        last_saved = sft.global_step
-
-        def save(final: bool = False) -> None:
-            nonlocal last_saved
-            to_save = model
-            if final and cfg.lora:
-                to_save = model.merge_and_unload()
-            row = checkpoints.write_checkpoint(
-                engine,
-                job_id,
-                sft.global_step,
-                to_save,
-                tokenizer,
-                meta,
-                state=None if final else sft.state_dict(),
-                is_final=final,
-            )
-            last_saved = sft.global_step
-            pruned = checkpoints.prune(engine, job_id, cfg.save_total_limit)
-            ctx.log(f"checkpoint step {row.step}{' (final)' if final else ''}: {row.path}")
-            if pruned:
-                ctx.log(f"pruned checkpoints of steps {', '.join(map(str, pruned))}")
-
-        tokens = 0
-        t0 = time.perf_counter()
-        last: Any = None
-        ctx.progress(sft.global_step, sft.total_steps, "steps", force=True)
-        try:
-            while not sft.done:
-                ctx.check_cancel()
-                last = sft.step()
-                tokens += last.tokens
-                values = {
-                    "loss": last.loss,
-                    "lr": last.lr,
-                    "grad_norm": last.grad_norm,
-                    "tokens_per_s": last.tokens_per_s,
-                    "epoch": last.epoch,
-                }
-                if device.startswith("cuda"):
-                    values["memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-                ctx.metrics(last.step, values)
-                ctx.progress(
-                    last.step, sft.total_steps, "steps", extra=f"loss {last.loss:.4f}, {last.tokens_per_s:.0f} tokens/s"
-                )
-                if last.step % cfg.save_steps == 0 and not sft.done:
-                    save()
-        except JobCancelled:
-            if sft.global_step > last_saved:
-                save()
-            raise
-        save(final=True)
-        elapsed = time.perf_counter() - t0
-        final = checkpoints.final_checkpoint(engine, job_id)
-        return {
-            "label": plan.label,
-            "samples": len(data),
-            "dropped": dropped,
-            "steps": sft.total_steps,
-            "start": plan.start,
-            "start_model": plan.start_model,
-            "final_checkpoint": final.path if final else None,
-            "final_loss": last.loss if last is not None else None,
-            "tokens_per_s": tokens / elapsed if elapsed > 0 and tokens else None,
-            "bf16": sft.bf16,
-            "lora": cfg.lora,
-        }
+        return fit(
+            sft,
+            engine=engine,
+            job_id=job_id,
+            plan=plan,
+            config=config,
+            tokenizer=tokenizer,
+            ctx=ctx,
+            log=ctx.log,
+            model_to_save=lambda: model,
+            cancel_requested=database_cancel(ctx),
+        )
 
     return body
 
