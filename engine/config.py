@@ -1,8 +1,9 @@
 """The experiment config: a TOML file validated by typed models, every value of the paper as a default.
 
-A file may give only some keys; the rest take their defaults. Unknown keys and wrong types are refused with
-one line naming the key's path (``sampling.top_k: ...``). ``render_default_config`` writes the commented
-default file of ``sert-tui config init``.
+A file may give only some keys; the rest take their defaults. Unknown keys and wrong types are refused with one line
+naming the key's path (``sampling.top_k: ...``). Types are strict: ``top_k = "10"``, ``lora = 1`` or ``min_tokens =
+25.0`` is an error, not silently converted (an integer is taken where a float is expected).
+``render_default_config`` writes the commented default file of ``sert-tui config init``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from engine.errors import UserError, brief, plain
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class StudentConfig(Section):

@@ -86,10 +86,14 @@ def correctness_verdict(answer: str | None, correct: bool | None, gold: str) -> 
 
 
 # -- the pattern rule -------------------------------------------------------------------------------------
-_QUESTION_RE = re.compile(r"\bquestion\s*:", re.IGNORECASE)
+#: "Question:" (or "Question 2:") anywhere: imitation when an "Answer:" follows it.
+_QUESTION_RE = re.compile(r"\bquestion(?:[ \t]+\d+)?\s*:", re.IGNORECASE)
+#: ... or at the start of a line: a new question begins ("restate the question: ..." mid-sentence does not).
+_QUESTION_LINE_RE = re.compile(r"(?:^|\n)[ \t]*question(?:[ \t]+\d+)?\s*:", re.IGNORECASE)
 _ANSWER_LINE_RE = re.compile(r"(?:^|\n)[ \t]*answer\s*:", re.IGNORECASE)
 _Q_LINE_RE = re.compile(r"(?:^|\n)[ \t]*q\s*:", re.IGNORECASE)
-_CHOICES_RE = re.compile(r"\banswer\s+choices\s*:?", re.IGNORECASE)
+_CHOICES_RE = re.compile(r"\banswer\s+choices\s*:?", re.IGNORECASE)  # the phrase, masked out of option lists
+_CHOICES_HEADER_RE = re.compile(r"\banswer\s+choices\s*:", re.IGNORECASE)  # the prompt's header itself
 _WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _NUMBER_RE = re.compile(r"^\d+(?:\.\d+)?$")
 _LABEL_RE = re.compile(r"\(([A-Z])\)")
@@ -115,15 +119,15 @@ def _words(text: str) -> list[str]:
 def imitation_reason(text: str) -> str | None:
     """Why the text imitates the prompt's structure, or None."""
     question = _QUESTION_RE.search(text)
-    if question is not None:
-        if re.search(r"\banswer\s*:", text[question.end() :], re.IGNORECASE):
-            return 'imitates the prompt ("Question: ... Answer:")'
+    if question is not None and re.search(r"\banswer\s*:", text[question.end() :], re.IGNORECASE):
+        return 'imitates the prompt ("Question: ... Answer:")'
+    if _QUESTION_LINE_RE.search(text):
         return 'starts a new "Question:"'
     if _Q_LINE_RE.search(text):
         return 'starts a new "Q:"'
     if _ANSWER_LINE_RE.search(text):
         return 'repeats "Answer:"'
-    if _CHOICES_RE.search(text):
+    if _CHOICES_HEADER_RE.search(text):
         return 'repeats "Answer choices:"'
     return None
 
@@ -355,6 +359,32 @@ def apply_to_job(session: Any, job_id: int, cfg: FiltersConfig, spec: AnswerSpec
     Runs in the caller's transaction (all or nothing); people's decisions are left untouched. Returns the
     counts of :func:`count_verdicts`.
     """
+    from db.models import Path
+
+    results, counts = judge_job(session, job_id, cfg, spec)
+    if results:
+        session.bulk_update_mappings(
+            Path,
+            [
+                {
+                    "id": r.id,
+                    "verdicts": r.verdicts,
+                    "passed": r.passed,
+                    "selected": r.selected,
+                    "answer": r.answer,
+                    "correct": r.correct,
+                }
+                for r in results
+            ],
+        )
+    return counts
+
+
+def judge_job(
+    session: Any, job_id: int, cfg: FiltersConfig, spec: AnswerSpec
+) -> tuple[list[PathResult], dict[str, Any]]:
+    """The rules' results on every self-sampled path of ``job_id`` from its stored texts and numbers, and their
+    counts; reads only (``apply_to_job`` writes them; ``paths list`` shows an older filter job's with it)."""
     from sqlmodel import select
 
     from db.models import Path, Question
@@ -383,20 +413,9 @@ def apply_to_job(session: Any, job_id: int, cfg: FiltersConfig, spec: AnswerSpec
         entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl))
 
     counts = FilterCounts(rules_in_order(cfg))
-    updates: list[dict[str, Any]] = []
+    results: list[PathResult] = []
     for qid, (question, paths) in by_question.items():
         for result in judge_question(paths, question, cfg, spec):
             counts.add(qid, result.verdicts, result.selected)
-            updates.append(
-                {
-                    "id": result.id,
-                    "verdicts": result.verdicts,
-                    "passed": result.passed,
-                    "selected": result.selected,
-                    "answer": result.answer,
-                    "correct": result.correct,
-                }
-            )
-    if updates:
-        session.bulk_update_mappings(Path, updates)
-    return counts.as_json()
+            results.append(result)
+    return results, counts.as_json()

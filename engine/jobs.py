@@ -36,11 +36,37 @@ def fingerprint(kind: str, parts: dict[str, Any]) -> str:
 
 
 def find_job(engine: Engine, kind: str, fp: str) -> Job | None:
-    """The newest job of ``kind`` with fingerprint ``fp`` that completed or can be resumed."""
+    """The newest job of ``kind`` with fingerprint ``fp``, whatever its status: a completed one is reused, and a
+    failed, cancelled or killed one is resumed (its finished work is kept, not redone)."""
     with session_scope(engine) as s:
         return s.exec(
-            select(Job).where(Job.kind == kind, Job.fingerprint == fp, Job.status != "failed").order_by(Job.id.desc())  # type: ignore[union-attr]
+            select(Job).where(Job.kind == kind, Job.fingerprint == fp).order_by(Job.id.desc())  # type: ignore[union-attr]
         ).first()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def refuse_if_running_elsewhere(job: Job) -> None:
+    """A job marked running whose process is alive on this machine is not resumed a second time: two
+    processes would write the same job's paths and checkpoints. (A killed job's row still says running; its
+    process is gone, so it is resumed. Another machine's processes cannot be checked from here.)"""
+    if job.status != "running" or not job.pid or job.pid == os.getpid() or job.host != socket.gethostname():
+        return
+    if pid_alive(job.pid):
+        from engine.errors import UserError
+
+        raise UserError(
+            f"job {job.id} {job.kind} is already running (pid {job.pid} on {job.host}): wait for it to finish, "
+            f"or stop it with `sert-tui jobs cancel {job.id}`"
+        )
 
 
 def create_job(
@@ -172,8 +198,13 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+#: Ids of the jobs :func:`run_job` ran in this process, in order (``run --json`` reports them when a stage fails).
+RUN_HISTORY: list[int] = []
+
+
 def run_job(ctx: JobContext, body: Callable[[JobContext], dict | None]) -> str:
     """Run ``body`` as the job's work and record how it ended; returns the final status."""
+    RUN_HISTORY.append(ctx.job_id)
     ctx.start()
     try:
         summary = body(ctx)

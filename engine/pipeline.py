@@ -63,6 +63,6 @@ def run_stage(engine: Engine, config: ExperimentConfig, name: str, echo: Echo) -
                 jobs.extend(STAGES[step](engine, config, echo))
         return jobs
     if name not in STAGES:
-        known = ", ".join([*STAGES, "all"]) or "(none)"
+        known = ", ".join(stage_names()) or "(none)"
         raise UserError(f"unknown stage {name!r} (stages: {known})")
     return STAGES[name](engine, config, echo)

@@ -64,6 +64,33 @@ def test_paths_list_json_shape(engine, db_path, filtered, capsys):
     assert code == 0 and json.loads(out_filter) == rows
 
 
+def test_paths_list_of_an_older_filter_job_shows_its_own_verdicts(engine, db_path, filtered, capsys):
+    """After a second filter run with other thresholds, the paths carry the new verdicts; the first filter
+    job still lists its own (judged again from its frozen settings), and says so."""
+    sample_id, first_id = filtered
+    # rep-2 up to 0.5 passes branch 3 (0.30); perplexity from 12.5 fails every branch (1.5, 9, 12, 6): none selected
+    other = make_config(filters={"max_rep2": 0.5, "min_perplexity": 12.5})
+    [second] = run_stage(engine, other, "filter", lambda _line: None)
+    assert second.id != first_id
+
+    def listing(job_id, *extra):
+        code, out, err = run_cli(capsys, db_path, "paths", "list", "--job", job_id, "--json", *extra)
+        assert code == 0
+        return json.loads(out), err
+
+    now, err_now = listing(second.id)
+    old, err_old = listing(first_id)
+    assert err_now == "" and "now carry the verdicts of filter job" in err_old
+    assert [r["id"] for r in old] == [r["id"] for r in now]
+    assert [r["verdicts"]["repetition"]["pass"] for r in old if r["branch"] == 3] == [False, False]
+    assert [r["verdicts"]["repetition"]["pass"] for r in now if r["branch"] == 3] == [True, True]
+    report = json.loads(run_cli(capsys, db_path, "report", "filters", "--job", first_id, "--json")[1])
+    old_selected, _ = listing(first_id, "--selected")
+    assert len(old_selected) == report["selected"] == 2 and all(r["branch"] == 2 for r in old_selected)
+    assert listing(second.id, "--selected")[0] == [] and not any(r["selected"] for r in now)
+    assert listing(sample_id)[0] == now  # the sample job shows what its paths carry now
+
+
 def test_paths_list_filters(engine, db_path, filtered, capsys):
     sample_id, _ = filtered
     code, out, _ = run_cli(capsys, db_path, "paths", "list", "--job", sample_id, "--selected", "--json")

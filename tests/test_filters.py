@@ -68,6 +68,7 @@ def test_perplexity_drops_fluent_trivial_text():
         (" Frost is common in the north.\nQ: Do cats fly over tall mountains?\nA: No", 'starts a new "Q:"'),
         (" Answer: yes, because frost is common on cold spring mornings in the north.", 'repeats "Answer:"'),
         (" The facts say frost. Answer choices: (A) yes (B) no", 'repeats "Answer choices:"'),
+        (" Frost forms on cold nights in the north.\nQuestion 2: Do owls hunt at night?", 'starts a new "Question:"'),
     ],
 )
 def test_pattern_drops_prompt_imitation(text, reason_start):
@@ -149,6 +150,12 @@ def test_option_list_share_counts():
             CSQA_CHOICES,
         ),
         (" Questions about weather depend on the place, and frost is common in spring up north.", None),
+        # the words of the prompt inside a sentence are not its structure
+        (" Let me restate the question: is frost common at spring graduations? In the north it often is.", None),
+        (
+            " Among the answer choices, enforce fits best because sanctions make people follow the rules.",
+            CSQA_CHOICES,
+        ),
     ],
 )
 def test_pattern_keeps_reasoning(text, choices):

@@ -342,3 +342,78 @@ def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
     keys = _keys(engine, job.id)
     assert len(keys) == len(set(keys)) == 50
     assert again.summary["paths"] == 50 and again.summary["questions"] == 2
+
+
+@needs_sampler
+@pytest.mark.model
+def test_failed_sample_job_is_resumed_not_redone(engine, db_path, sqa, tmp_path, monkeypatch, prepared_student):
+    """A job that failed half-way (here: the database write of the second question raises) keeps its finished
+    question; the next run resumes that job and samples only the rest."""
+    from engine.config import load_config
+    from engine.stages import sample as sample_stage
+
+    config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25))
+    real_write = sample_stage.write_question_paths
+    calls: list[int] = []
+
+    def failing_write(session, job_id, question_id, rows):
+        calls.append(question_id)
+        if len(calls) == 2:
+            raise RuntimeError("disk I/O error (injected)")
+        return real_write(session, job_id, question_id, rows)
+
+    monkeypatch.setattr(sample_stage, "write_question_paths", failing_write)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_stage(engine, config, "sample", lambda _line: None)
+    with session_scope(engine) as s:
+        [job] = s.exec(select(Job)).all()
+    assert job.status == "failed" and len(_keys(engine, job.id)) == 25
+    monkeypatch.setattr(sample_stage, "write_question_paths", real_write)
+    lines: list[str] = []
+    [again] = run_stage(engine, config, "sample", lines.append)
+    assert (again.id, again.status) == (job.id, "completed")
+    assert f"job {job.id} sample: resuming (failed)" in lines
+    assert any("2 questions, 1 already done, 1 to go" in line for line in lines)
+    keys = _keys(engine, job.id)
+    assert len(keys) == len(set(keys)) == 50
+
+
+def test_a_job_whose_process_still_runs_is_not_resumed_twice(engine, sqa) -> None:
+    """Two runs of one config at once would write the same job: the second is refused while the first's
+    process lives, and resumes once it is gone (a killed job's row still says running)."""
+    import socket
+
+    config = make_config()
+    job_id, _ = insert_sample_job(engine, sqa, config, status="running")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with session_scope(engine) as s:
+            row = s.get(Job, job_id)
+            row.pid, row.host = sleeper.pid, socket.gethostname()
+        with pytest.raises(UserError, match=f"job {job_id} sample is already running \\(pid {sleeper.pid}"):
+            run_stage(engine, config, "sample", lambda _line: None)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    from engine.jobs import refuse_if_running_elsewhere
+
+    with session_scope(engine) as s:
+        refuse_if_running_elsewhere(s.get(Job, job_id))  # the process is gone: resumable
+
+
+def test_run_json_reports_the_failed_job(db_path, sqa, tmp_path, capsys) -> None:
+    """A stage that fails after creating its job still ends ``run --json`` with one JSON object (the job and
+    how it ended, and the error), beside the one error line and exit code 2."""
+    import json
+
+    from sert_tui.cli import main
+
+    config = tmp_path / "vllm.toml"
+    config.write_text('[data]\ndataset = "sqa"\ntrain_limit = 1\n[sampling]\nbackend = "vllm"\n')
+    assert main(["--db", str(db_path), "run", str(config), "--stage", "sample", "--json"]) == 2
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    [row] = result["jobs"]
+    assert row["kind"] == "sample" and row["status"] == "failed"
+    assert "vllm is not installed" in result["error"]
+    assert out.err.strip().splitlines()[-1].startswith("error: ") and "vllm is not installed" in out.err

@@ -83,3 +83,17 @@ class RowKVCache:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def cache_argument(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` from transformers 5.24 on (``past_key_values``
+    is deprecated there, to be removed in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache of a forward's output, under either name (see :func:`cache_argument`)."""
+    cache = out.get("cache") if hasattr(out, "get") else getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.sampling.cache import RowKVCache
+from engine.sampling.cache import RowKVCache, cache_argument
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +63,7 @@ class HFDecoder:
         impl = getattr(model.config, "_attn_implementation", None) or "eager"
         self._bool_mask = impl == "sdpa"
         self._arange = torch.arange(max_len, device=self.device)
+        self._cache_arg = cache_argument(model)
 
     def load_prompt(self, slots: torch.Tensor, layer_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.cache.load_prompt(slots, layer_kv)
@@ -89,8 +90,8 @@ class HFDecoder:
             input_ids=tokens.unsqueeze(1),
             position_ids=positions.unsqueeze(1),
             attention_mask=mask,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_arg: cache},
         )
         return out.logits[:, -1]
 

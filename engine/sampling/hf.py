@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import first_line
 from engine.sampling import branch_excluded_ids
+from engine.sampling.cache import output_cache
 from engine.sampling.decoders import make_decoder
 from engine.sampling.ops import question_generator, sample_top_k_top_p
 from engine.sampling.threads import ThreadTuner
@@ -103,7 +104,7 @@ class HFSampler:
             kwargs["logits_to_keep"] = 1
         inp = torch.tensor([ids], device=self.device)
         out = self.model(input_ids=inp, **kwargs)
-        cache = out.past_key_values
+        cache = output_cache(out)
         layer_kv = [(layer.keys, layer.values) for layer in cache.layers]
         return out.logits[0, -1], layer_kv
 

@@ -15,7 +15,7 @@ from db.models import Dataset, Job
 from db.session import session_scope
 from engine.config import ExperimentConfig
 from engine.errors import UserError
-from engine.jobs import create_job, find_job
+from engine.jobs import create_job, find_job, refuse_if_running_elsewhere
 
 
 def config_dataset(engine: Engine, config: ExperimentConfig) -> Dataset:
@@ -47,7 +47,8 @@ def find_or_create_job(
 ) -> tuple[Job, bool]:
     """The job to run for ``(kind, fp)`` and whether it is already done.
 
-    An unfinished job with the fingerprint is resumed; a completed one is returned as done (unless
+    An unfinished job with the fingerprint (failed, cancelled, or killed and still marked running) is resumed,
+    unless its process still runs; a completed one is returned as done (unless
     ``reuse_completed`` says otherwise, then a new job is created); otherwise a new job is created.
     """
     job = find_job(engine, kind, fp)
@@ -57,6 +58,7 @@ def find_or_create_job(
             return job, True
         job = None
     if job is not None:
+        refuse_if_running_elsewhere(job)
         echo(f"job {job.id} {kind}: resuming ({job.status})")
         return job, False
     job = create_job(engine, kind, config.model_dump(mode="json"), fp=fp, label=config.name, **create_kwargs)

@@ -24,7 +24,7 @@ from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig
 from engine.errors import UserError
-from engine.jobs import JobContext, create_job, run_job
+from engine.jobs import JobContext, create_job, refuse_if_running_elsewhere, run_job
 from engine.pipeline import stage
 from engine.teacher import store
 from engine.teacher.cache import ResponseCache
@@ -229,6 +229,7 @@ def run_teacher(engine: Engine, config: ExperimentConfig, echo: Callable[[str], 
         )
         echo(f"job {job.id} teacher: started")
     else:
+        refuse_if_running_elsewhere(job)
         echo(f"job {job.id} teacher: resuming ({job.status})")
     assert job.id is not None
     run_job(JobContext(engine, job.id, echo), teacher_body(engine, config, dataset, questions))

@@ -161,7 +161,5 @@ def find_teacher_job(engine: Engine, config: ExperimentConfig, dataset: Dataset)
             return recorded_job(s, dataset.id)  # type: ignore[arg-type]
         fp = teacher_fingerprint(config, dataset)
         return s.exec(
-            select(Job)
-            .where(Job.kind == "teacher", Job.fingerprint == fp, Job.status != "failed")
-            .order_by(Job.id.desc())  # type: ignore[union-attr]
+            select(Job).where(Job.kind == "teacher", Job.fingerprint == fp).order_by(Job.id.desc())  # type: ignore[union-attr]
         ).first()

@@ -75,5 +75,7 @@ def damaged_workspace(exc: BaseException) -> str | None:
     cause = getattr(exc, "orig", None) or exc
     if not isinstance(cause, sqlite3.DatabaseError):
         return None
-    message = (str(cause).splitlines() or [""])[0]
+    from engine.errors import first_line
+
+    message = first_line(cause)
     return message if any(m in message.lower() for m in DAMAGE_MESSAGES) else None

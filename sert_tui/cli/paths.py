@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from sert_tui.cli.common import open_db, print_json, print_table
@@ -39,8 +40,32 @@ def paths_job(session: Any, job_id: int):
     return job
 
 
-def path_rows(session: Any, job_id: int, decision: str | None = None, selected: bool = False) -> list[dict]:
-    """Paths of a job in question order, as the JSON objects of ``paths list --json``."""
+def replaced_verdicts(session: Any, job_id: int, sample_job: Any) -> dict[int, Any] | None:
+    """For a filter job whose verdicts a later filter run replaced on the paths: its own verdicts, judged again
+    from its frozen filter settings and the stored texts and numbers (the rules are pure), by path id. None
+    for a sample job, or a filter job whose verdicts the paths carry."""
+    from db.models import Dataset, Job
+    from engine.config import FiltersConfig
+    from engine.filters import judge_job
+    from engine.stages.sample import answer_spec
+
+    job = session.get(Job, job_id)
+    if job.kind != "filter" or (sample_job.summary or {}).get("filter_job") == job_id:
+        return None
+    cfg = FiltersConfig.model_validate((job.config or {}).get("filters", {}))
+    results, _counts = judge_job(session, sample_job.id, cfg, answer_spec(session.get(Dataset, sample_job.dataset_id)))
+    return {r.id: r for r in results}
+
+
+def path_rows(
+    session: Any,
+    job_id: int,
+    decision: str | None = None,
+    selected: bool = False,
+    verdicts: dict[int, Any] | None = None,
+) -> list[dict]:
+    """Paths of a job in question order, as the JSON objects of ``paths list --json``; ``verdicts``: results
+    that replace the stored verdicts and selection (see :func:`replaced_verdicts`)."""
     from sqlmodel import select
 
     from db.models import Path, Question
@@ -55,24 +80,33 @@ def path_rows(session: Any, job_id: int, decision: str | None = None, selected: 
         stmt = stmt.where(Path.decision.is_(None))  # type: ignore[union-attr]
     elif decision is not None:
         stmt = stmt.where(Path.decision == decision)
-    if selected:
+    if selected and verdicts is None:
         stmt = stmt.where(Path.selected.is_(True))  # type: ignore[attr-defined]
-    return [
-        {
-            "id": p.id,
-            "question_index": index,
-            "branch": p.branch,
-            "sample": p.sample,
-            "text": p.text,
-            "tokens": p.tokens,
-            "rep2": p.rep2,
-            "perplexity": p.perplexity,
-            "verdicts": p.verdicts,
-            "selected": p.selected,
-            "decision": p.decision,
-        }
-        for p, index in session.exec(stmt).all()
-    ]
+    rows = []
+    for p, index in session.exec(stmt).all():
+        if verdicts is None:
+            path_verdicts, is_selected = p.verdicts, p.selected
+        else:
+            judged = verdicts.get(p.id)
+            path_verdicts, is_selected = (judged.verdicts, judged.selected) if judged else ({}, False)
+        if selected and not is_selected:
+            continue
+        rows.append(
+            {
+                "id": p.id,
+                "question_index": index,
+                "branch": p.branch,
+                "sample": p.sample,
+                "text": p.text,
+                "tokens": p.tokens,
+                "rep2": p.rep2,
+                "perplexity": p.perplexity,
+                "verdicts": path_verdicts,
+                "selected": is_selected,
+                "decision": p.decision,
+            }
+        )
+    return rows
 
 
 def _first_failure(verdicts: dict) -> str | None:
@@ -91,7 +125,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     with session_scope(open_db(args)) as session:
         job = paths_job(session, args.job)
-        rows = path_rows(session, job.id, args.decision, args.selected)
+        verdicts = replaced_verdicts(session, args.job, job)
+        rows = path_rows(session, job.id, args.decision, args.selected, verdicts)
+    if verdicts is not None:
+        print(
+            f"note: the paths now carry the verdicts of filter job {job.summary.get('filter_job')}; "
+            f"shown are filter job {args.job}'s, judged again from its settings",
+            file=sys.stderr,
+        )
     if args.json:
         print_json(rows)
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 from sert_tui.cli.common import open_db, print_json, stderr
 
 
@@ -59,6 +59,19 @@ def _launch(args: argparse.Namespace) -> int:
     return launch(workspace_path(args), args.config, args.stage, opts)
 
 
+def _rows_of(engine, job_ids: list[int]) -> list[dict]:
+    from db.models import Job
+    from db.session import session_scope
+    from sert_tui.cli.jobs import job_row
+
+    try:
+        with session_scope(engine) as s:
+            rows = [s.get(Job, job_id) for job_id in dict.fromkeys(job_ids)]
+            return [job_row(j) for j in rows if j is not None]
+    except Exception:  # the workspace itself is what failed: the error says so
+        return []
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.pipeline import run_stage
@@ -79,16 +92,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     engine = open_db(args)
     from engine.distributed import is_distributed
+    from engine.jobs import RUN_HISTORY
 
-    if is_distributed():  # one process of `accelerate launch`
-        from engine.training.distributed import run_stage_distributed
-        from engine.training.launch import TRAINING_STAGES
+    mark = len(RUN_HISTORY)
+    try:
+        if is_distributed():  # one process of `accelerate launch`
+            from engine.training.distributed import run_stage_distributed
+            from engine.training.launch import TRAINING_STAGES
 
-        if args.stage not in TRAINING_STAGES:
-            raise UserError(f"stage {args.stage!r} does not run under a multi-process launcher")
-        jobs = run_stage_distributed(engine, config, args.stage, stderr)
-    else:
-        jobs = run_stage(engine, config, args.stage, stderr)
+            if args.stage not in TRAINING_STAGES:
+                raise UserError(f"stage {args.stage!r} does not run under a multi-process launcher")
+            jobs = run_stage_distributed(engine, config, args.stage, stderr)
+        else:
+            jobs = run_stage(engine, config, args.stage, stderr)
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.json:  # a script still gets its one JSON object: the jobs this run touched, how they ended
+            print_json({"jobs": _rows_of(engine, RUN_HISTORY[mark:]), "error": first_line(exc)})
+        raise
     if args.json:
         print_json({"jobs": [job_row(j) for j in jobs]})
     else:

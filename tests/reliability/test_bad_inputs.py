@@ -447,33 +447,32 @@ def _fields() -> list[tuple[str, str, Any]]:
 
 
 def _bad_value(annotation: Any) -> st.SearchStrategy:
-    """TOML values the key's type cannot take (no lax coercion reaches them)."""
+    """TOML values of another type than the key's, including those a lax parser would coerce (``"10"`` or
+    ``25.0`` or ``true`` for an integer, ``1`` or ``"yes"`` for a boolean, ``"0.5"`` for a float): the config
+    is strict, so every one is refused."""
     text = repr(annotation)
     tables = st.dictionaries(st.text(alphabet="abcxyz_", min_size=1, max_size=4), st.integers(), min_size=1, max_size=2)
     arrays = st.lists(st.integers(), min_size=1, max_size=3)
+    digits = st.integers(0, 10**6).map(str)
     if "bool" in text and "int" not in text:
-        return st.sampled_from(["maybe", "ja", "2"]) | arrays | tables | st.floats(0.1, 0.9)
+        coercible = st.sampled_from(["yes", "true", "1", "off"]) | st.integers(0, 1)
+        return st.sampled_from(["maybe", "ja", "2"]) | arrays | tables | st.floats(0.1, 0.9) | coercible
     if "int" in text:
         return (
-            st.text(min_size=1, max_size=10).filter(lambda t: not t.strip().lstrip("+-").isdigit())
+            st.text(min_size=1, max_size=10)
             | arrays
             | tables
             | huge
             | st.floats(0.1, 0.9).map(lambda f: f + 3)
+            | digits
+            | st.integers(1, 100).map(float)
+            | st.booleans()
         )
     if "float" in text:
-        return st.text(min_size=1, max_size=10).filter(lambda t: not _is_float(t)) | arrays | tables | huge
+        return st.text(min_size=1, max_size=10) | arrays | tables | huge | digits | st.booleans()
     if "Literal" in text:
         return st.text(max_size=10).filter(lambda t: t not in text) | st.integers() | arrays
     return st.integers() | arrays | tables | st.booleans()  # str fields
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _toml_value(value: Any) -> str:
@@ -610,6 +609,7 @@ def test_run_with_a_broken_config_touches_nothing(workspace: Path, tmp_path: Pat
     """Through ``run``: the config is refused before any job row is written."""
     cases = {  # text -> what the message must say
         '[sampling]\ntop_k = "ten"\n': "sampling.top_k: ",
+        '[sampling]\ntop_k = "10"\n': "sampling.top_k: Input should be a valid integer",  # strict: no coercion
         "[sampling]\ntop_kk = 10\n": "sampling.top_kk: unknown key",
         "[sampling\ntop_k = 10\n": "invalid TOML",
         f'[sampling]\nmax_new_tokens = "{"9" * 50_000}x"\n': "sampling.max_new_tokens: ",
