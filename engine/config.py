@@ -136,6 +136,10 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(32, ge=1)
     baselines: bool = Field(True, description="with --stage all: also zero-shot, Finetune and RD baselines")
+    job: int | None = Field(
+        None, ge=1, description="evaluate only this training job's model: its final checkpoint, else its newest"
+    )
+    checkpoint: str = Field("", description="evaluate only this checkpoint directory of the workspace (step-N)")
 
 
 class ExperimentConfig(Section):

@@ -52,8 +52,20 @@ def should_compile(setting: str, device: str, total_steps: int, *, compiler_avai
     return setting == "on" or total_steps >= COMPILE_MIN_STEPS
 
 
+def reset_memory_peak(device: str) -> None:
+    """Start the peak counters of :func:`memory_metrics` afresh (a job's peak, not that of the sampling or
+    training that ran before it in the same process, as ``--stage all`` does)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def memory_metrics(device: str) -> dict[str, float]:
-    """Peak and reserved CUDA memory in MiB, for the job's metrics (empty off CUDA)."""
+    """Peak (since :func:`reset_memory_peak`) and reserved CUDA memory in MiB, for the job's metrics (empty off
+    CUDA)."""
     if not device.startswith("cuda"):
         return {}
     import torch

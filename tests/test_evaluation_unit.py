@@ -144,6 +144,41 @@ def test_batched_greedy_equals_one_at_a_time():
         assert batched[key].text == tokenizer.decode(batched[key].token_ids, skip_special_tokens=True)
 
 
+# -- which models `run --stage eval` evaluates ---------------------------------------------------------------
+def test_eval_job_and_eval_checkpoint_name_one_model(engine, sqa, tmp_path):
+    from engine.config import config_from_dict
+    from engine.errors import UserError
+    from engine.evaluation.stage import chosen_target, trained_by
+
+    def cfg(**ev):
+        return config_from_dict({"name": "exp", "data": {"dataset": "sqa"}, "eval": ev})
+
+    with pytest.raises(UserError, match="set one of them"):
+        chosen_target(engine, cfg(job=1, checkpoint="x"))
+    sample = create_job(engine, "sample", {}, dataset_id=sqa.id)
+    with pytest.raises(UserError, match=f"eval.job: job {sample.id} is not a training job"):
+        chosen_target(engine, cfg(job=sample.id))
+    mine = cfg().model_dump(mode="json")
+    finetune = create_job(engine, "finetune", mine, dataset_id=sqa.id)
+    with pytest.raises(UserError, match=f"finetune job {finetune.id} has no checkpoint yet"):
+        chosen_target(engine, cfg(job=finetune.id))
+    step = tmp_path / "checkpoints" / f"job-{finetune.id}" / "step-3"
+    with session_scope(engine) as s:
+        s.add(Checkpoint(job_id=finetune.id, step=3, path=str(step), is_final=False))
+    by_job = chosen_target(engine, cfg(job=finetune.id))  # no final checkpoint: the newest one
+    assert (by_job.label, by_job.model_ref, by_job.job.id) == ("Finetune", str(step), finetune.id)
+    by_path = chosen_target(engine, cfg(checkpoint=str(step)))
+    assert (by_path.label, by_path.checkpoint.id) == ("Finetune", by_job.checkpoint.id)
+    with pytest.raises(UserError, match="is not a checkpoint of this workspace"):
+        chosen_target(engine, cfg(checkpoint=str(tmp_path / "elsewhere")))
+    # the default choice prefers the jobs this config trained: same name, data and train settings
+    with session_scope(engine) as s:
+        job = s.get(Job, finetune.id)
+    assert trained_by(job, cfg()) and trained_by(job, cfg(split="validation"))  # eval settings do not matter
+    other = config_from_dict({"name": "exp", "data": {"dataset": "sqa"}, "train": {"lr": 1e-4}})
+    assert not trained_by(job, other)
+
+
 # -- report runs --------------------------------------------------------------------------------------------
 def _evaluation(engine, dataset_id, label, acc, parent=None, ckpt=None, student="default"):
     job = create_job(engine, "eval", {"student": {"model": student}}, dataset_id=dataset_id, parent_id=parent)

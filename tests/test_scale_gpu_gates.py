@@ -10,6 +10,7 @@ from engine.cuda import (
     inference_dtype,
     maybe_compile,
     memory_metrics,
+    reset_memory_peak,
     should_compile,
     train_precision,
 )
@@ -102,5 +103,7 @@ def test_gated_calls_do_nothing_on_cpu() -> None:
     assert logs == []
     assert getattr(model.get_decoder(), "_compiled_call_impl", None) is None
     assert memory_metrics("cpu") == {}
+    reset_memory_peak("cpu")  # nothing to reset off CUDA
     if not torch.cuda.is_available():
         assert memory_metrics("cuda") == {}
+        reset_memory_peak("cuda")

@@ -201,3 +201,52 @@ def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, 
     assert [c.step for c in final] == [5]
     final_dir = Path(final[0].path)
     assert (final_dir / "model.safetensors").is_file() and not (final_dir / "adapter_config.json").exists()
+
+
+def test_interrupted_finetune_saves_its_steps_and_eval_can_pick_that_checkpoint(engine, sqa, db_path, tmp_path):
+    """Ctrl-C (SIGINT) in the middle of training: the steps done since the last checkpoint are saved (no
+    periodic checkpoint here) and the job ends cancelled. ``eval.job`` then evaluates exactly that job's last
+    checkpoint, and ``eval.checkpoint`` the same directory; the resumed job still ends with its step count."""
+    import json
+
+    config = write_config(tmp_path / "c.toml", epochs=3.0, max_steps=12, batch_size=1, save_steps=100, max_length=48)
+    proc = start(db_path, config, "finetune")
+    wait_for(lambda: has_metric_step(engine, "finetune", 2), proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out
+    assert "interrupted: saving the" in out
+    job = job_of(engine, "finetune")
+    assert job.status == "cancelled"
+    [ckpt] = checkpoints_of(engine, job.id)
+    steps_done = max(step for step, _ in metric_rows(engine, job.id))
+    assert ckpt.step == steps_done < 12 and not ckpt.is_final
+
+    def evaluate(key: str, value) -> dict:
+        text = config.read_text().replace("train_limit = 4", "train_limit = 4\ntest_limit = 2")
+        text += f"[eval]\nmax_new_tokens = 4\n{key} = {json.dumps(value)}\n"
+        path = tmp_path / f"eval-{key}.toml"
+        path.write_text(text)
+        run = subprocess.run(
+            [sys.executable, "-m", "sert_tui", "--db", str(db_path), "run", str(path), "--stage", "eval", "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        [row] = json.loads(run.stdout)["jobs"]
+        with session_scope(engine) as s:
+            return s.get(Job, row["id"]).summary
+
+    by_job = evaluate("job", job.id)
+    assert by_job["label"] == "Finetune" and by_job["model"] == ckpt.path and by_job["n"] == 2
+    by_path = evaluate("checkpoint", ckpt.path)
+    assert by_path["evaluation"] == by_job["evaluation"]  # the same model and settings: the same evaluation
+
+    rerun = start(db_path, config, "finetune")
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    job = job_of(engine, "finetune")
+    assert job.status == "completed" and job.summary["steps"] == 12
+    assert f"resuming from checkpoint step {ckpt.step}" in out

@@ -7,8 +7,11 @@ or cancelled evaluation skips the questions already predicted when it runs again
 computed from all stored predictions. The prompt is the training prompt ``Question: {q}. Answer:`` for every
 model, the zero-shot base model included.
 
-``run --stage eval`` evaluates the base model (zero-shot, when ``eval.baselines``) and the newest completed
-training job of each label (Finetune, SERT, RD, SERT+RD) of the config's dataset and student.
+``run --stage eval`` evaluates the base model (zero-shot, when ``eval.baselines``) and, for each label
+(Finetune, SERT, RD, SERT+RD), the completed training job of the config's dataset and student that this config
+trained (same name, data and train settings), else the newest one. ``eval.job`` or ``eval.checkpoint`` picks
+one model instead: any training job (its final checkpoint, else its newest, e.g. a cancelled job's last) or
+any checkpoint directory the workspace registered.
 """
 
 from __future__ import annotations
@@ -61,8 +64,62 @@ def job_target(engine: Engine, job: Job) -> Target:
     return Target(label, ckpt.path, job, ckpt)
 
 
+def chosen_target(engine: Engine, config: ExperimentConfig) -> Target:
+    """The one model ``eval.job`` or ``eval.checkpoint`` names."""
+    from pathlib import Path
+
+    from engine.training.checkpoints import final_checkpoint
+
+    ev = config.eval
+    if ev.job is not None and ev.checkpoint:
+        raise UserError("eval.job and eval.checkpoint both name a model to evaluate: set one of them")
+    with session_scope(engine) as s:
+        if ev.job is not None:
+            job = s.get(Job, ev.job)
+            if job is None or job.kind not in lineage.TRAINING_KINDS:
+                raise UserError(f"eval.job: job {ev.job} is not a training job of this workspace (sert-tui jobs list)")
+            ckpt = (
+                final_checkpoint(engine, ev.job)
+                or s.exec(
+                    select(Checkpoint).where(Checkpoint.job_id == ev.job).order_by(Checkpoint.step.desc())  # type: ignore[attr-defined]
+                ).first()
+            )
+            if ckpt is None:
+                raise UserError(f"eval.job: {job.kind} job {ev.job} has no checkpoint yet")
+        else:
+            path = str(Path(ev.checkpoint).expanduser().resolve())
+            ckpt = s.exec(select(Checkpoint).where(Checkpoint.path == path)).first()
+            if ckpt is None:
+                raise UserError(
+                    f"eval.checkpoint: {path} is not a checkpoint of this workspace (to evaluate another model "
+                    "zero-shot, set student.model to it)"
+                )
+            job = s.get(Job, ckpt.job_id)
+            assert job is not None
+        label = lineage.job_label(s, job)
+    return Target(label, ckpt.path, job, ckpt)
+
+
+def trained_by(job: Job, config: ExperimentConfig) -> bool:
+    """Whether ``config`` is the config that trained ``job``: the same name, data and train settings (what only
+    changes when checkpoints are written aside)."""
+    from engine.training.stage import CADENCE_KEYS
+
+    frozen, mine = job.config or {}, config.model_dump(mode="json")
+
+    def train(c: dict) -> dict:
+        return {k: v for k, v in (c.get("train") or {}).items() if k not in CADENCE_KEYS}
+
+    def data(c: dict) -> tuple:
+        d = c.get("data") or {}
+        return d.get("dataset"), d.get("split"), d.get("train_limit")
+
+    return frozen.get("name") == mine["name"] and train(frozen) == train(mine) and data(frozen) == data(mine)
+
+
 def newest_targets(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> list[Target]:
-    """The newest completed training job of each label for the config's dataset and student."""
+    """One completed training job of each label for the config's dataset and student: the one this config
+    trained, else the newest."""
     from engine.training.checkpoints import final_checkpoint
 
     with session_scope(engine) as s:
@@ -77,6 +134,7 @@ def newest_targets(engine: Engine, config: ExperimentConfig, dataset: Dataset) -
         ).all()
         labelled = [(lineage.job_label(s, j), j) for j in jobs]
     newest: dict[str, Job] = {}
+    labelled.sort(key=lambda lj: not trained_by(lj[1], config))  # stable: this config's jobs first, newest first
     for label, job in labelled:
         if (job.config.get("student") or {}).get("model") != config.student.model:
             continue
@@ -255,6 +313,8 @@ def evaluate(engine: Engine, config: ExperimentConfig, dataset: Dataset, target:
 @stage("eval")
 def run_eval(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
     dataset = config_dataset(engine, config)
+    if config.eval.job is not None or config.eval.checkpoint:
+        return [evaluate(engine, config, dataset, chosen_target(engine, config), echo)]
     targets = ([base_target(config)] if config.eval.baselines else []) + newest_targets(engine, config, dataset)
     if not targets:
         raise UserError("nothing to evaluate: no completed training job for this config (and eval.baselines = false)")

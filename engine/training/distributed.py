@@ -241,6 +241,7 @@ def train(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingP
         barrier=acc.wait_for_everyone,
         extra_meta={"processes": sft.world},
         extra_metrics={"processes": float(sft.world)},
+        save_on_interrupt=False,
     )
     return {**summary, "processes": sft.world, "distributed_type": acc.distributed_type.value}
 

@@ -93,11 +93,18 @@ def fit(
     barrier: Callable[[], None] = lambda: None,
     extra_meta: dict[str, Any] | None = None,
     extra_metrics: dict[str, float] | None = None,
+    save_on_interrupt: bool = True,
 ) -> dict[str, Any]:
     """Train ``sft`` to its last step; returns the job summary. ``ctx``: where metrics and progress go (None on
-    the ranks that do not write); ``cancel_requested`` is asked before every step, on every process."""
-    from engine.cuda import memory_metrics
+    the ranks that do not write); ``cancel_requested`` is asked before every step, on every process.
 
+    A cancelled run saves the steps done since the last checkpoint before it ends, and so does an interrupted
+    one (Ctrl-C, SIGINT) with ``save_on_interrupt`` -- unless the interrupt came while the optimizer was
+    updating the weights, when weights and step counter may disagree and the last checkpoint stays the last.
+    (Under ``accelerate launch`` saving is a collective that an interrupted rank cannot join, so it is off.)"""
+    from engine.cuda import memory_metrics, reset_memory_peak
+
+    reset_memory_peak(sft.device)
     cfg = config.train
     meta = {
         "job_id": job_id,
@@ -136,7 +143,13 @@ def fit(
             if sft.global_step > last_saved:
                 save()
             raise JobCancelled(f"job {job_id} cancelled")
-        last = sft.step()
+        try:
+            last = sft.step()
+        except KeyboardInterrupt:
+            if save_on_interrupt and not sft.updating and sft.global_step > last_saved:
+                log(f"interrupted: saving the {sft.global_step - last_saved} steps done since the last checkpoint")
+                save()
+            raise
         tokens += last.tokens
         if ctx is not None:
             values = {

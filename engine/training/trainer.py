@@ -267,6 +267,7 @@ class SFTEngine:
             num_training_steps=self.total_steps,
         )
         self._plans: dict[int, list[list[int]]] = {}
+        self.updating = False  # True while the optimizer changes the weights and the step is not counted yet
         self._autocast_device = device.split(":")[0]
         self._torch = torch
 
@@ -304,10 +305,12 @@ class SFTEngine:
             loss_total += float(loss_sum.detach())
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM))
+        self.updating = True
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        self.updating = False
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         return StepStats(
