@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.files import open_private_append, private_dir, write_private
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
@@ -71,15 +73,13 @@ def ensure_default_config(workspace: Path) -> Path:
     """Write the default job's config unless the person already has one there."""
     path = default_config_path(workspace)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_config(DEFAULT_CONFIG), encoding="utf-8")
+        write_private(path, render_config(DEFAULT_CONFIG))
     return path
 
 
 def write_form_config(workspace: Path, values: dict) -> Path:
     """Save a config made in the app's form, under ``<workspace>.configs/``."""
-    folder = configs_dir(workspace)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(configs_dir(workspace))
     name = str(values.get("name") or "experiment")
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "experiment"
     path = folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}.toml"
@@ -87,8 +87,7 @@ def write_form_config(workspace: Path, values: dict) -> Path:
     while path.exists():
         n += 1
         path = folder / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{n}.toml"
-    path.write_text(render_config(values), encoding="utf-8")
-    return path
+    return write_private(path, render_config(values))
 
 
 def ensure_dataset(engine: Engine, name: str = DEFAULT_DATASET) -> bool:
@@ -184,15 +183,14 @@ class Launcher:
         for name in stages:
             if name not in STAGES:
                 raise ValueError(f"unknown stage {name!r}")
-        folder = logs_dir(self.workspace)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_dir(logs_dir(self.workspace))
         log = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(stages)}-{len(self.launches)}.log"
         cmd = command_for(self.workspace, Path(config), stages, default_dataset=default_dataset)
         root = Path(__file__).resolve().parent.parent
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        with log.open("ab") as out:
+        with open_private_append(log) as out:
             out.write(f"$ {' '.join(cmd)}\n".encode())
             out.flush()
             proc = subprocess.Popen(

@@ -42,10 +42,11 @@ max_new_tokens = 12
 
 
 class Tmux:
-    def __init__(self, name: str, command: str, env: dict[str, str]):
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]):
+        """``argv`` of two or more items: tmux (3.0 and newer) runs it directly, no shell in between."""
         self.name = name
         self.env = env
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", command], check=True, env=env)
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", *argv], check=True, env=env)
 
     def keys(self, *keys: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True, env=self.env)
@@ -101,7 +102,7 @@ def test_default_job_curated_in_a_real_terminal(tmp_path):
     db = tmp_path / "workspace.db"
     (tmp_path / "workspace.default.toml").write_text(TINY_DEFAULT)
     exe = ROOT / ".venv" / "bin" / "sert-tui"
-    command = f"{exe} --db {db}" if exe.exists() else f"{sys.executable} -m sert_tui --db {db}"
+    command = [str(exe), "--db", str(db)] if exe.exists() else [sys.executable, "-m", "sert_tui", "--db", str(db)]
     env = {**os.environ, "TERM": "xterm-256color", "TMUX": ""}
     session = Tmux(f"sert-e2e-{os.getpid()}", command, env)
     job_pids: set[int] = set()

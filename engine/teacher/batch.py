@@ -12,9 +12,7 @@ question is left open the job is completed. The Batch API bills half price: the 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig, config_from_dict
 from engine.errors import UserError
+from engine.files import new_file, refuse_existing
 from engine.jobs import JobContext, create_job
 from engine.teacher import store
 from engine.teacher.cache import ResponseCache
@@ -85,8 +84,7 @@ def prepare_job(engine: Engine, config: ExperimentConfig, echo: Any = None) -> J
 def export_batch(engine: Engine, job_id: int, out: Path | str, *, force: bool = False) -> dict[str, Any]:
     """Write the Batch API input lines of the job's questions not answered yet (cached replies left out)."""
     out = Path(out)
-    if out.exists() and not force:
-        raise UserError(f"{out}: already exists (use --force to overwrite)")
+    refuse_existing(out, force)  # before any work; checked again when the file takes its name
     job, config, _dataset, questions = _job_context(engine, job_id)
     endpoint = store.teacher_endpoint(config)
     cache = ResponseCache(engine)
@@ -110,15 +108,8 @@ def export_batch(engine: Engine, job_id: int, out: Path | str, *, force: bool = 
                 "body": request.body(endpoint.model, endpoint.api),
             }
             lines.append(json.dumps(line, ensure_ascii=False))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("".join(f"{line}\n" for line in lines))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with new_file(out, force=force) as fh:
+        fh.write("".join(f"{line}\n" for line in lines))
     return {"job": job.id, "file": str(out), "requests": len(lines), "questions": open_questions, "cached": cached}
 
 

@@ -21,6 +21,7 @@ from sqlmodel import select
 
 from db.models import Checkpoint
 from db.session import session_scope
+from engine.files import private_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,15 +38,9 @@ def workspace_dir(engine: Engine) -> Path:
     return Path(database).resolve().parent
 
 
-def _private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
 def job_dir(engine: Engine, job_id: int) -> Path:
-    root = _private_dir(workspace_dir(engine) / "checkpoints")
-    return _private_dir(root / f"job-{job_id}")
+    root = private_dir(workspace_dir(engine) / "checkpoints")
+    return private_dir(root / f"job-{job_id}")
 
 
 def write_checkpoint(
@@ -67,7 +62,7 @@ def write_checkpoint(
     tmp = parent / f".step-{step}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    _private_dir(tmp)
+    private_dir(tmp)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.errors import UserError
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     config = sub.add_parser("config", help="experiment configs")
@@ -28,9 +26,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.file is None:
         sys.stdout.write(text)
         return 0
-    if args.file.exists() and not args.force:
-        raise UserError(f"{args.file}: already exists (use --force to overwrite)")
-    args.file.write_text(text, encoding="utf-8")
+    from engine.files import new_file
+
+    with new_file(args.file, force=args.force) as handle:
+        handle.write(text)
     print(f"wrote {args.file}")
     return 0
 

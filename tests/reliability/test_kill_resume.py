@@ -8,7 +8,9 @@ same (question, branch, sample) keys and texts; filter: the same verdicts; train
 teacher: each question answered once, the same rationales; eval: the same predictions and metrics).
 
 3 kills per stage by default, 10 with ``--heavy``. Sizes are tiny (3 questions, 4 paths of 8 tokens, 4 LoRA
-steps, 4 evaluated questions) so the default suite stays within a few minutes on two shared cores.
+steps, 4 evaluated questions) so the default suite stays within a few minutes on two shared cores; the filter
+judges those paths copied onto 1,500 more questions, so that its one transaction lasts long enough to be
+killed inside (after each kill the paths are judged all or not at all).
 """
 
 from __future__ import annotations
@@ -142,20 +144,56 @@ def test_sample_survives_kill_9(sampled, sqa_template, tmp_path: Path, kills_per
 
 
 # -- filter ------------------------------------------------------------------------------------------------------
-def test_filter_survives_kill_9(sampled, tmp_path: Path, kills_per_stage: int) -> None:
-    ref = Scenario(
-        "filter", copy_workspace(sampled["db"], tmp_path / "ref.db"), sampled["config"], tmp_path, 0.0, anchor="launch"
-    )
-    total_s = timed_reference(ref)
+FILTER_QUESTIONS = 1500  # questions the filter judges: its one transaction then lasts about two seconds
+
+
+@pytest.fixture(scope="module")
+def big_sampled(sampled, tmp_path_factory) -> Path:
+    """The sampled workspace with its sample job's real paths copied onto 1,500 more StrategyQA questions (25
+    paths each, as a default run has), so that the filter job -- one transaction over every path -- lasts
+    long enough for kills to land inside it rather than in Python's start-up."""
+    from sqlmodel import select
+
+    from db.models import Job
+    from db.models import Path as PathRow
+    from db.paths_repo import write_question_paths
+    from db.queries import split_questions
+    from db.session import open_workspace, session_scope
+
+    db = copy_workspace(sampled["db"], tmp_path_factory.mktemp("big") / "big.db")
+    engine = open_workspace(db)
+    columns = ("branch_token", "text", "tokens", "mean_logprob", "perplexity", "rep2", "answer", "correct")
+    with session_scope(engine) as s:
+        job = s.exec(select(Job).where(Job.kind == "sample")).one()
+        real = [{c: getattr(p, c) for c in columns} for p in s.exec(select(PathRow).where(PathRow.job_id == job.id))]
+        sampled_ids = set(s.exec(select(PathRow.question_id).where(PathRow.job_id == job.id)).all())
+        others = [q for q in split_questions(s, job.dataset_id, "train", None) if q.id not in sampled_ids]
+        for n, q in enumerate(others[:FILTER_QUESTIONS]):
+            rows = [{**real[(n + k) % len(real)], "branch": k // 5, "sample": k % 5} for k in range(25)]
+            write_question_paths(s, job.id, q.id, rows)
+    engine.dispose()
+    return db
+
+
+def test_filter_survives_kill_9(big_sampled, sampled, tmp_path: Path, kills_per_stage: int) -> None:
+    ref = Scenario("filter", copy_workspace(big_sampled, tmp_path / "ref.db"), sampled["config"], tmp_path, 0.0)
+    work_s = timed_reference(ref)
     reference = path_table(ref.db, the_completed_job(ref.db, "sample"))
+    total = len(reference)
+    assert total > 25 * FILTER_QUESTIONS
     db = tmp_path / "w.db"
     made: dict[int, str] = {}
+    landed = {"before its commit": 0, "after its commit": 0}
 
     def prepare() -> None:
-        copy_workspace(sampled["db"], db)
+        copy_workspace(big_sampled, db)
         made.clear()
 
     def between(rng: random.Random) -> None:
+        # all or nothing: a kill inside the filter's transaction leaves no path judged, one after it every path
+        judged = query(db, "SELECT COUNT(*) FROM paths WHERE verdicts != '{}'")[0][0]
+        assert judged in (0, total), f"a killed filter job left {judged} of {total} paths judged"
+        landed["before its commit" if judged == 0 else "after its commit"] += 1
         made.update(decide(db, rng, "sample", "filter"))
 
     def verify() -> None:
@@ -165,18 +203,12 @@ def test_filter_survives_kill_9(sampled, tmp_path: Path, kills_per_stage: int) -
         assert got == reference, "verdicts differ from an uninterrupted filter run"
         assert lost_decisions(db, made, "filter decisions") == 0
 
-    s = Scenario(
-        "filter",
-        db,
-        sampled["config"],
-        tmp_path,
-        total_s,
-        anchor="launch",
-        prepare=prepare,
-        between=between,
-        verify=verify,
-    )
+    s = Scenario("filter", db, sampled["config"], tmp_path, work_s, prepare=prepare, between=between, verify=verify)
     record(kill_and_resume(s, kills_per_stage, SEEDS["filter"]), "filter", kills_per_stage)
+    print(f"filter kills: {landed}")
+    for where, n in landed.items():
+        if n:
+            stats.faults[f"filter: kill {where}"] += n
 
 
 # -- self-train ----------------------------------------------------------------------------------------------------

@@ -61,6 +61,52 @@ def test_wal_and_shm_files_follow_the_workspace_mode(tmp_path: Path) -> None:
         os.umask(old)
 
 
+def test_files_beside_the_workspace_are_owner_only(tmp_path: Path) -> None:
+    """What the app writes next to the workspace -- job logs, the configs of its forms, the default job's
+    config -- is as private as the workspace, whatever the umask."""
+    from engine.launcher import Launcher, ensure_default_config, write_form_config
+
+    old = os.umask(0)
+    try:
+        workspace = tmp_path / "w.db"
+        default = ensure_default_config(workspace)
+        form = write_form_config(workspace, {"name": "mine", "data": {"dataset": "none"}})
+        launch = Launcher(workspace).start(form, ["sample"])
+        launch.process.wait(timeout=120)
+    finally:
+        os.umask(old)
+    assert launch.process.returncode == 2, log_tail(launch.log)  # no dataset 'none': refused, logged
+    assert mode(default) == 0o600
+    assert mode(form.parent) == 0o700 and mode(form) == 0o600
+    assert mode(launch.log.parent) == 0o700 and mode(launch.log) == 0o600
+    assert "no dataset named 'none'" in launch.log_text()
+
+
+def test_a_new_file_never_replaces_one_created_while_it_was_written(tmp_path: Path) -> None:
+    """The existence check of an export is repeated when the file takes its name: a file that appeared in
+    the meantime (another process) is kept, and nothing half-written is left behind."""
+    import pytest
+
+    from engine.errors import UserError
+    from engine.files import new_file
+
+    out = tmp_path / "export.jsonl"
+    with pytest.raises(UserError, match="already exists"):
+        with new_file(out) as handle:
+            handle.write("ours\n")
+            out.write_text("theirs\n")  # someone else's file, created after the first check
+    assert out.read_text() == "theirs\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.jsonl"]  # no temporary file left
+    with new_file(out, force=True) as handle:  # asked: replaced in one step
+        handle.write("ours\n")
+    assert out.read_text() == "ours\n" and mode(out) == 0o600
+    with pytest.raises(RuntimeError):
+        with new_file(tmp_path / "broken.jsonl") as handle:
+            handle.write("half")
+            raise RuntimeError("the export failed half-way")
+    assert not (tmp_path / "broken.jsonl").exists()
+
+
 def test_checkpoint_directories_are_owner_only(tmp_path: Path) -> None:
     """``checkpoints/``, ``job-N/`` and every ``step-N/`` are 0700 whatever the umask (a tiny real model)."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -202,6 +248,7 @@ def test_batch_export_refuses_an_existing_file_unless_forced(sqa_template, tmp_p
     forced = cli(db, "teacher", "batch-export", "--config", str(cfg), "--out", str(out), "--force")
     assert forced.returncode == 0, forced.stderr
     assert out.read_text().count('"custom_id"') == 2
+    assert mode(out) == 0o600
 
 
 def test_config_init_refuses_an_existing_file_unless_forced(tmp_path: Path) -> None:
@@ -212,6 +259,8 @@ def test_config_init_refuses_an_existing_file_unless_forced(tmp_path: Path) -> N
     assert out.read_text() == "# mine\n"
     assert cli(tmp_path / "w.db", "config", "init", str(out), "--force").returncode == 0
     assert "[sampling]" in out.read_text()
+    fresh = tmp_path / "fresh.toml"
+    assert cli(tmp_path / "w.db", "config", "init", str(fresh)).returncode == 0 and "[sampling]" in fresh.read_text()
 
 
 # -- no shell strings -------------------------------------------------------------------------------------------
@@ -249,6 +298,16 @@ def _is_stringy(node: ast.AST) -> bool:
     return False
 
 
+SHELLS = {"sh", "bash", "zsh", "dash", "/bin/sh", "/bin/bash", "/usr/bin/env"}
+
+
+def _shell_c(args: list[ast.AST]) -> bool:
+    """An argv that hands a command line to a shell: ``["sh", "-c", ...]`` (as a list or as os.exec* arguments)."""
+    items = args[0].elts if len(args) == 1 and isinstance(args[0], ast.List | ast.Tuple) else args
+    consts = [a.value for a in items if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return bool(consts) and any(c in SHELLS or c.endswith("/sh") for c in consts[:2]) and "-c" in consts
+
+
 def shell_violations(source: str, name: str) -> tuple[list[str], int]:
     """Problems in one file and the number of process-starting calls in it."""
     tree = ast.parse(source, filename=name)
@@ -269,10 +328,13 @@ def shell_violations(source: str, name: str) -> tuple[list[str], int]:
             if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
                 problems.append(f"{where}: shell={ast.unparse(kw.value)}")
         is_process = dotted[-1:] and dotted[-1] in SUBPROCESS_FUNCS and (len(dotted) == 1 or dotted[-2] == "subprocess")
-        if dotted and dotted[-1] in ("create_subprocess_exec",) or is_process:
+        is_exec = len(dotted) == 2 and dotted[0] == "os" and dotted[1].startswith(("exec", "spawn"))
+        if dotted and dotted[-1] in ("create_subprocess_exec",) or is_process or is_exec:
             calls += 1
-            if node.args and _is_stringy(node.args[0]):
+            if node.args and _is_stringy(node.args[0]) and not is_exec:
                 problems.append(f"{where}: command given as a string: {ast.unparse(node.args[0])[:60]}")
+            if _shell_c(list(node.args)):
+                problems.append(f"{where}: a shell runs a command line: {ast.unparse(node)[:60]}")
     return problems, calls
 
 
@@ -292,9 +354,10 @@ def test_the_scanner_catches_shell_strings() -> None:
         "subprocess.run(f'ls {user}', shell=True)\nos.system('rm ' + name)\n"
         "subprocess.Popen('tar -xf ' + archive)\nsubprocess.check_output(cmd, shell=flag)\n"
         "subprocess.getoutput('date')\n"
+        "subprocess.run(['sh', '-c', 'echo ' + name])\nos.execlp('bash', 'bash', '-c', line)\n"
     )
     problems, calls = shell_violations(planted, "planted.py")
-    assert len(problems) == 7 and calls == 3, problems
+    assert len(problems) == 9 and calls == 5, problems
     clean, calls = shell_violations("import subprocess\nsubprocess.run(['ls', path], check=True)\n", "ok.py")
     assert clean == [] and calls == 1
 
