@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sert_tui.cli import config_cmd, data, jobs, model, paths, report, run, teacher, workspace
+from sert_tui.cli import config_cmd, data, export, jobs, model, paths, report, run, teacher, workspace
 
-GROUPS = (data, model, config_cmd, run, jobs, paths, report, teacher, workspace)
+GROUPS = (data, model, config_cmd, run, jobs, paths, report, export, teacher, workspace)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,122 @@
+"""Exports: a stage's training set, or a job's paths, as prompt/completion records for other trainers.
+
+Each record is ``{"prompt", "completion", ...}`` -- the prompt-completion shape TRL's ``SFTTrainer`` reads
+(the prompt is masked out of the loss, as here) -- with the question's index in its source dataset and, for
+paths, the path's id, branch, sample, selection and decision beside it. A training set is exactly what
+``run --stage self-train|distill|finetune`` would train on for the same config (selected and not rejected
+plus accepted paths; correct teacher rationales; answers only). Two formats: JSONL (one record a line) and
+a Hugging Face ``datasets`` folder (``save_to_disk``, for ``datasets.load_from_disk``).
+
+Nothing is overwritten unless asked; files are owner-only and appear whole (:mod:`engine.files`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import UserError
+from engine.files import new_file, private_dir, refuse_existing
+
+if TYPE_CHECKING:  # the database and model modules load when an export runs, not when the CLI starts
+    from sqlalchemy.engine import Engine
+
+    from engine.config import ExperimentConfig
+    from engine.training.datasets import Sample
+
+FORMATS = ("jsonl", "dataset")
+SETS = ("self-train", "distill", "finetune")
+
+
+def training_set(engine: Engine, config: ExperimentConfig, kind: str) -> tuple[list[Sample], list[str]]:
+    """The samples ``--stage kind`` trains on for ``config`` and the notes the stage would log."""
+    from engine.stages import config_dataset
+    from engine.training.stage import distill_plan, finetune_plan, sert_plan
+
+    plans = {"self-train": sert_plan, "distill": distill_plan, "finetune": finetune_plan}
+    if kind not in plans:
+        raise UserError(f"unknown training set {kind!r} ({', '.join(SETS)})")
+    plan = plans[kind](engine, config, config_dataset(engine, config))
+    return plan.samples, plan.notes
+
+
+def sample_records(engine: Engine, samples: list[Sample]) -> list[dict[str, Any]]:
+    from sqlmodel import select
+
+    from db.models import Question
+    from db.session import session_scope
+
+    ids = {s.question_id for s in samples if s.question_id is not None}
+    with session_scope(engine) as s:
+        index = dict(s.exec(select(Question.id, Question.index).where(Question.id.in_(ids))).all())  # type: ignore[union-attr]
+    return [
+        {
+            "prompt": sample.prompt,
+            "completion": sample.completion,
+            "question_index": index.get(sample.question_id),
+            **({"path_id": sample.path_id} if sample.path_id is not None else {}),
+        }
+        for sample in samples
+    ]
+
+
+def path_records(engine: Engine, job_id: int, decision: str | None = None, selected: bool = False) -> list[dict]:
+    """A sample (or filter) job's paths, as ``paths list`` chooses them, in the SERT training format."""
+    from sqlmodel import select
+
+    from db.models import Dataset, Job, Question
+    from db.session import session_scope
+    from engine.path_views import path_rows, paths_job, replaced_verdicts
+    from engine.training.datasets import answer_surface, prompt_text, sert_completion
+
+    with session_scope(engine) as s:
+        job = paths_job(s, job_id)
+        rows = path_rows(s, job.id, decision, selected, replaced_verdicts(s, job_id, job))
+        dataset = s.get(Dataset, s.get(Job, job.id).dataset_id)
+        questions = {q.index: q for q in s.exec(select(Question).where(Question.dataset_id == dataset.id)).all()}
+        answer_type = dataset.answer_type
+    return [
+        {
+            "prompt": prompt_text(questions[r["question_index"]].text),
+            "completion": sert_completion(
+                r["text"], answer_surface(questions[r["question_index"]].answer, answer_type)
+            ),
+            "question_index": r["question_index"],
+            "path_id": r["id"],
+            "branch": r["branch"],
+            "sample": r["sample"],
+            "selected": r["selected"],
+            "decision": r["decision"],
+        }
+        for r in rows
+    ]
+
+
+def write_records(records: list[dict[str, Any]], out: Path | str, fmt: str = "jsonl", *, force: bool = False) -> Path:
+    """Write ``records`` to ``out`` as JSONL or as a ``datasets`` folder."""
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r} ({', '.join(FORMATS)})")
+    refuse_existing(out, force)
+    if fmt == "jsonl":
+        with new_file(out, force=force) as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return out
+    import datasets
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        private_dir(staging)
+        datasets.Dataset.from_list(records).save_to_disk(str(staging / "data"))
+        if out.exists():  # --force: the old folder goes only once the new one is complete
+            old = staging / "old"
+            out.rename(old)
+        (staging / "data").rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

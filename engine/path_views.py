@@ -1,0 +1,96 @@
+"""Read-only views of a job's paths, shared by ``paths list``, the exports and scripts.
+
+A filter job shows its sample job's paths; a filter job whose verdicts a later filter run replaced shows its own,
+judged again from its frozen settings (the rules are pure functions of the stored texts and numbers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def paths_job(session: Any, job_id: int):
+    """The job whose paths ``job_id`` shows: the job itself, or a filter job's sample job."""
+    from db.models import Job
+    from engine.errors import UserError
+
+    job = session.get(Job, job_id)
+    if job is None:
+        raise UserError(f"no job with id {job_id}")
+    if job.kind == "filter":
+        if job.parent_id is None:
+            raise UserError(f"filter job {job_id} has no sample job")
+        parent = session.get(Job, job.parent_id)
+        if parent is None:
+            raise UserError(f"filter job {job_id}: its sample job {job.parent_id} is gone")
+        return parent
+    return job
+
+
+def replaced_verdicts(session: Any, job_id: int, sample_job: Any) -> dict[int, Any] | None:
+    """For a filter job whose verdicts a later filter run replaced on the paths: its own verdicts, judged again
+    from its frozen filter settings and the stored texts and numbers (the rules are pure), by path id. None
+    for a sample job, or a filter job whose verdicts the paths carry."""
+    from db.models import Dataset, Job
+    from engine.config import FiltersConfig
+    from engine.filters import judge_job
+    from engine.stages.sample import answer_spec
+
+    job = session.get(Job, job_id)
+    if job.kind != "filter" or (sample_job.summary or {}).get("filter_job") == job_id:
+        return None
+    cfg = FiltersConfig.model_validate((job.config or {}).get("filters", {}))
+    results, _counts = judge_job(session, sample_job.id, cfg, answer_spec(session.get(Dataset, sample_job.dataset_id)))
+    return {r.id: r for r in results}
+
+
+def path_rows(
+    session: Any,
+    job_id: int,
+    decision: str | None = None,
+    selected: bool = False,
+    verdicts: dict[int, Any] | None = None,
+) -> list[dict]:
+    """Paths of a job in question order, as the JSON objects of ``paths list --json``; ``verdicts``: results
+    that replace the stored verdicts and selection (see :func:`replaced_verdicts`)."""
+    from sqlmodel import select
+
+    from db.models import Path, Question
+
+    stmt = (
+        select(Path, Question.index)
+        .join(Question, Question.id == Path.question_id)
+        .where(Path.job_id == job_id)
+        .order_by(Question.position, Path.source, Path.branch, Path.sample, Path.id)
+    )
+    if decision == "none":
+        stmt = stmt.where(Path.decision.is_(None))  # type: ignore[union-attr]
+    elif decision is not None:
+        stmt = stmt.where(Path.decision == decision)
+    if selected and verdicts is None:
+        stmt = stmt.where(Path.selected.is_(True))  # type: ignore[attr-defined]
+    rows = []
+    for p, index in session.exec(stmt).all():
+        if verdicts is None:
+            path_verdicts, is_selected = p.verdicts, p.selected
+        else:
+            judged = verdicts.get(p.id)
+            path_verdicts, is_selected = (judged.verdicts, judged.selected) if judged else ({}, False)
+        if selected and not is_selected:
+            continue
+        rows.append(
+            {
+                "id": p.id,
+                "question_index": index,
+                "branch": p.branch,
+                "sample": p.sample,
+                "text": p.text,
+                "tokens": p.tokens,
+                "rep2": p.rep2,
+                "perplexity": p.perplexity,
+                "verdicts": path_verdicts,
+                "selected": is_selected,
+                "decision": p.decision,
+            }
+        )
+    return rows
