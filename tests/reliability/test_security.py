@@ -185,6 +185,7 @@ def test_api_key_appears_nowhere_on_disk(teacher_server, sqa_template, tmp_path:
     job_id = query(db, "SELECT id FROM jobs WHERE kind='teacher' AND status='completed'")[0][0]
     for args in (
         ["teacher", "batch-export", "--config", str(bad_cfg), "--out", str(folder / "batch.jsonl")],
+        ["export", "paths", "--job", str(job_id), "--out", str(folder / "teacher-paths.jsonl")],
         ["paths", "list", "--job", str(job_id), "--json"],
         ["jobs", "list", "--json"],
         ["teacher", "jobs", "--json"],
@@ -196,7 +197,7 @@ def test_api_key_appears_nowhere_on_disk(teacher_server, sqa_template, tmp_path:
 
     files = files_under(folder)
     names = {p.name for p in files}
-    assert {"workspace.db", "batch.jsonl"} <= names
+    assert {"workspace.db", "batch.jsonl", "teacher-paths.jsonl"} <= names
     assert any(p.parent == logs_dir(db) for p in files), "the launcher's job log is missing"
     for path in files:
         blob = path.read_bytes()
@@ -225,11 +226,13 @@ def test_every_command_that_writes_a_file_has_force() -> None:
 
     writers = []
     for path, parser in _subcommands(build_parser()):
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            continue  # a command group: its subcommands are checked
         options = {s for a in parser._actions for s in a.option_strings}
         if options & set(OUTPUT_OPTIONS) or (path and path[-1] in ("init",)) or any("export" in p for p in path):
             writers.append(" ".join(path))
             assert "--force" in options, f"`sert-tui {' '.join(path)}` writes a file but has no --force"
-    assert "teacher batch-export" in writers and "config init" in writers
+    assert {"teacher batch-export", "config init", "export set", "export paths"} <= set(writers)
 
 
 def test_batch_export_refuses_an_existing_file_unless_forced(sqa_template, tmp_path: Path) -> None:
