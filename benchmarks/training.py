@@ -14,8 +14,9 @@ rationale is correct (``../shared/data/reasoning-teacher``), in the distillation
 Both start from the same weights and seed, see every sample once, and run step by step in alternation, so
 that load from other processes on a shared machine hits both alike. Reported: non-padding tokens/s of each
 and the ratio; the loss (token-weighted mean cross-entropy over the completion tokens of the whole run, i.e.
-after the same samples), which must agree within noise; the engine's model FLOP/s (6 x parameters x tokens)
-as a share of the fp32 rate of a large matmul probed before every step pair of the same run.
+after the same samples, in different batch orders), which must agree within noise, and the fp32 loss of both
+trained models on the next ``--heldout`` samples, which neither saw; the engine's model FLOP/s (6 x
+parameters x tokens) as a share of the fp32 rate of a large matmul probed before every step pair.
 
     .venv/bin/python benchmarks/training.py [--samples 200] [--batch 8] [--json]
 """
@@ -106,6 +107,23 @@ class Baseline:
         )
 
 
+def heldout_loss(model, data, pad_id: int) -> float:
+    """Token-weighted mean cross-entropy over the completion tokens of ``data``, fp32, no grad."""
+    import torch
+
+    from engine.training.trainer import collate, token_loss_sum
+
+    model.eval()
+    total = labels = 0.0
+    with torch.no_grad():
+        for start in range(0, len(data), 8):
+            part = data[start : start + 8]
+            ids, mask, lab = collate(part, pad_id, "cpu")
+            total += float(token_loss_sum(model, ids, mask, lab, selective=False))
+            labels += sum(s.n_labels for s in part)
+    return total / labels
+
+
 def matmul_gflops(seconds: float = 0.3) -> float:
     """fp32 GFLOP/s of a 1024x1024x1024 matmul on this machine right now (a probe taken before every step
     pair: on a shared machine the attainable rate moves with the load)."""
@@ -124,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--heldout", type=int, default=40, help="samples after the training ones, for a held-out loss")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=512)
@@ -140,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     from engine.training.trainer import SFTEngine, encode_samples
 
     hf_logging.disable_progress_bar()
-    samples = build_samples(args.samples)
+    everything = build_samples(args.samples + args.heldout)
+    samples, heldout_samples = everything[: args.samples], everything[args.samples :]
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model, device="cpu", dtype="float32")
     data, dropped = encode_samples(tokenizer, samples, args.max_length)
+    heldout, _ = encode_samples(tokenizer, heldout_samples, args.max_length)
     base_model = model
     engine_model = copy.deepcopy(model)
     cfg = TrainConfig(batch_size=args.batch, lr=args.lr, epochs=1.0, seed=args.seed, bf16=args.bf16)
@@ -183,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round((e_tokens / e_time) / (b_tokens / b_time), 3),
         "baseline_loss": round(b_loss / b_labels, 4),
         "engine_loss": round(e_loss / e_labels, 4),
+        # the same fp32 loss of both trained models on samples neither saw: what "agree within noise" is about
+        # (the running losses above average over different batch orders)
+        "baseline_heldout_loss": round(heldout_loss(base_model, heldout, tokenizer.pad_token_id), 4),
+        "engine_heldout_loss": round(heldout_loss(engine_model, heldout, tokenizer.pad_token_id), 4),
+        "heldout_samples": len(heldout),
         "samples": len(data),
         "dropped": dropped,
         "steps": steps,
@@ -205,8 +231,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(data)} samples, {steps} steps of {args.batch}, {int(e_tokens)} non-padding tokens "
             f"(padding: baseline {100 * result['baseline_padding']:.1f}%, engine {100 * result['engine_padding']:.1f}%)"
         )
-        print(f"baseline: {result['baseline_tok_s']:.1f} tokens/s, loss {result['baseline_loss']:.4f}")
-        print(f"engine:   {result['engine_tok_s']:.1f} tokens/s, loss {result['engine_loss']:.4f}")
+        print(
+            f"baseline: {result['baseline_tok_s']:.1f} tokens/s, loss {result['baseline_loss']:.4f}, "
+            f"held-out loss {result['baseline_heldout_loss']:.4f}"
+        )
+        print(
+            f"engine:   {result['engine_tok_s']:.1f} tokens/s, loss {result['engine_loss']:.4f}, "
+            f"held-out loss {result['engine_heldout_loss']:.4f}"
+        )
         print(
             f"ratio {result['ratio']:.2f}x; engine {result['engine_gflops']} GFLOP/s = "
             f"{100 * (result['engine_roofline_share'] or 0):.0f}% of a "

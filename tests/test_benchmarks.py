@@ -1,0 +1,49 @@
+"""The benchmarks run end to end at a tiny size and print the JSON their notes quote (the figures themselves
+come from full runs on a quiet machine, not from here)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(script: str, *args: str, timeout: float = 600) -> dict:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout)
+
+
+def positive(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_sampling_benchmark_reports_the_three_ways_and_the_ratios() -> None:
+    result = bench("sampling.py", "--questions", "1", "--tokens", "4")
+    for key in ("naive_tok_s", "strong_tok_s", "engine_tok_s", "ratio_naive", "ratio_strong", "roofline_share"):
+        assert positive(result[key]), (key, result[key])
+    assert 0 < result["peak_mem_gb"] < 4
+    assert result["ratio_naive"] == pytest.approx(result["engine_tok_s"] / result["naive_tok_s"])
+    # the three ways sample the same branches of the same question (25 paths), so they count alike
+    assert {m: r["tokens"] >= 25 for m, r in result["runs"].items()} == {"naive": True, "strong": True, "engine": True}
+
+
+def test_training_benchmark_reports_both_loops_and_their_losses() -> None:
+    result = bench("training.py", "--samples", "8", "--heldout", "4", "--batch", "4")
+    for key in ("baseline_tok_s", "engine_tok_s", "ratio", "baseline_loss", "engine_loss"):
+        assert positive(result[key]), (key, result[key])
+    assert result["steps"] == 2 and result["heldout_samples"] == 4
+    assert positive(result["baseline_heldout_loss"]) and positive(result["engine_heldout_loss"])
