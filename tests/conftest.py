@@ -57,3 +57,23 @@ def pytest_addoption(parser):
         default=False,
         help="run the heavy variants of the reliability suite (also: SERT_TUI_HEAVY=1)",
     )
+
+
+def tiny_llama(vocab_size: int, *, layers: int = 2, seed: int = 0, **config):
+    """A randomly initialised Llama-family model small enough for unit tests: 32 wide, 4 query heads sharing
+    2 key/value heads (grouped-query attention, as SmolLM2), ``layers`` layers; ``config``: more LlamaConfig
+    fields."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        **config,
+    )
+    return LlamaForCausalLM(cfg)

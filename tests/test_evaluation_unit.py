@@ -108,24 +108,12 @@ def test_job_label_follows_parents(engine, sqa):
 # -- generation ---------------------------------------------------------------------------------------------
 def test_batched_greedy_equals_one_at_a_time():
     """Left padding and the attention mask make a batch decode exactly like single prompts."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from engine.evaluation.generate import greedy_batches
     from engine.models import load_tokenizer
+    from tests.conftest import tiny_llama
 
     tokenizer = load_tokenizer("default")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+    model = tiny_llama(len(tokenizer), max_position_embeddings=256).eval()
     items = [
         (0, "Question: Is water wet? Answer:"),
         (1, "Question: Would a pear sink in water if it were made of lead? Answer:"),

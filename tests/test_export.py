@@ -17,6 +17,7 @@ from db.paths_repo import set_decision
 from db.session import session_scope
 from engine.pipeline import run_stage
 from sert_tui.cli import main
+from tests.conftest import tiny_llama
 from tests.test_stage_sample_filter import GOOD, insert_sample_job, make_config
 
 CONFIG = {"data": {"dataset": "sqa", "train_limit": 2}}
@@ -132,8 +133,6 @@ def test_trl_sft_trainer_reads_an_exported_set_as_our_trainer_does(engine, db_pa
     """TRL's SFTTrainer takes the JSONL as a prompt-completion dataset; its token ids equal ours (EOS
     included) and its labels mask exactly the prompt tokens our trainer masks; two TRL steps run."""
     import datasets
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     from engine.models import load_tokenizer
@@ -143,19 +142,7 @@ def test_trl_sft_trainer_reads_an_exported_set_as_our_trainer_does(engine, db_pa
     out = tmp_path / "sert.jsonl"
     assert export(capsys, db_path, "set", filtered["config"], "--stage", "self-train", "--out", out)[0] == 0
     tokenizer = load_tokenizer("default")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    model = tiny_llama(len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     train = datasets.load_dataset("json", data_files=str(out), split="train")
     args = SFTConfig(
         output_dir=str(tmp_path / "trl"),

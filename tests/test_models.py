@@ -45,18 +45,9 @@ def test_bundled_student_generates_text(student) -> None:
 
 
 def test_a_local_directory_loads_through_the_same_code(tmp_path: Path) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.conftest import tiny_llama
 
-    tiny = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=49152,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    )
+    tiny = tiny_llama(49152)
     tiny.save_pretrained(tmp_path / "tiny")
     models.load_tokenizer("default").save_pretrained(tmp_path / "tiny")
     model, tokenizer = models.load_model(str(tmp_path / "tiny"), device="cpu", dtype="float32")

@@ -211,21 +211,9 @@ def test_split_micro():
 
 # -- the loss and the engine on a tiny model ----------------------------------------------------------------
 def tiny_model(seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.conftest import tiny_llama
 
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(64, seed=seed, max_position_embeddings=64, tie_word_embeddings=True).eval()
 
 
 def tiny_data(n: int = 12) -> list[Encoded]:

@@ -113,6 +113,20 @@ def table_counts(db: Path) -> dict[str, int]:
     return {t: query(db, f'SELECT COUNT(*) FROM "{t}"')[0][0] for t in tables}
 
 
+def table_state(db: Path) -> dict[str, tuple[int, str]]:
+    """Per table: its row count and a hash of every row (in rowid order) -- "unchanged" means the same rows with
+    the same values, not only as many of them."""
+    import hashlib
+
+    out = {}
+    for table, count in table_counts(db).items():
+        digest = hashlib.sha256()
+        for row in query(db, f'SELECT * FROM "{table}" ORDER BY rowid'):
+            digest.update(repr(row).encode("utf-8", "surrogatepass"))
+        out[table] = (count, digest.hexdigest()[:16])
+    return out
+
+
 def duplicates(db: Path) -> dict[str, list[tuple]]:
     """Rows whose unique key appears more than once, per table (empty when all is well)."""
     present = {r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type='table'")}

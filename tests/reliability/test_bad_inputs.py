@@ -1,7 +1,7 @@
 """Generated bad inputs (hypothesis) for the importers and the config loader, through the real command
 (``sert_tui.cli.main``, in process so that hundreds of cases stay fast): every case either imports cleanly
 or ends with exit code 2 and one short ``error: ...`` line -- never a traceback or another exception type --
-and a refused case leaves every table of the workspace with the row count it had.
+and a refused case leaves every table of the workspace with the rows it had (counts and contents).
 
 The mutation properties start from a valid file and break exactly one thing, so each case must be refused;
 the free-form properties throw arbitrary JSON/TOML at the commands, where importing is allowed too.
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from engine import answers
 from tests.reliability import stats
-from tests.reliability.harness import table_counts
+from tests.reliability.harness import table_state
 
 MAX_MESSAGE = 400  # characters: a message that echoes a huge input back is not a clear message
 _names = itertools.count()
@@ -67,7 +67,7 @@ def run_cli(db: Path, args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def assert_refused(db: Path, args: list[str], before: dict[str, int]) -> str:
+def assert_refused(db: Path, args: list[str], before: dict[str, tuple[int, str]]) -> str:
     code, _out, err = run_cli(db, args)
     assert code == 2, f"accepted a bad input (exit {code}): {err[-500:]}"
     return check_error(err, db, before)
@@ -76,11 +76,11 @@ def assert_refused(db: Path, args: list[str], before: dict[str, int]) -> str:
 PROGRESS = re.compile(r"(examples|it)/s\]|\d+%\|")  # progress bars of `datasets` (a local build prints them)
 
 
-def check_error(err: str, db: Path, before: dict[str, int]) -> str:
+def check_error(err: str, db: Path, before: dict[str, tuple[int, str]]) -> str:
     lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not PROGRESS.search(line)]
     assert len(lines) == 1, f"not one line: {err[:1000]!r}"
     assert lines[0].startswith("error: ") and len(lines[0]) <= MAX_MESSAGE + 200, lines[0][:1000]
-    assert table_counts(db) == before, "a refused input changed the workspace"
+    assert table_state(db) == before, "a refused input changed the workspace"
     return lines[0]
 
 
@@ -298,7 +298,7 @@ def test_reasoning_teacher_importer_refuses_each_broken_file(workspace: Path, tm
             stats.generated["reasoning-teacher (broken)"] += 1
             d = write(tmp_path / "strategy_qa.json", dataset)
             s = write(tmp_path / "split.json", split)
-            before = table_counts(workspace)
+            before = table_state(workspace)
             name = f"rt{next(_names)}"
             args = ["data", "import", "reasoning-teacher", "--name", name, "--dataset", str(d), "--split", str(s)]
             assert_refused(workspace, args, before)
@@ -313,7 +313,7 @@ def test_reasoning_teacher_importer_on_arbitrary_json(workspace: Path, tmp_path:
         stats.generated["reasoning-teacher (arbitrary JSON)"] += 1
         d = write(tmp_path / "strategy_qa.json", dataset)
         s = write(tmp_path / "split.json", split)
-        before = table_counts(workspace)
+        before = table_state(workspace)
         name = f"rt{next(_names)}"
         code, _out, err = run_cli(
             workspace, ["data", "import", "reasoning-teacher", "--name", name, "--dataset", str(d), "--split", str(s)]
@@ -335,7 +335,7 @@ def test_jsonl_importer_refuses_each_broken_file(workspace: Path, tmp_path: Path
             _what, content, extra = case
             stats.generated["jsonl (broken)"] += 1
             f = write(tmp_path / "data.jsonl", content)
-            before = table_counts(workspace)
+            before = table_state(workspace)
             args = ["data", "import", "jsonl", "--name", f"j{next(_names)}", "--file", str(f), *extra]
             assert_refused(workspace, args, before)
 
@@ -356,7 +356,7 @@ def test_jsonl_importer_on_arbitrary_lines(workspace: Path, tmp_path: Path, heav
     def prop(lines: list[str]) -> None:
         stats.generated["jsonl (arbitrary lines)"] += 1
         f = write(tmp_path / "data.jsonl", "\n".join(lines))
-        before = table_counts(workspace)
+        before = table_state(workspace)
         code, _out, err = run_cli(
             workspace, ["data", "import", "jsonl", "--name", f"j{next(_names)}", "--file", str(f)]
         )
@@ -426,7 +426,7 @@ def test_hf_local_directory_importer_refuses_each_broken_dir(workspace: Path, tm
             folder.mkdir()
             for name, content in files.items():
                 write(folder / name, content)
-            before = table_counts(workspace)
+            before = table_state(workspace)
             command = ["data", "import", "hf", "--name", f"h{next(_names)}", "--path", str(folder), *args]
             assert_refused(workspace, command, before)
 
@@ -618,7 +618,7 @@ def test_run_with_a_broken_config_touches_nothing(workspace: Path, tmp_path: Pat
     for n, (text, expected) in enumerate(cases.items()):
         stats.generated["run with a broken config (fixed cases)"] += 1
         cfg = write(tmp_path / f"c{n}.toml", text)
-        before = table_counts(workspace)
+        before = table_state(workspace)
         line = assert_refused(workspace, ["run", str(cfg), "--stage", "sample"], before)
         assert expected in line, line
     assert sqlite3.connect(str(workspace)).execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0

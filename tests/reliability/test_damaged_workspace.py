@@ -90,10 +90,15 @@ def good(sqa_template, tmp_path_factory) -> Path:
     return path
 
 
-def fingerprint(path: Path) -> str:
+def _file_hash(path: Path) -> str:
     if path.is_dir():
         return "dir:" + ",".join(sorted(f"{p.name}:{p.stat().st_size}" for p in path.iterdir()))
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint(path: Path) -> dict[str, str]:
+    """The workspace file and its side files (``-wal``, ``-shm``, ``-journal``): none may change or appear."""
+    return {p.name: _file_hash(p) for p in sorted(path.parent.glob(f"{path.name}*"))}
 
 
 def check_one_error_line(stderr: str, expected: str, path: Path) -> str:

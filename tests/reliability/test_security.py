@@ -109,28 +109,18 @@ def test_a_new_file_never_replaces_one_created_while_it_was_written(tmp_path: Pa
 
 def test_checkpoint_directories_are_owner_only(tmp_path: Path) -> None:
     """``checkpoints/``, ``job-N/`` and every ``step-N/`` are 0700 whatever the umask (a tiny real model)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from db.session import open_workspace
     from engine.jobs import create_job
     from engine.models import load_tokenizer
     from engine.training.checkpoints import write_checkpoint
+    from tests.conftest import tiny_llama
 
     old = os.umask(0)
     try:
         engine = open_workspace(tmp_path / "w.db")
         job = create_job(engine, "self-train", {})
         tokenizer = load_tokenizer("default")
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                num_key_value_heads=2,
-            )
-        )
+        model = tiny_llama(len(tokenizer), layers=1)
         write_checkpoint(engine, job.id, 1, model, tokenizer, {"test": True}, state=None)
         engine.dispose()
     finally:
