@@ -101,7 +101,8 @@ class JobContext:
         self.engine = engine
         self.job_id = job_id
         self.echo = echo or (lambda _line: None)
-        self._t0 = time.monotonic()
+        self._created = time.monotonic()
+        self._t0 = self._created
         self._done0: int | None = None
         self._last_progress = 0.0
 
@@ -151,7 +152,9 @@ class JobContext:
     def progress(self, done: int, total: int, unit: str = "items", extra: str = "", force: bool = False) -> str:
         """Record done/total with rate and ETA; rate-limited to a few writes a second unless forced."""
         now = time.monotonic()
-        if self._done0 is None:
+        if self._done0 is None and done >= total > 0:  # all the work came before the first report (the filter's
+            self._done0, self._t0 = 0, self._created  # one transaction): its rate is over the whole run
+        elif self._done0 is None:
             self._done0 = done
             self._t0 = now
         elapsed = max(now - self._t0, 1e-9)
