@@ -67,7 +67,7 @@ def path_records(engine: Engine, job_id: int, decision: str | None = None, selec
     """A sample (or filter) job's paths, as ``paths list`` chooses them, in the SERT training format."""
     from sqlmodel import select
 
-    from db.models import Dataset, Job, Question
+    from db.models import Dataset, Question
     from db.session import session_scope
     from engine.path_views import path_rows, paths_job, replaced_verdicts
     from engine.training.datasets import answer_surface, prompt_text, sert_completion
@@ -75,7 +75,7 @@ def path_records(engine: Engine, job_id: int, decision: str | None = None, selec
     with session_scope(engine) as s:
         job = paths_job(s, job_id)
         rows = path_rows(s, job.id, decision, selected, replaced_verdicts(s, job_id, job))
-        dataset = s.get(Dataset, s.get(Job, job.id).dataset_id)
+        dataset = s.get(Dataset, job.dataset_id)
         questions = {q.index: q for q in s.exec(select(Question).where(Question.dataset_id == dataset.id)).all()}
         answer_type = dataset.answer_type
     return [
@@ -114,9 +114,11 @@ def write_records(records: list[dict[str, Any]], out: Path | str, fmt: str = "js
         private_dir(staging)
         datasets.Dataset.from_list(records).save_to_disk(str(staging / "data"))
         if out.exists():  # --force: the old folder goes only once the new one is complete
-            old = staging / "old"
-            out.rename(old)
-        (staging / "data").rename(out)
+            out.rename(staging / "old")
+        try:
+            (staging / "data").rename(out)
+        except OSError:  # a folder of that name appeared meanwhile: it stays
+            raise UserError(f"{out}: already exists (use --force to overwrite)") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
