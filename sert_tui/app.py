@@ -369,7 +369,10 @@ def run_app(workspace: Path) -> int:
                     raise WorkspaceError(f"{workspace}: not a sert-tui workspace (not an SQLite database)")
     except OSError as exc:
         raise WorkspaceError(f"{workspace}: cannot read the workspace ({exc.strerror or exc})") from None
+    from sert_tui import hangup
+
     app = SertApp(workspace)
+    hangup.watch()  # a terminal that goes away ends the app (after the decisions made are written)
     app.run()
     if app.workspace_error is not None:
         if isinstance(app.workspace_error, WorkspaceError):

@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from db.app_queries import RULES, JobInfo, Page, PathCounts, PathFilter, PathRow
+from sert_tui import hangup
 from sert_tui.widgets.path_table import Column, PathTable
 
 POLL_SECONDS = 1.0
@@ -38,7 +39,8 @@ class DecisionWriter:
     """Writes decisions in the order they were made, each batch in one transaction, on one thread.
 
     ``committed`` is the sequence number of the last batch written; readers use it to tell whether a page
-    they read already contains a decision the screen shows.
+    they read already contains a decision the screen shows. A writer registers with :mod:`sert_tui.hangup`, so
+    that the decisions made are written before the app ends on a hung-up terminal.
     """
 
     def __init__(self, engine, on_error: Callable[[Exception], None] | None = None):
@@ -50,6 +52,7 @@ class DecisionWriter:
         self._done = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
         self._thread.start()
+        hangup.PENDING_WRITES.add(self)
 
     def submit(self, changes: list[Change]) -> int:
         self.submitted += 1
@@ -81,6 +84,10 @@ class DecisionWriter:
     def wait_for(self, seq: int, timeout: float = 30.0) -> None:
         with self._done:
             self._done.wait_for(lambda: self.committed >= seq, timeout)
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every submitted decision to be written."""
+        self.wait_for(self.submitted, timeout)
 
     def flush(self) -> None:
         """Block until every submitted decision is written."""
