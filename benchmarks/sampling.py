@@ -66,13 +66,14 @@ def branch_inputs(model, tokenizer, questions: list[str], k: int, eos_ids: set[i
     import torch
 
     from engine.sampling import branch_excluded_ids, build_prompt
+    from engine.sampling.ops import branch_tokens
 
     excluded = torch.tensor(branch_excluded_ids(tokenizer, eos_ids), dtype=torch.long)
     out = []
     for q in questions:
         ids = tokenizer(build_prompt(q)).input_ids
-        logits = model(torch.tensor([ids])).logits[0, -1].float().index_fill(0, excluded, float("-inf"))
-        out.append((ids, torch.topk(logits, k).indices.tolist()))
+        logits = model(torch.tensor([ids])).logits[0, -1].float()
+        out.append((ids, branch_tokens(logits, k, excluded)[1].tolist()))
     return out
 
 

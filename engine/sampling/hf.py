@@ -27,7 +27,7 @@ from engine.errors import first_line
 from engine.sampling import branch_excluded_ids
 from engine.sampling.cache import output_cache
 from engine.sampling.decoders import make_decoder
-from engine.sampling.ops import question_generator, sample_top_k_top_p
+from engine.sampling.ops import branch_tokens, question_generator, sample_top_k_top_p
 from engine.sampling.threads import ThreadTuner
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class HFSampler:
                 next_item += 1
                 logits, layer_kv = self._prefill(ids)
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
-                top_lp, top_tok = torch.topk(logprobs.index_fill(0, excluded, float("-inf")), cfg.first_tokens)
+                top_lp, top_tok = branch_tokens(logprobs, cfg.first_tokens, excluded)
                 slot = free_slots.pop(0)
                 question = _Question(key, slot, question_generator(cfg.seed, key), top_tok.tolist(), rpq)
                 active[slot] = question

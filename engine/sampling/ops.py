@@ -53,6 +53,14 @@ def topk_values(logits: torch.Tensor, k: int, chunk: int = 256) -> tuple[torch.T
     return values, candidates.gather(1, index)
 
 
+def branch_tokens(logprobs: torch.Tensor, k: int, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most probable next tokens ([V] log-probs) outside ``excluded`` (ids that never start a branch),
+    most probable first: ``(log-probs, ids)``, the log-probs those of the full distribution."""
+    import torch
+
+    return torch.topk(logprobs.index_fill(0, excluded, float("-inf")), k)
+
+
 def sample_top_k_top_p(
     logits: torch.Tensor,
     uniforms: torch.Tensor,
