@@ -10,6 +10,7 @@ from db.models import Checkpoint, Evaluation, Job
 from db.session import session_scope
 from engine.evaluation import lineage
 from engine.evaluation.metrics import aggregate, reasoning_part, rep1, rep_n, score_output
+from engine.evaluation.stats import wilson_interval
 from engine.jobs import create_job
 
 VOCAB: dict[str, int] = {}
@@ -205,9 +206,10 @@ def test_report_runs_json_and_table(engine, sqa, db_path, capsys):
     assert main(["--db", str(db_path), "report", "runs", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["label"] for r in rows] == ["zero-shot", "SERT", "SERT"]
-    assert set(rows[0]) == {"label", "checkpoint", "dataset", "split", "n", "acc", "fmt", "len", "rep"}
+    keys = {"label", "checkpoint", "dataset", "split", "n", "acc", "acc_ci", "fmt", "fmt_ci", "len", "rep"}
+    assert keys | {"student", "evaluation", "job"} == set(rows[0])
     assert rows[0]["checkpoint"] == "default" and rows[1]["checkpoint"] == "/w/checkpoints/job-1/step-3"
-    assert rows[2] == {
+    assert {k: rows[2][k] for k in keys - {"acc_ci", "fmt_ci"}} == {
         "label": "SERT",
         "checkpoint": "/w/checkpoints/job-1/step-3",
         "dataset": "sqa",
@@ -218,13 +220,14 @@ def test_report_runs_json_and_table(engine, sqa, db_path, capsys):
         "len": 12.5,
         "rep": 0.25,
     }
+    assert rows[2]["acc_ci"] == pytest.approx(list(wilson_interval(6, 10)))
 
     assert main(["--db", str(db_path), "report", "runs"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("student"))
     assert header.split() == ["student", "dataset", "split", "SERT", "zero-shot"]
     line = next(line for line in out.splitlines() if line.startswith("default"))
-    assert line.split() == ["default", "sqa", "test", "60.00", "50.00"]
+    assert line.split() == ["default", "sqa", "test", "60.0", "[31.3,", "83.2]", "50.0", "[23.7,", "76.3]"]
     assert "Fmt %" in out and "12.5" in out
 
 

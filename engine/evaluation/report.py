@@ -1,59 +1,298 @@
-"""The run comparison behind ``sert-tui report runs``: one row per evaluation, and the paper's Table II pivot
-(one line per student / dataset / split, one Acc column per label)."""
+"""The run comparison: one row per evaluation with its intervals, the majority baseline, the paper's Table II
+pivot and paired comparisons. ``sert-tui report runs|compare`` and the app's results screen call these same
+functions.
+
+Reads go through SQLAlchemy Core on a ``Connection`` (no ORM objects), so the app can call them from a worker
+thread while a job writes. Nothing here imports torch.
+
+- ``acc_ci`` / ``fmt_ci``: 95% Wilson score intervals of Acc and Fmt (engine.evaluation.stats).
+- The ``majority`` row of a (dataset, split): the accuracy of always answering the most common gold answer of
+  the questions evaluated there (the union of the questions its evaluations answered).
+- Table II: one line per (student, dataset, split), one column per label, the newest evaluation of a label.
+- ``compare``: two labels on the questions both answered, per (student, dataset, split): difference of
+  accuracy, paired bootstrap interval, exact McNemar p-value.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
-from db.models import Checkpoint, Dataset, Evaluation, Job
-from engine.evaluation.lineage import TABLE_ORDER
+from db.models import Checkpoint, Dataset, Evaluation, Job, Prediction, Question
+from db.vocabulary import MAJORITY, RD, SERT, SERT_RD, TABLE_ORDER, UNLABELLED, ZERO_SHOT
+from engine.evaluation.stats import Paired, majority, paired_compare, wilson_interval
 
 #: Keys of ``report runs --json``.
-JSON_KEYS = ("label", "checkpoint", "dataset", "split", "n", "acc", "fmt", "len", "rep")
+JSON_KEYS = ("label", "checkpoint", "dataset", "split", "n", "acc", "acc_ci", "fmt", "fmt_ci", "len", "rep")
+#: Keys of ``report compare --json``.
+COMPARE_KEYS = ("dataset", "split", "a", "b", "n", "diff", "diff_ci", "p_value")
+#: What ``report compare`` compares without --a/--b: (a, b), difference acc(a) - acc(b).
+DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
+    (SERT, "Finetune"),
+    (SERT, ZERO_SHOT),
+    (SERT_RD, RD),
+    (RD, ZERO_SHOT),
+)
 
 
-def run_rows(session: Session) -> list[dict[str, Any]]:
-    """Every evaluation, oldest first: the JSON keys plus ``student``, ``evaluation``, ``job`` and ``step``."""
-    stmt = (
-        select(Evaluation, Dataset, Checkpoint, Job)
-        .join(Dataset, Dataset.id == Evaluation.dataset_id)
+@dataclass
+class EvalRow:
+    """One evaluation as the reports show it."""
+
+    id: int
+    job_id: int
+    label: str
+    student: str
+    model_ref: str
+    checkpoint: str | None
+    checkpoint_step: int | None
+    dataset_id: int
+    dataset: str
+    split: str
+    n: int
+    acc: float | None
+    fmt: float | None
+    len: float | None
+    rep: float | None
+    scores: dict[str, Any]
+    status: str
+    created_at: Any = None
+    acc_ci: tuple[float, float] | None = None
+    fmt_ci: tuple[float, float] | None = None
+    answer: str | None = None  # the majority row's constant answer
+
+    def as_json(self) -> dict[str, Any]:
+        out = {
+            "label": self.label,
+            "checkpoint": self.checkpoint,
+            "dataset": self.dataset,
+            "split": self.split,
+            "n": self.n,
+            "acc": self.acc,
+            "acc_ci": list(self.acc_ci) if self.acc_ci else None,
+            "fmt": self.fmt,
+            "fmt_ci": list(self.fmt_ci) if self.fmt_ci else None,
+            "len": self.len,
+            "rep": self.rep,
+        }
+        out.update({"student": self.student, "evaluation": self.id or None, "job": self.job_id or None})
+        if self.label == MAJORITY:
+            out["answer"] = self.answer
+        return out
+
+
+def _interval(share: float | None, n: int) -> tuple[float, float] | None:
+    if share is None or n <= 0:
+        return None
+    return wilson_interval(round(share * n), n)
+
+
+def evaluations(conn: Connection) -> list[EvalRow]:
+    """Every evaluation, oldest first, with its intervals."""
+    rows = conn.execute(
+        select(
+            Evaluation.id,
+            Evaluation.job_id,
+            Evaluation.label,
+            Job.config,
+            Evaluation.model_ref,
+            Checkpoint.path,
+            Checkpoint.step,
+            Evaluation.dataset_id,
+            func.coalesce(Dataset.name, ""),
+            Evaluation.split,
+            Evaluation.n,
+            Evaluation.acc,
+            Evaluation.fmt,
+            Evaluation.len,
+            Evaluation.rep,
+            Evaluation.scores,
+            Job.status,
+            Evaluation.created_at,
+        )
         .join(Job, Job.id == Evaluation.job_id)
+        .outerjoin(Dataset, Dataset.id == Evaluation.dataset_id)
         .outerjoin(Checkpoint, Checkpoint.id == Evaluation.checkpoint_id)
         .order_by(Evaluation.id)
-    )
-    rows = []
-    for ev, ds, ckpt, job in session.exec(stmt).all():
-        rows.append(
-            {
-                "label": ev.label,
-                "checkpoint": ckpt.path if ckpt is not None else ev.model_ref,
-                "dataset": ds.name,
-                "split": ev.split,
-                "n": ev.n,
-                "acc": ev.acc,
-                "fmt": ev.fmt,
-                "len": ev.len,
-                "rep": ev.rep,
-                "student": ((job.config or {}).get("student") or {}).get("model", ""),
-                "evaluation": ev.id,
-                "job": job.id,
-                "status": job.status,
-                "step": ckpt.step if ckpt is not None else None,
-            }
-        )
-    return rows
-
-
-def table_two(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Table II: the label columns present (paper order first) and one line per (student, dataset, split)
-    with the newest evaluation's accuracy per label."""
-    present = {r["label"] for r in rows}
-    labels = [lbl for lbl in TABLE_ORDER if lbl in present] + sorted(present - set(TABLE_ORDER))
-    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
+    ).all()
+    out = []
     for r in rows:
-        key = (r["student"], r["dataset"], r["split"])
-        line = lines.setdefault(key, {"student": key[0], "dataset": key[1], "split": key[2]})
-        line[r["label"]] = r["acc"]
+        config = r[3] or {}
+        student = str((config.get("student") or {}).get("model", ""))
+        row = EvalRow(
+            id=r[0],
+            job_id=r[1],
+            label=r[2] or UNLABELLED,
+            student=student,
+            model_ref=r[4],
+            checkpoint=r[5] if r[5] is not None else r[4],
+            checkpoint_step=r[6],
+            dataset_id=r[7],
+            dataset=r[8],
+            split=r[9],
+            n=r[10],
+            acc=r[11],
+            fmt=r[12],
+            len=r[13],
+            rep=r[14],
+            scores=r[15] or {},
+            status=r[16],
+            created_at=r[17],
+        )
+        row.acc_ci = _interval(row.acc, row.n)
+        row.fmt_ci = _interval(row.fmt, row.n)
+        out.append(row)
+    return out
+
+
+def majority_rows(conn: Connection, rows: list[EvalRow]) -> list[EvalRow]:
+    """One ``majority`` row per evaluated (dataset, split), over the questions its evaluations answered."""
+    out = []
+    seen: dict[tuple[int, str], list[int]] = {}
+    for r in rows:
+        seen.setdefault((r.dataset_id, r.split), []).append(r.id)
+    for (dataset_id, split), eval_ids in seen.items():
+        golds = [
+            g
+            for (g,) in conn.execute(
+                select(Question.answer)
+                .where(
+                    Question.id.in_(  # type: ignore[union-attr]
+                        select(Prediction.question_id)
+                        .where(Prediction.evaluation_id.in_(eval_ids))  # type: ignore[attr-defined]
+                        .distinct()
+                    )
+                )
+                .order_by(Question.id)
+            )
+        ]
+        answer, count, n = majority(golds)
+        if not n:
+            continue
+        name = next(r.dataset for r in rows if r.dataset_id == dataset_id)
+        out.append(
+            EvalRow(
+                id=0,
+                job_id=0,
+                label=MAJORITY,
+                student="",
+                model_ref="",
+                checkpoint=None,
+                checkpoint_step=None,
+                dataset_id=dataset_id,
+                dataset=name,
+                split=split,
+                n=n,
+                acc=count / n,
+                fmt=None,
+                len=None,
+                rep=None,
+                scores={},
+                status="",
+                acc_ci=wilson_interval(count, n),
+                answer=answer,
+            )
+        )
+    return out
+
+
+def run_rows(conn: Connection) -> list[EvalRow]:
+    """``report runs``: every evaluation, then the majority rows."""
+    rows = evaluations(conn)
+    return rows + majority_rows(conn, rows)
+
+
+def table_labels(rows: list[EvalRow]) -> list[str]:
+    """The label columns present: the paper's order first, then any others, the majority baseline last."""
+    present = {r.label for r in rows}
+    ordered = [lbl for lbl in TABLE_ORDER if lbl in present]
+    others = sorted(present - set(TABLE_ORDER) - {MAJORITY})
+    return ordered + others + ([MAJORITY] if MAJORITY in present else [])
+
+
+@dataclass
+class TableLine:
+    student: str
+    dataset: str
+    split: str
+    cells: dict[str, EvalRow]  # label -> the newest evaluation of that label
+
+
+def table_two(rows: list[EvalRow]) -> tuple[list[str], list[TableLine]]:
+    """Table II: the label columns and one line per (student, dataset, split) with the newest evaluation per
+    label. The majority row of a (dataset, split) joins every student's line of it."""
+    labels = table_labels(rows)
+    lines: dict[tuple[str, str, str], TableLine] = {}
+    for r in rows:
+        if r.label == MAJORITY:
+            continue
+        key = (r.student, r.dataset, r.split)
+        lines.setdefault(key, TableLine(*key, cells={})).cells[r.label] = r
+    for r in rows:
+        if r.label == MAJORITY:
+            for line in lines.values():
+                if (line.dataset, line.split) == (r.dataset, r.split):
+                    line.cells[MAJORITY] = r
     return labels, list(lines.values())
+
+
+def outcomes(conn: Connection, evaluation_id: int) -> dict[int, bool]:
+    """Question id → correct, for one evaluation."""
+    return {
+        q: bool(c)
+        for q, c in conn.execute(
+            select(Prediction.question_id, Prediction.correct).where(Prediction.evaluation_id == evaluation_id)
+        )
+    }
+
+
+@dataclass
+class Comparison:
+    student: str
+    dataset: str
+    split: str
+    a: str
+    b: str
+    eval_a: int
+    eval_b: int
+    paired: Paired
+
+    def as_json(self) -> dict[str, Any]:
+        p = self.paired
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "a": self.a,
+            "b": self.b,
+            "n": p.n,
+            "diff": p.diff,
+            "diff_ci": list(p.diff_ci),
+            "p_value": p.p_value,
+            "student": self.student,
+            "acc_a": p.acc_a,
+            "acc_b": p.acc_b,
+            "a_only": p.a_only,
+            "b_only": p.b_only,
+            "eval_a": self.eval_a,
+            "eval_b": self.eval_b,
+        }
+
+
+def compare(
+    conn: Connection, pairs: list[tuple[str, str]] | None = None, rows: list[EvalRow] | None = None
+) -> list[Comparison]:
+    """Each pair of labels on every Table II line that has both (the newest evaluation of each)."""
+    rows = evaluations(conn) if rows is None else rows
+    _labels, lines = table_two(rows)
+    out = []
+    for a, b in pairs or list(DEFAULT_PAIRS):
+        for line in lines:
+            ra, rb = line.cells.get(a), line.cells.get(b)
+            if ra is None or rb is None or MAJORITY in (a, b):
+                continue
+            paired = paired_compare(outcomes(conn, ra.id), outcomes(conn, rb.id))
+            out.append(Comparison(line.student, line.dataset, line.split, a, b, ra.id, rb.id, paired))
+    return out

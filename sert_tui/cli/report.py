@@ -88,9 +88,20 @@ def cmd_filters(args: argparse.Namespace) -> int:
 def register_runs(report_sub: argparse._SubParsersAction) -> None:
     p = report_sub.add_parser("runs", help="evaluated models side by side, laid out like the paper's Table II")
     p.add_argument(
-        "--json", action="store_true", help="print a list of {label, checkpoint, dataset, split, n, acc, fmt, len, rep}"
+        "--json",
+        action="store_true",
+        help="print a list of {label, checkpoint, dataset, split, n, acc, acc_ci, fmt, fmt_ci, len, rep}; "
+        'a row labelled "majority" per dataset/split',
     )
     p.set_defaults(func=cmd_runs)
+    c = report_sub.add_parser(
+        "compare",
+        help="two labels on the questions both answered: difference, paired bootstrap interval, exact McNemar",
+    )
+    c.add_argument("--a", default=None, help="label a (with --b); default: SERT vs Finetune, SERT vs zero-shot, ...")
+    c.add_argument("--b", default=None, help="label b; the difference is acc(a) - acc(b)")
+    c.add_argument("--json", action="store_true", help="print [{dataset, split, a, b, n, diff, diff_ci, p_value}]")
+    c.set_defaults(func=cmd_compare)
 
 
 def _pct(value: float | None) -> str | None:
@@ -98,42 +109,93 @@ def _pct(value: float | None) -> str | None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from db.session import session_scope
-    from engine.evaluation.report import JSON_KEYS, run_rows, table_two
+    from engine.evaluation.report import run_rows, table_two
+    from engine.evaluation.stats import fmt_interval
 
-    with session_scope(open_db(args)) as session:
-        rows = run_rows(session)
+    engine = open_db(args)
+    with engine.connect() as conn:
+        rows = run_rows(conn)
     if args.json:
-        print_json([{k: r[k] for k in JSON_KEYS} for r in rows])
+        print_json([r.as_json() for r in rows])
         return 0
     if not rows:
         print("no evaluations yet: run a config with --stage eval (or --stage all)")
         return 0
     labels, lines = table_two(rows)
-    print("Accuracy (%), newest evaluation per label (paper Table II layout)")
+    print("Accuracy % [95% Wilson interval], newest evaluation per label (paper Table II layout)")
     print_table(
         [
-            {**{k: line[k] for k in ("student", "dataset", "split")}, **{lbl: _pct(line.get(lbl)) for lbl in labels}}
+            {
+                "student": line.student,
+                "dataset": line.dataset,
+                "split": line.split,
+                **{lbl: fmt_interval(c.acc, c.acc_ci) if (c := line.cells.get(lbl)) else None for lbl in labels},
+            }
             for line in lines
         ],
         ["student", "dataset", "split", *labels],
     )
+    print("majority: always answering the most common gold answer of the questions evaluated")
     print()
     print("All evaluations")
     detail = [
         {
-            "eval": r["evaluation"],
-            "label": r["label"],
-            "dataset": r["dataset"],
-            "split": r["split"],
-            "n": r["n"],
-            "Acc %": _pct(r["acc"]),
-            "Fmt %": _pct(r["fmt"]),
-            "Len": None if r["len"] is None else f"{r['len']:.1f}",
-            "Rep": None if r["rep"] is None else f"{r['rep']:.3f}",
-            "checkpoint": r["checkpoint"],
+            "eval": r.id or None,
+            "label": r.label if r.answer is None else f"{r.label} ({r.answer!r})",
+            "dataset": r.dataset,
+            "split": r.split,
+            "n": r.n,
+            "Acc % [95%]": fmt_interval(r.acc, r.acc_ci),
+            "Fmt % [95%]": fmt_interval(r.fmt, r.fmt_ci),
+            "Len": None if r.len is None else f"{r.len:.1f}",
+            "Rep": None if r.rep is None else f"{r.rep:.3f}",
+            "checkpoint": r.checkpoint,
         }
         for r in rows
     ]
-    print_table(detail, ["eval", "label", "dataset", "split", "n", "Acc %", "Fmt %", "Len", "Rep", "checkpoint"])
+    print_table(
+        detail, ["eval", "label", "dataset", "split", "n", "Acc % [95%]", "Fmt % [95%]", "Len", "Rep", "checkpoint"]
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from engine.errors import UserError
+    from engine.evaluation.report import compare, evaluations
+
+    if (args.a is None) != (args.b is None):
+        raise UserError("report compare: give both --a and --b, or neither")
+    engine = open_db(args)
+    with engine.connect() as conn:
+        rows = evaluations(conn)
+        known = {r.label for r in rows}
+        for flag, label in (("--a", args.a), ("--b", args.b)):
+            if label is not None and label not in known:
+                raise UserError(f"{flag} {label!r}: no evaluation has that label (labels: {', '.join(sorted(known))})")
+        pairs = [(args.a, args.b)] if args.a is not None else None
+        result = compare(conn, pairs, rows)
+    if args.json:
+        print_json([c.as_json() for c in result])
+        return 0
+    if not result:
+        print("nothing to compare: no Table II line has both labels evaluated")
+        return 0
+    print("Paired on the questions both answered: diff = acc(a) - acc(b), 95% paired bootstrap, exact McNemar")
+    print_table(
+        [
+            {
+                "student": c.student,
+                "dataset": c.dataset,
+                "split": c.split,
+                "a - b": f"{c.a} - {c.b}",
+                "n": c.paired.n,
+                "diff (pts)": f"{100 * c.paired.diff:+.1f}",
+                "95% CI": f"[{100 * c.paired.diff_ci[0]:+.1f}, {100 * c.paired.diff_ci[1]:+.1f}]",
+                "a only / b only": f"{c.paired.a_only} / {c.paired.b_only}",
+                "p (McNemar)": f"{c.paired.p_value:.3g}",
+            }
+            for c in result
+        ],
+        ["student", "dataset", "split", "a - b", "n", "diff (pts)", "95% CI", "a only / b only", "p (McNemar)"],
+    )
     return 0
