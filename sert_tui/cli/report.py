@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     report_sub = report.add_subparsers(dest="report_command", metavar="REPORT", required=True)
     register_filters(report_sub)
     register_runs(report_sub)
+    register_coverage(report_sub)
 
 
 # -- report filters ---------------------------------------------------------------------------------------
@@ -198,4 +199,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ],
         ["student", "dataset", "split", "a - b", "n", "diff (pts)", "95% CI", "a only / b only", "p (McNemar)"],
     )
+    return 0
+
+
+# -- report coverage --------------------------------------------------------------------------------------
+def register_coverage(report_sub: argparse._SubParsersAction) -> None:
+    p = report_sub.add_parser(
+        "coverage", help="latent reasoning: questions with a correct path among all sampled / filtered / selected"
+    )
+    p.add_argument("--job", type=int, required=True, help="sample job id (or a filter job: its sample job)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"questions", "any_correct", "any_correct_filtered", "selected_correct", "zero_shot_acc"}',
+    )
+    p.set_defaults(func=cmd_coverage)
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from engine.errors import UserError
+    from engine.filtering.coverage import coverage
+
+    with open_db(args).connect() as conn:
+        try:
+            result = coverage(conn, args.job)
+        except (LookupError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+    if args.json:
+        print_json(result)
+        return 0
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    print(f"latent reasoning of sample job {result['sample_job']}: {result['questions']} questions")
+    print(f"  a correct path among all sampled paths   {share(result['any_correct'])}")
+    print(f"  a correct path among the filtered paths  {share(result['any_correct_filtered'])}")
+    print(f"  the selected path is correct             {share(result['selected_correct'])}")
+    print(f"  greedy zero-shot accuracy (evaluation)   {share(result['zero_shot_acc'])}")
     return 0
