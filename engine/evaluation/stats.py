@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -33,7 +33,9 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if correct <= 0 else max(0.0, centre - half)  # exact ends: no 1e-17 from rounding
+    high = 1.0 if correct >= n else min(1.0, centre + half)
+    return (low, high)
 
 
 def fmt_interval(acc: float | None, ci: Sequence[float] | None) -> str:
@@ -91,9 +93,12 @@ class Paired:
     p_value: float
 
 
-def paired_compare(a: dict[int, bool], b: dict[int, bool], resamples: int = BOOTSTRAP_RESAMPLES) -> Paired:
-    """Compare two runs' per-question outcomes (question id → correct) on the questions both answered."""
-    common = sorted(a.keys() & b.keys())
+def paired_compare(
+    a: Mapping[Hashable, bool], b: Mapping[Hashable, bool], resamples: int = BOOTSTRAP_RESAMPLES
+) -> Paired:
+    """Compare two runs' per-question outcomes (question key → correct) on the questions both answered; keys
+    are question ids, or (seed, question id) when seeds are pooled."""
+    common = sorted(a.keys() & b.keys())  # type: ignore[type-var]
     xa = [bool(a[q]) for q in common]
     xb = [bool(b[q]) for q in common]
     n = len(common)
