@@ -227,6 +227,7 @@ class PathResult:
     selected: bool
     answer: str | None
     correct: bool | None
+    question_id: int = 0  # set by judge_job
 
 
 @dataclass
@@ -416,6 +417,7 @@ def judge_job(
     results: list[PathResult] = []
     for qid, (question, paths) in by_question.items():
         for result in judge_question(paths, question, cfg, spec):
+            result.question_id = qid
             counts.add(qid, result.verdicts, result.selected)
             results.append(result)
     return results, counts.as_json()

@@ -20,6 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def register_filters(report_sub: argparse._SubParsersAction) -> None:
     p = report_sub.add_parser("filters", help="paths each filter removed, in the order applied (paper Fig. 4)")
     p.add_argument("--job", type=int, required=True, help="filter job id (or a sample job: its current verdicts)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="filters.KEY=VALUE",
+        help="what if: the counts these settings would give on the job's paths (writes nothing); repeatable",
+    )
     p.add_argument("--json", action="store_true", help='print {"job","questions","paths","removed","selected"}')
     p.set_defaults(func=cmd_filters)
 
@@ -66,6 +73,8 @@ def filters_report(session: Any, job_id: int) -> dict[str, Any]:
 def cmd_filters(args: argparse.Namespace) -> int:
     from db.session import session_scope
 
+    if args.set:
+        return cmd_filters_what_if(args)
     with session_scope(open_db(args)) as session:
         report = filters_report(session, args.job)
     if args.json:
@@ -82,6 +91,48 @@ def cmd_filters(args: argparse.Namespace) -> int:
         rows.append({"rule": rule, "removed": removed, "left": left, "fails alone": report["failed"].get(rule)})
     rows.append({"rule": "selection", "removed": left - report["selected"], "left": report["selected"]})
     print_table(rows, ["rule", "removed", "left", "fails alone"])
+    return 0
+
+
+def cmd_filters_what_if(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from engine.filtering.explore import parse_sets, what_if
+
+    overrides = parse_sets(args.set)
+    with Session(open_db(args)) as session:  # read only: nothing is committed
+        result = what_if(session, args.job, overrides)
+        session.rollback()
+    if args.json:
+        print_json(result)
+        return 0
+    changed = ", ".join(f"{k} = {v}" for k, v in overrides.items())
+    print(
+        f"what if {changed} on the paths of sample job {result['sample_job']}: "
+        f"{result['questions']} questions, {result['paths']} paths ({result['correct']} correct); nothing written"
+    )
+    print_table(
+        [
+            {
+                "rule": s["rule"],
+                "removes": s["removed"],
+                "paths left": s["paths_left"],
+                "questions left": s["questions_left"],
+                "correct left": s["correct_left"],
+            }
+            for s in result["rules"]
+        ]
+        + [
+            {
+                "rule": "selection",
+                "removes": result["survivors"] - result["selected"],
+                "paths left": result["selected"],
+                "questions left": result["selected"],
+                "correct left": result["selected_correct"],
+            }
+        ],
+        ["rule", "removes", "paths left", "questions left", "correct left"],
+    )
     return 0
 
 
