@@ -16,7 +16,9 @@ that load from other processes on a shared machine hits both alike. Reported: no
 and the ratio; the loss (token-weighted mean cross-entropy over the completion tokens of the whole run, i.e.
 after the same samples, in different batch orders), which must agree within noise, and the fp32 loss of both
 trained models on the next ``--heldout`` samples, which neither saw; the engine's model FLOP/s (6 x
-parameters x tokens) as a share of the fp32 rate of a large matmul probed before every step pair.
+parameters x tokens) as a share of the rate of a large matmul, probed before every step pair, in the dtype the
+engine's matmuls compute in: bf16 when it trains under bf16 autocast, fp32 otherwise (``roofline_dtype`` and
+``roofline_reason`` say which and why; the baseline is fp32 throughout).
 
     .venv/bin/python benchmarks/training.py [--samples 200] [--batch 8] [--json]
 """
@@ -124,18 +126,28 @@ def heldout_loss(model, data, pad_id: int) -> float:
     return total / labels
 
 
-def matmul_gflops(seconds: float = 0.3) -> float:
-    """fp32 GFLOP/s of a 1024x1024x1024 matmul on this machine right now (a probe taken before every step
-    pair: on a shared machine the attainable rate moves with the load)."""
+def matmul_gflops(dtype: str = "float32", seconds: float = 0.3) -> float:
+    """GFLOP/s of a 1024x1024x1024 matmul in ``dtype`` on this machine right now (a probe taken before every
+    step pair: on a shared machine the attainable rate moves with the load)."""
     import torch
 
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a = torch.randn(1024, 1024, dtype=getattr(torch, dtype))
+    b = torch.randn(1024, 1024, dtype=getattr(torch, dtype))
     a @ b
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         n += 1
     return 2 * 1024**3 * n / (time.perf_counter() - t0) / 1e9
+
+
+def roofline_dtype(engine_bf16: bool, setting: str) -> tuple[str, str]:
+    """(dtype, why): the dtype of the engine's matmuls, whose matmul rate is its roofline."""
+    if engine_bf16:
+        why = "--bf16 on" if setting == "on" else "--bf16 auto and this CPU has native bf16 (AMX / AVX512-BF16)"
+        return "bfloat16", f"the engine trains under bf16 autocast ({why}): its matmuls run in bf16"
+    why = "--bf16 off" if setting == "off" else "--bf16 auto and this CPU has no native bf16"
+    return "float32", f"the engine trains in fp32 without autocast ({why})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = SFTEngine(engine_model, data, cfg, device="cpu", pad_id=tokenizer.pad_token_id)
     steps = len(baseline.batches)
     assert engine.total_steps == steps
+    peak_dtype, peak_reason = roofline_dtype(engine.bf16, args.bf16)
+    print(f"roofline: {peak_dtype} matmul rate; {peak_reason}", file=sys.stderr, flush=True)
 
     probes: list[float] = []
     b_loss = b_labels = b_tokens = 0.0
@@ -180,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     e_padded = 0
     b_padded = sum(max(len(data[i].input_ids) for i in b) * len(b) for b in baseline.batches)
     for i in range(steps):
-        probes.append(matmul_gflops())
+        probes.append(matmul_gflops(peak_dtype))
         loss_sum, n_labels, tokens, seconds = baseline.step()
         b_loss, b_labels, b_tokens, b_time = b_loss + loss_sum, b_labels + n_labels, b_tokens + tokens, b_time + seconds
         st = engine.step()
@@ -220,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         "engine_bf16": engine.bf16,
         "engine_selective_logits": engine.selective,
         "engine_gflops": round(6 * n_params * engine_tok_s / 1e9, 1),
-        "matmul_fp32_gflops": round(peak, 1),
+        "matmul_gflops": round(peak, 1),
+        "roofline_dtype": peak_dtype,
+        "roofline_reason": peak_reason,
         "threads": torch.get_num_threads(),
     }
     result["engine_roofline_share"] = round(result["engine_gflops"] / peak, 3) if peak else None
@@ -242,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"ratio {result['ratio']:.2f}x; engine {result['engine_gflops']} GFLOP/s = "
             f"{100 * (result['engine_roofline_share'] or 0):.0f}% of a "
-            f"{result['matmul_fp32_gflops']} GFLOP/s fp32 matmul"
+            f"{result['matmul_gflops']} GFLOP/s {peak_dtype} matmul ({peak_reason})"
         )
     return 0 if math.isfinite(result["ratio"]) else 1
 

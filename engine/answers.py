@@ -3,7 +3,11 @@
 Families: ``yes_no`` (StrategyQA, coin flip), ``choice`` (letters, e.g. A-E for CommonsenseQA),
 ``number`` (arithmetic; compared as floats), ``string`` (free text such as last-letter concatenation).
 The parser takes the first candidate after an answer marker ("So the answer is", "Therefore, the answer
-is"); with no marker it takes the last candidate in the whole text.
+is"); with no marker it takes the last candidate in the whole text. The marker read is the first "So the
+answer is" -- the sentence every training format ends with (engine.training.datasets) and the one the Fmt
+metric checks -- and only without one the first other marker: a rationale may say "then the answer is
+probably no" while reasoning before it concludes (text-davinci-002 on StrategyQA 505, a distillation sample
+whose gold answer is yes).
 """
 
 from __future__ import annotations
@@ -38,8 +42,12 @@ TASK_CHOICE_LETTERS: dict[str, str] = {
     "date_understanding": "ABCDEF",
 }
 
-#: Answer markers, e.g. "So the answer is", "Therefore, the answer (arabic numerals) is".
-_MARKER_RE = re.compile(r"(?:so |therefore,? )?the answer(?: \([^)]*\))? is:?", re.IGNORECASE)
+#: Answer markers, e.g. "So the answer is", "Therefore, the answer (arabic numerals) is". The one home of the
+#: marker: the training formats (engine.training.datasets) cut rationales and paths at it too.
+MARKER_RE = re.compile(r"(?:so |therefore,? )?the answer(?: \([^)]*\))? is:?", re.IGNORECASE)
+#: The answer sentence of the training formats: `` So the answer is {a}.``
+ANSWER_MARKER = "So the answer is"
+_TRAINED_MARKER_RE = re.compile(re.escape(ANSWER_MARKER) + ":?", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 _YES_NO_SPLIT_RE = re.compile(r"[\"'\n.\s:,]+")  # the Fine-tune-CoT splitter, for comparable Acc
 _STRING_STRIP_RE = re.compile(r"[\"'.\s]")
@@ -50,8 +58,8 @@ def answer_type_for_task(task: str) -> str:
 
 
 def _split_at_marker(text: str) -> tuple[str | None, str]:
-    """Return (text after the first marker or None, whole text)."""
-    match = _MARKER_RE.search(text)
+    """Return (text after the first "So the answer is", else after the first other marker, or None; whole text)."""
+    match = _TRAINED_MARKER_RE.search(text) or MARKER_RE.search(text)
     if match is None:
         return None, text
     return text[match.end() :], text
@@ -109,7 +117,7 @@ def parse_answer(text: str, answer_type: str, letters: str = "ABCDE") -> str | N
 
 
 def has_marker(text: str) -> bool:
-    return _MARKER_RE.search(text) is not None
+    return MARKER_RE.search(text) is not None
 
 
 def normalize_gold(answer: object, answer_type: str) -> str:

@@ -1,9 +1,11 @@
-"""The experiment config: a TOML file validated by typed models, every value of the paper as a default.
+"""The experiment config: a TOML file validated by typed models; the defaults are the paper's values except
+where a CPU needs smaller ones (``PAPER`` lists the paper's, ``PRESETS`` the two presets: ``cpu``, the
+defaults, trains 1 epoch where the paper trains 20; ``paper`` is the paper's values throughout).
 
 A file may give only some keys; the rest take their defaults. Unknown keys and wrong types are refused with one line
 naming the key's path (``sampling.top_k: ...``). Types are strict: ``top_k = "10"``, ``lora = 1`` or ``min_tokens =
 25.0`` is an error, not silently converted (an integer is taken where a float is expected).
-``render_default_config`` writes the commented default file of ``sert-tui config init``.
+``render_default_config`` writes the commented file of ``sert-tui config init [--preset paper|cpu]``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ class Section(BaseModel):
 
 
 class StudentConfig(Section):
-    model: str = Field("default", description='"default" (bundled SmolLM2-135M-Instruct), a hub id or a local path')
+    model: str = Field(
+        "default",
+        description='"default" (bundled SmolLM2-135M-Instruct, dequantised from a Q4_1 GGUF), a hub id or a local path',
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16")
 
@@ -195,16 +200,76 @@ def _toml_value(value: Any) -> str:
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
 
 
-def render_default_config() -> str:
-    """The commented default config of ``sert-tui config init``."""
+#: The SERT paper's values (arXiv 2502.12744; DESIGN.md section 1) of the keys it fixes, as "section.key".
+PAPER: dict[str, Any] = {
+    "sampling.first_tokens": 5,
+    "sampling.per_branch": 5,
+    "sampling.top_k": 10,
+    "sampling.top_p": 0.95,
+    "sampling.temperature": 1.0,
+    "filters.min_tokens": 25,
+    "filters.max_rep2": 0.20,
+    "filters.min_perplexity": 5.0,
+    "filters.require_correct": False,
+    "train.epochs": 20.0,
+    "train.batch_size": 8,
+    "train.lr": 3e-4,
+    "teacher.require_correct": True,
+}
+
+#: The presets of ``sert-tui config init``: the values each sets where they are not the defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},  # the defaults: 1 epoch instead of 20, so that a CPU run ends the same day
+    "paper": dict(PAPER),
+}
+PRESET_NOTES = {
+    "cpu": "the defaults, sized for a CPU; they are the paper's values except the keys marked below",
+    "paper": "the paper's values (batch 8, AdamW lr 3e-4, 20 epochs; on a CPU that takes many hours)",
+}
+DEFAULT_PRESET = "cpu"
+
+
+def preset_config(preset: str = DEFAULT_PRESET) -> ExperimentConfig:
+    """The config of a preset: the defaults with the preset's values set."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r} ({' | '.join(PRESETS)})")
+    data: dict[str, dict[str, Any]] = {}
+    for dotted, value in PRESETS[preset].items():
+        section, key = dotted.split(".")
+        data.setdefault(section, {})[key] = value
+    return config_from_dict(data, f"preset {preset}")
+
+
+def differences_from_paper(config: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """``{"section.key": (value, the paper's value)}`` for every key where ``config`` is not the paper's."""
+    out = {}
+    for dotted, paper in PAPER.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        if value != paper:
+            out[dotted] = (value, paper)
+    return out
+
+
+def render_default_config(preset: str = DEFAULT_PRESET) -> str:
+    """The commented config file of ``sert-tui config init --preset PRESET``."""
+    config = preset_config(preset)
+    differs = differences_from_paper(config)
     lines = [
-        "# sert-tui experiment config. Every key is optional; the values shown are the defaults,",
-        "# which follow the SERT paper (arXiv 2502.12744). Keys shown commented out are unset.",
-        "",
+        f'# sert-tui experiment config, preset "{preset}": {PRESET_NOTES[preset]}.',
+        "# Every key is optional; the values shown are this preset's. Keys shown commented out are unset.",
     ]
-    default = ExperimentConfig()
+    if differs:
+        lines.append(
+            "# Differs from the SERT paper (arXiv 2502.12744): "
+            + ", ".join(f"{k} = {_toml_value(v)} (paper: {_toml_value(p)})" for k, (v, p) in differs.items())
+            + "; `sert-tui config init --preset paper` writes the paper's values."
+        )
+    else:
+        lines.append("# Every value the SERT paper (arXiv 2502.12744) fixes is the paper's.")
+    lines.append("")
     for name, field in ExperimentConfig.model_fields.items():
-        value = getattr(default, name)
+        value = getattr(config, name)
         if not isinstance(value, Section):
             if field.description:
                 lines.append(f"# {field.description}")
@@ -215,6 +280,9 @@ def render_default_config() -> str:
         for key, sub in type(value).model_fields.items():
             current = getattr(value, key)
             comment = f"  # {sub.description}" if sub.description else ""
+            if f"{name}.{key}" in differs:
+                paper = differs[f"{name}.{key}"][1]
+                comment += f" -- differs from the paper ({_toml_value(paper)}) in preset {preset}"
             if current is None:
                 lines.append(f"# {key} = ...{comment}")
             else:

@@ -1,12 +1,15 @@
-"""GPU-only paths, gated: precision choice, memory reporting, ``torch.compile``.
+"""GPU-only paths, gated: memory reporting and ``torch.compile``.
 
-The decisions are pure functions of the setting and the hardware's capabilities (passed in), so they are
-unit-tested on a CPU-only machine; the functions that touch CUDA (:func:`memory_metrics`, :func:`maybe_compile`)
-do nothing off CUDA.
+The compile decision is a pure function of the setting and the hardware (passed in), so it is unit-tested on
+a CPU-only machine; the functions that touch CUDA (:func:`memory_metrics`, :func:`maybe_compile`) do nothing
+off CUDA.
 
-- Training precision: bf16 autocast where the hardware does bf16 natively (CUDA with bf16: Ampere and newer;
-  CPUs with AMX / AVX512-BF16), else fp32 master weights without autocast. fp16 is never used for training
-  (it would need loss scaling); it is the inference dtype on CUDA GPUs without bf16 (V100, T4).
+The precision choices live where they are used and are tested there (tests/test_scale_gpu_gates.py):
+``engine.training.trainer.use_bf16`` -- bf16 autocast where the hardware does bf16 natively (CUDA with bf16:
+Ampere and newer; CPUs with AMX / AVX512-BF16), else fp32 without autocast; fp16 is never used for training
+(it would need loss scaling) -- and ``engine.sampling.ops.choose_dtype`` for sampling: bf16 where native,
+fp16 on CUDA GPUs without bf16 (V100, T4), fp32 elsewhere.
+
 - ``torch.compile`` pays only on CUDA (Inductor/Triton kernels) and only for runs long enough to amortise
   the compilation (about a minute): ``train.compile = "auto"`` compiles the decoder on CUDA from
   :data:`COMPILE_MIN_STEPS` optimizer steps; ``"on"`` forces it on CUDA; never on CPU/MPS.
@@ -15,34 +18,10 @@ do nothing off CUDA.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 #: Optimizer steps from which compiling the decoder pays for its compilation time.
 COMPILE_MIN_STEPS = 200
-
-
-def train_precision(setting: str, device: str, *, cuda_bf16: bool, cpu_bf16: bool) -> Literal["bf16", "fp32"]:
-    """``train.bf16`` (auto | on | off) on ``device`` -> the autocast precision of training."""
-    if setting == "on":
-        return "bf16"
-    if setting == "off":
-        return "fp32"
-    if device.startswith("cuda"):
-        return "bf16" if cuda_bf16 else "fp32"
-    if device == "cpu":
-        return "bf16" if cpu_bf16 else "fp32"
-    return "fp32"
-
-
-def inference_dtype(requested: str, device: str, *, cuda_bf16: bool, cpu_bf16: bool) -> str:
-    """Sampling / evaluation dtype: an explicit one wins; ``auto`` is bf16 where native, fp16 on older GPUs."""
-    if requested != "auto":
-        return requested
-    if device.startswith("cuda"):
-        return "bfloat16" if cuda_bf16 else "float16"
-    if device == "cpu" and cpu_bf16:
-        return "bfloat16"
-    return "float32"
 
 
 def should_compile(setting: str, device: str, total_steps: int, *, compiler_available: bool = True) -> bool:

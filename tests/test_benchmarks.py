@@ -47,3 +47,30 @@ def test_training_benchmark_reports_both_loops_and_their_losses() -> None:
         assert positive(result[key]), (key, result[key])
     assert result["steps"] == 2 and result["heldout_samples"] == 4
     assert positive(result["baseline_heldout_loss"]) and positive(result["engine_heldout_loss"])
+    # the roofline is the matmul rate of the dtype the engine computes in
+    assert result["roofline_dtype"] == ("bfloat16" if result["engine_bf16"] else "float32")
+    assert positive(result["matmul_gflops"]) and positive(result["engine_roofline_share"])
+    assert result["roofline_reason"].startswith(
+        "the engine trains under bf16 autocast" if result["engine_bf16"] else "the engine trains in fp32"
+    )
+
+
+def test_training_roofline_dtype_follows_the_engines_precision() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_training", ROOT / "benchmarks" / "training.py")
+    bench_training = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_training)
+    assert bench_training.roofline_dtype(True, "on") == (
+        "bfloat16",
+        "the engine trains under bf16 autocast (--bf16 on): its matmuls run in bf16",
+    )
+    assert bench_training.roofline_dtype(True, "auto")[0] == "bfloat16"
+    assert "native bf16" in bench_training.roofline_dtype(True, "auto")[1]
+    assert bench_training.roofline_dtype(False, "off") == (
+        "float32",
+        "the engine trains in fp32 without autocast (--bf16 off)",
+    )
+    assert "no native bf16" in bench_training.roofline_dtype(False, "auto")[1]
+    # the probe measures the dtype it is given
+    assert positive(bench_training.matmul_gflops("bfloat16", seconds=0.05))

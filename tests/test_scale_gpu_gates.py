@@ -5,15 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.config import SamplingConfig, TrainConfig, config_from_dict
-from engine.cuda import (
-    COMPILE_MIN_STEPS,
-    inference_dtype,
-    maybe_compile,
-    memory_metrics,
-    reset_memory_peak,
-    should_compile,
-    train_precision,
-)
+from engine.cuda import COMPILE_MIN_STEPS, maybe_compile, memory_metrics, reset_memory_peak, should_compile
 from engine.sampling.vllm_backend import llm_kwargs
 
 
@@ -41,43 +33,76 @@ def test_tensor_parallel_size_is_validated_and_left_out_of_the_sample_fingerprin
     assert "tensor_parallel_size" in THROUGHPUT_KEYS  # 1 GPU or 8: the same paths, the same job
 
 
-@pytest.mark.parametrize(
-    ("setting", "device", "cuda_bf16", "cpu_bf16", "expected"),
-    [
-        ("auto", "cuda", True, False, "bf16"),  # A100/H100
-        ("auto", "cuda:1", False, False, "fp32"),  # V100/T4: no fp16 training without loss scaling
-        ("auto", "cpu", False, True, "bf16"),  # AMX / AVX512-BF16
-        ("auto", "cpu", False, False, "fp32"),  # emulated bf16 is slower than fp32
-        ("auto", "mps", True, True, "fp32"),
-        ("on", "cpu", False, False, "bf16"),
-        ("off", "cuda", True, True, "fp32"),
-    ],
-)
-def test_train_precision(setting: str, device: str, cuda_bf16: bool, cpu_bf16: bool, expected: str) -> None:
-    assert train_precision(setting, device, cuda_bf16=cuda_bf16, cpu_bf16=cpu_bf16) == expected
+def _hardware(monkeypatch, *, cuda: bool, cuda_bf16: bool, cpu_flags: str, cpu_fast_bf16: bool) -> None:
+    """Pretend hardware for the precision decisions of the product code: CUDA (with or without bf16), the
+    CPU flags the trainer reads from /proc/cpuinfo and the CPU probe of the sampler."""
+    import torch
 
+    from engine.sampling import ops
+    from engine.training import trainer
 
-def test_train_precision_agrees_with_the_trainer_on_this_machine() -> None:
-    from engine.sampling.ops import cpu_has_fast_bf16
-    from engine.training.trainer import bf16_native, use_bf16
+    class CpuInfo:
+        def __init__(self, _path):
+            pass
 
-    for setting in ("auto", "on", "off"):
-        expected = train_precision(setting, "cpu", cuda_bf16=False, cpu_bf16=bf16_native("cpu")) == "bf16"
-        assert use_bf16(setting, "cpu") == expected
-    assert isinstance(cpu_has_fast_bf16(), bool)
+        def read_text(self):
+            return f"flags\t: fpu sse avx2 {cpu_flags}\n"
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    monkeypatch.setattr(trainer, "Path", CpuInfo)
+    monkeypatch.setattr(ops, "cpu_has_fast_bf16", lambda: cpu_fast_bf16)
 
 
 @pytest.mark.parametrize(
-    ("requested", "device", "cuda_bf16", "expected"),
+    ("setting", "device", "cuda_bf16", "cpu_flags", "expected"),
     [
-        ("auto", "cuda", True, "bfloat16"),
-        ("auto", "cuda", False, "float16"),
-        ("auto", "cpu", False, "float32"),
-        ("float32", "cuda", True, "float32"),
+        ("auto", "cuda", True, "", True),  # A100/H100
+        ("auto", "cuda:1", False, "", False),  # V100/T4: no fp16 training without loss scaling
+        ("auto", "cpu", False, "amx_bf16 amx_tile", True),  # AMX
+        ("auto", "cpu", False, "avx512f avx512_bf16", True),  # AVX512-BF16
+        ("auto", "cpu", True, "avx512f", False),  # emulated bf16 is slower than fp32
+        ("auto", "mps", True, "amx_bf16", False),
+        ("on", "cpu", False, "", True),
+        ("off", "cuda", True, "amx_bf16", False),
     ],
 )
-def test_inference_dtype(requested: str, device: str, cuda_bf16: bool, expected: str) -> None:
-    assert inference_dtype(requested, device, cuda_bf16=cuda_bf16, cpu_bf16=False) == expected
+def test_training_bf16_autocast_choice(monkeypatch, setting, device, cuda_bf16, cpu_flags, expected) -> None:
+    """``engine.training.trainer.use_bf16``: what the SFT engine runs (``SFTEngine.bf16``)."""
+    from engine.training.trainer import use_bf16
+
+    _hardware(monkeypatch, cuda=True, cuda_bf16=cuda_bf16, cpu_flags=cpu_flags, cpu_fast_bf16=False)
+    assert use_bf16(setting, device) is expected
+
+
+def test_training_on_cuda_needs_cuda(monkeypatch) -> None:
+    from engine.training.trainer import use_bf16
+
+    _hardware(monkeypatch, cuda=False, cuda_bf16=True, cpu_flags="", cpu_fast_bf16=False)
+    assert use_bf16("auto", "cuda") is False
+
+
+@pytest.mark.parametrize(
+    ("requested", "student", "device", "cuda_bf16", "cpu_fast", "expected"),
+    [
+        ("auto", "auto", "cuda", True, False, "bfloat16"),
+        ("auto", "auto", "cuda", False, False, "float16"),  # V100/T4
+        ("auto", "auto", "cpu", False, False, "float32"),
+        ("auto", "auto", "cpu", False, True, "bfloat16"),  # AMX / AVX512-BF16
+        ("auto", "auto", "mps", True, True, "float32"),
+        ("float32", "auto", "cuda", True, True, "float32"),  # an explicit sampling.dtype wins
+        ("auto", "float32", "cuda", True, True, "float32"),  # then an explicit student.dtype
+        ("bfloat16", "float32", "cpu", False, False, "bfloat16"),
+    ],
+)
+def test_sampling_dtype_choice(monkeypatch, requested, student, device, cuda_bf16, cpu_fast, expected) -> None:
+    """``engine.sampling.ops.choose_dtype``: what the sampler computes in."""
+    import torch
+
+    from engine.sampling.ops import choose_dtype
+
+    _hardware(monkeypatch, cuda=True, cuda_bf16=cuda_bf16, cpu_flags="", cpu_fast_bf16=cpu_fast)
+    assert choose_dtype(requested, device, student) is getattr(torch, expected)
 
 
 def test_compile_only_on_cuda_and_only_where_it_pays() -> None:

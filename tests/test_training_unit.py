@@ -54,9 +54,16 @@ def test_completions_follow_the_paper_formats():
     ("text", "expected"),
     [
         (" 1 is not greater than 5.\nTherefore, the answer is no.", "1 is not greater than 5."),
-        ("Pears float, so the answer is no.", "Pears float"),
+        ("Pears float, so the answer is no.", "Pears float."),
+        ("Pears float, thus the answer is no", "Pears float."),
         ("Thus, the answer is yes", ""),
         (" \n\nA pear is denser than water, so it will sink.", "A pear is denser than water, so it will sink."),
+        # only the final sentence: an answer stated mid-reasoning is reasoning
+        ("The answer is no. Pears float.", "The answer is no. Pears float."),
+        ("Pears float? The answer is no.\nSo the answer is no", "Pears float? The answer is no."),
+        # a clause other than a connective leads in: the whole sentence goes
+        ("Pears float. If we mean sink, then the answer is no.", "Pears float."),
+        ("It weighs 2.5 kg. The answer is 2.5 kg.", "It weighs 2.5 kg."),
     ],
 )
 def test_strip_stated_answer(text, expected):

