@@ -83,13 +83,23 @@ def test_stage_all_runs_the_chain_and_the_report_shows_every_label(engine, sqa, 
 
     assert main(["--db", str(db_path), "report", "runs", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert sorted(r["label"] for r in rows) == sorted(["zero-shot", "SERT", "RD", "SERT+RD", "Finetune"])
+    assert sorted(r["label"] for r in rows) == sorted(["zero-shot", "SERT", "RD", "SERT+RD", "Finetune", "majority"])
     assert all(r["dataset"] == "sqa" and r["split"] == "test" and r["n"] == 3 for r in rows)
     assert next(r for r in rows if r["label"] == "zero-shot")["checkpoint"] == "default"
     assert next(r for r in rows if r["label"] == "SERT")["checkpoint"] == labels["SERT"].summary["final_checkpoint"]
     assert main(["--db", str(db_path), "report", "runs"]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("student"))
-    assert header.split() == ["student", "dataset", "split", "Finetune", "SERT", "RD", "SERT+RD", "zero-shot"]
+    assert header.split() == [
+        "student",
+        "dataset",
+        "split",
+        "Finetune",
+        "SERT",
+        "RD",
+        "SERT+RD",
+        "zero-shot",
+        "majority",
+    ]
 
     # A second run skips everything: no new job.
     again = run_stage(engine, config, "all", lines.append)

@@ -11,6 +11,7 @@ from sqlmodel import select
 from db.models import Job, JobItem, Path, TeacherResponse
 from db.queries import split_questions
 from db.session import session_scope
+from engine.teacher.store import teacher_prompt
 from sert_tui.cli import main
 
 CONFIG = """
@@ -87,7 +88,7 @@ def test_batch_export_import_round_trip(sqa, engine, db_path, tmp_path, capsys, 
         "model": "gpt-4o-mini",
         "temperature": 0.7,
         "max_tokens": 64,
-        "messages": [{"role": "user", "content": f"Question: {questions[0].text}. Answer: Let's think step by step."}],
+        "messages": [{"role": "user", "content": teacher_prompt(questions[0].text)}],
     }
 
     # An existing file is not overwritten without --force.
