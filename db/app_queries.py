@@ -15,11 +15,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from db.models import Checkpoint, Dataset, Evaluation, Job, JobEvent, Metric, Model, Path, Prediction, Question
-
-#: The filter rules in the order the filter stage applies them (DESIGN.md section 1).
-RULES = ("pattern", "length", "repetition", "perplexity")
-TRAINING_KINDS = ("self-train", "distill", "finetune")
-PATH_KINDS = ("sample", "filter", "teacher")
+from db.vocabulary import PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
 
 
 # -- paths ---------------------------------------------------------------------------------------------

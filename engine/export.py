@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from db.vocabulary import TRAINING_KINDS
 from engine.errors import UserError
 from engine.files import new_file, private_dir, refuse_existing
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # the database and model modules load when an export runs, no
     from engine.training.datasets import Sample
 
 FORMATS = ("jsonl", "dataset")
-SETS = ("self-train", "distill", "finetune")
+SETS = TRAINING_KINDS
 
 
 def training_set(engine: Engine, config: ExperimentConfig, kind: str) -> tuple[list[Sample], list[str]]:

@@ -17,12 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from db.vocabulary import CORRECTNESS, RULES
 from engine import answers
 from engine.config import FiltersConfig
 
-#: The filter rules in the order applied; "correctness" follows "perplexity" when it is switched on.
-RULES: tuple[str, ...] = ("pattern", "length", "repetition", "perplexity")
-CORRECTNESS = "correctness"
+#: The filter rules are RULES, in the order applied; "correctness" follows "perplexity" when it is switched on.
 SELECTION = "selection"
 
 #: A bare answer leaves fewer than this many words once answers and filler are removed.

@@ -13,15 +13,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from db.models import Job
-
-ZERO_SHOT = "zero-shot"
-FINETUNE = "Finetune"
-SERT = "SERT"
-RD = "RD"
-SERT_RD = "SERT+RD"
-#: Table II's columns, in the paper's order, then the base model.
-TABLE_ORDER = (FINETUNE, SERT, RD, SERT_RD, ZERO_SHOT)
-TRAINING_KINDS = ("self-train", "distill", "finetune")
+from db.vocabulary import FINETUNE, RD, SERT, SERT_RD, ZERO_SHOT
 
 
 def label_for(kind: str, parent_kind: str | None) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from db import vocabulary as vocab
 from db.models import Checkpoint, Dataset, Evaluation, Job, Prediction, Question
 from db.queries import split_questions
 from db.session import session_scope
@@ -50,7 +51,7 @@ class Target:
 
 
 def base_target(config: ExperimentConfig) -> Target:
-    return Target(lineage.ZERO_SHOT, config.student.model)
+    return Target(vocab.ZERO_SHOT, config.student.model)
 
 
 def job_target(engine: Engine, job: Job) -> Target:
@@ -76,7 +77,7 @@ def chosen_target(engine: Engine, config: ExperimentConfig) -> Target:
     with session_scope(engine) as s:
         if ev.job is not None:
             job = s.get(Job, ev.job)
-            if job is None or job.kind not in lineage.TRAINING_KINDS:
+            if job is None or job.kind not in vocab.TRAINING_KINDS:
                 raise UserError(f"eval.job: job {ev.job} is not a training job of this workspace (sert-tui jobs list)")
             ckpt = (
                 final_checkpoint(engine, ev.job)
@@ -126,7 +127,7 @@ def newest_targets(engine: Engine, config: ExperimentConfig, dataset: Dataset) -
         jobs = s.exec(
             select(Job)
             .where(
-                Job.kind.in_(lineage.TRAINING_KINDS),  # type: ignore[attr-defined]
+                Job.kind.in_(vocab.TRAINING_KINDS),  # type: ignore[attr-defined]
                 Job.dataset_id == dataset.id,
                 Job.status == "completed",
             )
@@ -140,7 +141,7 @@ def newest_targets(engine: Engine, config: ExperimentConfig, dataset: Dataset) -
             continue
         if label not in newest and final_checkpoint(engine, job.id) is not None:  # type: ignore[arg-type]
             newest[label] = job
-    ordered = [newest[label] for label in lineage.TABLE_ORDER if label in newest]
+    ordered = [newest[label] for label in vocab.TABLE_ORDER if label in newest]
     return [job_target(engine, j) for j in ordered]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 
 from db.models import Job
+from db.vocabulary import FINETUNE_KIND, JOB_KINDS
 from engine.config import ExperimentConfig
 from engine.errors import UserError
 
@@ -19,7 +20,8 @@ Echo = Callable[[str], None]
 StageFn = Callable[[Engine, ExperimentConfig, Echo], list[Job]]
 
 STAGES: dict[str, StageFn] = {}
-ALL_ORDER: list[str] = ["sample", "filter", "self-train", "teacher", "distill", "eval"]
+#: What ``--stage all`` runs when no ``all`` stage is registered: the method's order without the finetune baseline.
+ALL_ORDER: list[str] = [k for k in JOB_KINDS if k != FINETUNE_KIND]
 
 
 def stage(name: str) -> Callable[[StageFn], StageFn]:

@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from db import vocabulary as vocab
 from db.models import Dataset, Job
 from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig
 from engine.distributed import is_distributed
 from engine.errors import UserError
-from engine.evaluation import lineage
 from engine.jobs import JobContext, fingerprint, run_job
 from engine.pipeline import stage
 from engine.stages import config_dataset, find_or_create_job, reload_job
@@ -94,9 +94,7 @@ def sert_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Tra
             f"the SERT training set of sample job {sample_job.id} is empty: no path was selected by the filters "
             "or accepted by hand"
         )
-    return TrainingPlan(
-        "self-train", lineage.SERT, samples, filter_job.id, config.student.model, {"kind": "base"}, notes
-    )
+    return TrainingPlan("self-train", vocab.SERT, samples, filter_job.id, config.student.model, {"kind": "base"}, notes)
 
 
 def teacher_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
@@ -171,13 +169,13 @@ def distill_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> 
     samples, notes = teacher_samples(engine, config, dataset, teacher_job)
     if config.train.distill_from == "base":
         start = {"kind": "base", "teacher_job": teacher_job.id}
-        return TrainingPlan("distill", lineage.RD, samples, teacher_job.id, config.student.model, start, notes)
+        return TrainingPlan("distill", vocab.RD, samples, teacher_job.id, config.student.model, start, notes)
     sert_job = self_train_job_for(engine, config, dataset)
     final = checkpoints.final_checkpoint(engine, sert_job.id)  # type: ignore[arg-type]
     assert final is not None
     start = {"kind": "self-train", "job": sert_job.id, "checkpoint": final.path, "teacher_job": teacher_job.id}
     notes.append(f"starting from the final checkpoint of self-train job {sert_job.id} ({final.path})")
-    return TrainingPlan("distill", lineage.SERT_RD, samples, sert_job.id, final.path, start, notes)
+    return TrainingPlan("distill", vocab.SERT_RD, samples, sert_job.id, final.path, start, notes)
 
 
 def finetune_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
@@ -186,7 +184,7 @@ def finetune_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) ->
     if not questions:
         raise UserError(f"dataset {dataset.name!r} has no questions in split {config.data.split!r}")
     samples = finetune_samples(questions, dataset)
-    return TrainingPlan("finetune", lineage.FINETUNE, samples, None, config.student.model, {"kind": "base"})
+    return TrainingPlan("finetune", vocab.FINETUNE, samples, None, config.student.model, {"kind": "base"})
 
 
 # -- running a plan -----------------------------------------------------------------------------------------
