@@ -66,6 +66,13 @@ class SamplingConfig(Section):
     )
     dtype: str = Field("auto", description="auto (bf16 where the hardware does it well) | float32 | bfloat16")
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism (GPUs per model)")
+    batch_invariant: bool = Field(
+        False,
+        description=(
+            "a question's paths exactly independent of the other questions, batch size and shard: each question "
+            "decoded alone at a fixed shape, float32 (unless dtype is set), fixed threads; hf backend; slower"
+        ),
+    )
 
 
 class FiltersConfig(Section):

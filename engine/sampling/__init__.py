@@ -10,8 +10,9 @@ temperature 1, whatever the sampling temperature -- taken from the very forward 
 ``perplexity = exp(-mean_logprob)``.
 
 Backends: ``hf`` (transformers, CPU or one GPU; :mod:`engine.sampling.hf`) and ``vllm`` (GPU servers;
-:mod:`engine.sampling.vllm_backend`), chosen by ``sampling.backend``. torch/transformers/vllm are imported
-lazily so importing this package is cheap.
+:mod:`engine.sampling.vllm_backend`), chosen by ``sampling.backend``; ``sampling.batch_invariant`` (a question's
+paths exactly independent of the rest of the run, see :mod:`engine.sampling.hf`) is the hf backend's.
+torch/transformers/vllm are imported lazily so importing this package is cheap.
 """
 
 from __future__ import annotations
@@ -103,7 +104,13 @@ def make_sampler(
     from engine.sampling.ops import choose_dtype
 
     device = resolve_device(student_cfg.device)
-    backend = resolve_backend(sampling_cfg.backend, device)
+    invariant = sampling_cfg.batch_invariant
+    if invariant and sampling_cfg.backend == "vllm":
+        raise UserError(
+            "sampling.batch_invariant is a mode of the transformers backend: set sampling.backend = 'hf' (or 'auto'), "
+            "or sampling.batch_invariant = false for vLLM"
+        )
+    backend = "hf" if invariant else resolve_backend(sampling_cfg.backend, device)
     if backend == "vllm":
         from engine.sampling.vllm_backend import VLLMSampler
 
@@ -115,10 +122,13 @@ def make_sampler(
 
     if sampling_cfg.tensor_parallel_size > 1:
         log("sampling.tensor_parallel_size applies to the vLLM backend only; the hf backend uses one device")
-    dtype = choose_dtype(sampling_cfg.dtype, device, student_cfg.dtype)
+    if invariant and sampling_cfg.dtype == "auto":
+        dtype = choose_dtype("float32", device)  # batch-invariant: float32 unless sampling.dtype names one
+    else:
+        dtype = choose_dtype(sampling_cfg.dtype, device, student_cfg.dtype)
     dtype_name = str(dtype).removeprefix("torch.")
     model, tokenizer = load_model(student_cfg.model, device=device, dtype=dtype_name, progress=log)
-    log(f"sampling backend: hf on {device} in {dtype_name}")
+    log(f"sampling backend: hf on {device} in {dtype_name}{', batch-invariant' if invariant else ''}")
     return make_sampler_from_model(model, tokenizer, sampling_cfg, log=log)
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+ROTARY_BLOCK = 64  # positions per call of the model's rotary module when the fused tables are built
 
 
 def fused_supported(model: Any) -> bool:
@@ -139,12 +140,16 @@ class FusedLlamaWeights:
             self.embed = inner.embed_tokens.weight
             self.norm_w, self.norm_eps = inner.norm.weight, _eps(inner.norm)
             self.lm_head = Linear(model.lm_head.weight, None, pack)
-            # rotary tables for every position, from the model's own rotary module (any rope scaling type)
-            positions = torch.arange(max_len, device=self.device).unsqueeze(0)
-            probe = torch.zeros(1, max_len, self.head_dim, dtype=self.dtype, device=self.device)
-            cos, sin = inner.rotary_emb(probe, position_ids=positions)
+            # rotary tables for every position, from the model's own rotary module (any rope scaling type), in
+            # blocks of ROTARY_BLOCK positions: each block is the same computation whatever the table's length,
+            # so a position's entry does not depend on the longest prompt of the run
+            blocks = -(-max_len // ROTARY_BLOCK)
+            probe = torch.zeros(1, ROTARY_BLOCK, self.head_dim, dtype=self.dtype, device=self.device)
+            block = torch.arange(ROTARY_BLOCK, device=self.device).view(1, -1)
+            parts = [inner.rotary_emb(probe, position_ids=block + b * ROTARY_BLOCK) for b in range(blocks)]
             half = self.head_dim // 2
-            cos, sin = cos[0].to(self.dtype), sin[0].to(self.dtype)
+            cos = torch.cat([c[0] for c, _s in parts])[:max_len].to(self.dtype)
+            sin = torch.cat([s[0] for _c, s in parts])[:max_len].to(self.dtype)
             # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]
             self.cos = cos.contiguous()
             self.sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1).contiguous()

@@ -9,10 +9,27 @@ batch at once -- the last rows move into their slots -- and new questions are ad
 all their rows. A question's paths are handed to ``on_done`` as soon as its last row finishes.
 
 Randomness comes from one ``torch.Generator`` per question seeded from ``(seed, key)``, which draws one number
-per path slot at each of that question's steps, whether or not the slot is still running: the draws do not
-depend on what else is in the batch. (Batched matrix products may still round differently for other batch
-compositions, which can very rarely flip a sampled token; a fixed seed with the same items and batch size
-reproduces the paths exactly.)
+per path slot at each of that question's steps, whether or not the slot is still running: the random numbers do
+not depend on what else is in the batch. The arithmetic does: a row's logits come out of matrix products whose
+shape (the number of rows in the batch, the attention length of the longest row), kernel (bf16 kernels are chosen
+by the number of rows; fp32 weights are packed for MKL only from a certain amount of work) and thread count (tuned
+while sampling) depend on the other questions, so the same question can round differently in another run, and
+where that moves a sampled token across a boundary of the inverse CDF the rest of the path differs. So by default
+what holds by construction is the structure: the same questions get the same ``(branch, sample)`` keys,
+``first_tokens * per_branch`` paths each, and the same random numbers; the texts agree only up to such flips,
+which are not rare in bf16 (``benchmarks/shard_flips.py``; the README gives the measured share). A rerun of the
+very same batches (same items, batch size and a fixed ``threads``) reproduces the paths exactly.
+
+``sampling.batch_invariant = true`` makes a question's paths a function of the question, the settings and the
+machine alone (:meth:`HFSampler._sample_alone`): each question is decoded as its own batch of exactly
+``first_tokens * per_branch`` rows in a cache sized by its own prompt, finished rows stay in place (fed their last
+token, their outputs ignored) so the batch never changes shape and every row sits at the same position, the fused
+weights are packed wherever packing is available (not by amount of work), the thread count is fixed for the whole
+run (``threads``, else torch's: ``OMP_NUM_THREADS`` or the core count; fp32 results do depend on it), and the
+dtype is float32 unless ``sampling.dtype`` says otherwise. Every product is then the same call on the same
+operands whatever else the run samples, so shards, resumed runs and batch sizes give identical paths on the same
+hardware and software with the same thread count (not across CPU kinds or torch versions, whose kernels round
+differently). The price is throughput: no batching across questions, and finished rows keep being computed.
 """
 
 from __future__ import annotations
@@ -88,7 +105,9 @@ class HFSampler:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.rows_per_question = cfg.first_tokens * cfg.per_branch
-        self.question_capacity = max(1, cfg.batch_size // self.rows_per_question)
+        self.batch_invariant = bool(getattr(cfg, "batch_invariant", False))
+        # batch-invariant: one question per decode batch, whatever batch_size says
+        self.question_capacity = 1 if self.batch_invariant else max(1, cfg.batch_size // self.rows_per_question)
         self.fused = fused
         self._weights = None  # the fused decoder's rearranged weights, built at the first sample()
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -120,7 +139,9 @@ class HFSampler:
         before = torch.get_num_threads()
         if self.device.type == "cpu" and self.threads:
             torch.set_num_threads(self.threads)
-        tuner = ThreadTuner(torch.get_num_threads(), enabled=self.device.type == "cpu" and not self.threads)
+        # batch-invariant: the thread count stays what it is (``threads``, else torch's) for the whole run
+        tune = self.device.type == "cpu" and not self.threads and not self.batch_invariant
+        tuner = ThreadTuner(torch.get_num_threads(), enabled=tune)
         torch.set_num_threads(tuner.threads_for_step())  # prefills and weight packing run with it too
         try:
             with torch.inference_mode():
@@ -198,6 +219,9 @@ class HFSampler:
 
         cfg = self.cfg
         if not items:
+            return
+        if self.batch_invariant:
+            self._sample_alone(items, on_done, should_stop)
             return
         started = time.perf_counter()
         rpq = self.rows_per_question
@@ -328,6 +352,91 @@ class HFSampler:
             "seconds": elapsed,
             "decoded_tokens": decoded_tokens,
             "threads": [t for _step, t in tuner.history] or [tuner.current],
+        }
+
+    def _sample_alone(
+        self,
+        items: list[tuple[int, str]],
+        on_done: Callable[[int, list[SampledPath]], None],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        """``sampling.batch_invariant``: each question decoded on its own, at a shape fixed by the question.
+
+        The batch is the question's ``rpq`` rows, always in the same order; a row that ends (EOS or
+        ``max_new_tokens``) stays in the batch and is fed its last token again, its outputs ignored, so every
+        step runs the same products on ``rpq`` rows, all at the same position (attention length prompt + step);
+        the cache is sized prompt + ``max_new_tokens`` (reused only by a question of the same size); the fused
+        weights are packed wherever packing is available. The random numbers are the default mode's (one per
+        path slot per step of the question), so the two modes differ only by rounding."""
+        import torch
+
+        from engine.sampling import build_prompt
+
+        cfg = self.cfg
+        rpq = self.rows_per_question
+        max_new = cfg.max_new_tokens
+        started = time.perf_counter()
+        eos = torch.tensor(self.eos_ids or [-1], dtype=torch.long)
+        excluded = torch.tensor(self.branch_excluded, dtype=torch.long, device=self.device)
+        branch = torch.arange(rpq) // cfg.per_branch
+        rows = torch.arange(rpq)
+        decoder: Any = None
+        decoder_len = 0
+        steps = 0
+        decoded_tokens = 0
+        self.log(f"sampling {len(items)} questions batch-invariant: one question ({rpq} rows) per decode batch")
+        for key, text in items:
+            if should_stop():
+                self.log("sampling stopped before the end; unfinished questions are not reported")
+                return
+            ids = self.tokenizer(build_prompt(text)).input_ids
+            logits, layer_kv = self._prefill(ids)
+            top_lp, top_tok = branch_tokens(torch.log_softmax(logits.float(), dim=-1), cfg.first_tokens, excluded)
+            question = _Question(key, 0, question_generator(cfg.seed, key), top_tok.tolist(), rpq)
+            tok_buf = torch.zeros(rpq, max_new, dtype=torch.long)
+            lp_buf = torch.zeros(rpq, max_new, dtype=torch.float32)
+            tok_buf[:, 0] = top_tok.cpu()[branch]
+            lp_buf[:, 0] = top_lp.float().cpu()[branch]
+            ntok = torch.ones(rpq, dtype=torch.long)
+            if max_new > 1:
+                length = len(ids) + max_new
+                if decoder is None or decoder_len != length:
+                    decoder = None  # free the previous cache first
+                    self._check_batch_memory(rpq, length)
+                    decoder = make_decoder(self.model, rpq, length, self.fused, self._weights, pack=True)
+                    self._weights = getattr(decoder, "weights", None)
+                    decoder_len = length
+                decoder.load_prompt(rows.to(self.device), layer_kv)
+                last = tok_buf[:, 0].clone()
+                running = torch.ones(rpq, dtype=torch.bool)
+                for step in range(max_new - 1):
+                    if should_stop():
+                        self.log("sampling stopped before the end; unfinished questions are not reported")
+                        return
+                    u = torch.rand(rpq, generator=question.generator)
+                    pos = torch.full((rpq,), len(ids) + step, dtype=torch.long)
+                    logits = decoder.step(last.to(self.device), pos.to(self.device), len(ids) + step + 1)
+                    tokens, token_lp = sample_top_k_top_p(
+                        logits, u.to(self.device), cfg.top_k, cfg.top_p, cfg.temperature
+                    )
+                    tokens, token_lp = tokens.cpu(), token_lp.cpu()
+                    steps += 1
+                    keep = running & ~torch.isin(tokens, eos)
+                    tok_buf[keep, ntok[keep]] = tokens[keep]
+                    lp_buf[keep, ntok[keep]] = token_lp[keep]
+                    decoded_tokens += int(keep.sum())
+                    ntok += keep.long()
+                    last = torch.where(keep, tokens, last)
+                    running = keep & (ntok < max_new)
+                    if not bool(running.any()):
+                        break
+            question.remaining = 0
+            on_done(key, self._paths(question, tok_buf, lp_buf, ntok))
+        self.stats = {
+            "steps": steps,
+            "seconds": time.perf_counter() - started,
+            "decoded_tokens": decoded_tokens,
+            "threads": [torch.get_num_threads()],
         }
 
     def _paths(self, question: _Question, tok_buf, lp_buf, final_len) -> list[SampledPath]:

@@ -20,13 +20,21 @@ from tests.reliability import stats
 from tests.reliability.harness import copy_workspace, launch, log_tail
 
 #: The tiny experiment every stage test starts from: 3 StrategyQA training questions, 4 paths of 8 tokens
-#: each (one question per decode batch, so kills land between questions), filters loose enough that every
+#: each (one question per decode batch, so kills land between questions; batch-invariant, so a resumed run that
+#: samples only the questions left gets exactly the texts of an uninterrupted one), filters loose enough that every
 #: question keeps a path, 4 training steps with a checkpoint after each, greedy evaluation of 2 questions.
 BASE_CONFIG: dict[str, Any] = {
     "name": "reliability",
     "student": {"device": "cpu"},
     "data": {"dataset": "sqa", "train_limit": 3, "test_limit": 2},
-    "sampling": {"first_tokens": 2, "per_branch": 2, "max_new_tokens": 8, "batch_size": 4, "seed": 7},
+    "sampling": {
+        "first_tokens": 2,
+        "per_branch": 2,
+        "max_new_tokens": 8,
+        "batch_size": 4,
+        "seed": 7,
+        "batch_invariant": True,
+    },
     "filters": {"min_tokens": 0, "min_perplexity": 0.0, "max_rep2": 1.0},
     "train": {"max_steps": 4, "save_steps": 1, "batch_size": 2, "epochs": 4.0, "bf16": "off", "save_total_limit": 2},
     "eval": {"max_new_tokens": 8, "batch_size": 2, "baselines": False},
