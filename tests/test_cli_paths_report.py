@@ -175,7 +175,7 @@ def test_report_filters_table_in_order_applied(db_path, filtered, capsys):
 )
 def test_unknown_job_is_one_error_line(db_path, engine, args, capsys):
     code, out, err = run_cli(capsys, db_path, *args)
-    assert code == 2 and out == ""
+    assert code == 2 and (json.loads(out) == {"error": "no job with id 999"} if "--json" in args else out == "")
     assert err == "error: no job with id 999\n"
 
 

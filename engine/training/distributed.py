@@ -16,10 +16,11 @@ of token cross-entropies over all ranks divided by the step's label-token count,
 single-process one (DDP averages gradients over ranks, hence the factor ``w``). Cancellation is decided by
 rank 0 and broadcast, so that all ranks stop at the same step and save the same checkpoint.
 
-Resumption: every rank loads the checkpoint rank 0 registered (weights, optimizer, scheduler, step); under
-DDP the optimizer state is the same on every rank. FSDP/DeepSpeed shard it: their checkpoints hold the full
-weights (gathered) and the step, and a resumed run restarts the optimizer moments (written, not executed
-here: no GPU on the development machine).
+Resumption: every rank loads the checkpoint rank 0 registered (weights, optimizer, scheduler, step, RNG
+states); under DDP the optimizer state is the same on every rank, and one that does not fit is an error.
+FSDP/DeepSpeed shard it: their checkpoints hold the full weights (gathered), the step and the scheduler but
+no optimizer state, and a resumed run restarts the optimizer moments and says so in the job log (written,
+not executed here: no GPU on the development machine). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import UserError
 from engine.jobs import JobCancelled, JobContext
 from engine.training import checkpoints
 from engine.training.trainer import MAX_GRAD_NORM, SFTEngine, StepStats, collate, split_micro, token_loss_sum
@@ -150,16 +152,32 @@ class DistributedSFTEngine(SFTEngine):
             epoch=self.global_step / self.steps_per_epoch,
         )
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "optimizer": self.optimizer.optimizer.state_dict()}
+    @property
+    def sharded(self) -> bool:
+        """Whether the optimizer state is split over the ranks (FSDP, DeepSpeed ZeRO)."""
+        from accelerate.utils import DistributedType
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Step and scheduler; the optimizer moments where they fit (DDP: the same on every rank; the sharded
-        optimizers of FSDP/ZeRO restart them)."""
-        self.global_step = int(state["global_step"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        with contextlib.suppress(Exception):
-            self.optimizer.optimizer.load_state_dict(state["optimizer"])
+        return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    def optimizer_state(self) -> dict[str, Any] | None:
+        """DDP: the optimizer state, the same on every rank. FSDP/ZeRO: None -- each rank holds its own shard
+        and rank 0's would be wrong on the others; a run resumed from it restarts the moments and says so."""
+        return None if self.sharded else self.optimizer.optimizer.state_dict()
+
+    def load_optimizer_state(self, saved: dict[str, Any] | None, log: Callable[[str], None]) -> None:
+        """DDP: the saved moments, or an error when they do not fit. FSDP/ZeRO: the moments restart from zero
+        (the job log says so)."""
+        if saved is not None and self.sharded:
+            log(
+                f"optimizer state not restored: this run shards it ({self.acc.distributed_type.value}) and the "
+                f"checkpoint holds one process's whole state; AdamW restarts from zero moments at step "
+                f"{self.global_step}, the learning-rate schedule continues"
+            )
+            return
+        if saved is None:
+            super().load_optimizer_state(saved, log)
+            return
+        self.optimizer.optimizer.load_state_dict(saved)
 
     def model_for_saving(self) -> Any:
         """What rank 0 saves. DDP: the model itself. FSDP/DeepSpeed: the model with the gathered full state dict
@@ -284,3 +302,6 @@ def run_stage_distributed(engine: Engine, config: ExperimentConfig, stage_name: 
             train(engine, job_id, config, plan, None)
         except JobCancelled:
             print(f"rank {acc.process_index}: job {job_id} cancelled", file=sys.stderr)
+        except UserError as exc:  # rank 0 meets the same error and reports it: one `error:` line per run
+            print(f"rank {acc.process_index}: stopped: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None

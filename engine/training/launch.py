@@ -2,17 +2,22 @@
 
 The argv is built as a list (never a shell string) and re-invokes ``python -m sert_tui --db W run CONFIG
 --stage X`` in every process; inside, :mod:`engine.training.distributed` trains on every rank while rank 0
-alone owns the workspace. Presets (``ddp``, ``fsdp``, ``deepspeed_zero2``, ``deepspeed_zero3``) are accelerate
+alone owns the workspace and reports its result to the launching process, which prints it (text, or one JSON
+document with ``--json``). Presets (``ddp``, ``fsdp``, ``deepspeed_zero2``, ``deepspeed_zero3``) are accelerate
 config files shipped in ``engine/accelerate_presets``; ``--accelerate-config`` takes a preset name or a file.
 """
 
 from __future__ import annotations
 
+import codecs
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.errors import UserError
 
@@ -21,6 +26,8 @@ PRESETS = ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
 DEFAULT_PRESET = "ddp"
 #: Stages that train a model, the ones a launcher applies to.
 TRAINING_STAGES = ("self-train", "distill", "finetune")
+#: Environment variable naming the file where rank 0 of a launched run writes its result (jobs, error).
+RESULT_ENV = "SERT_TUI_RESULT_FILE"
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,54 @@ def accelerate_argv(
     return argv
 
 
-def launch(workspace: Path, config: Path, stage: str, opts: LaunchOptions) -> int:
-    """Run the stage under ``accelerate launch`` and return its exit status."""
+@dataclass(frozen=True)
+class LaunchResult:
+    returncode: int  # of ``accelerate launch`` (torchrun reports any failed rank as 1)
+    result: dict[str, Any] | None  # what rank 0's ``run`` reported (see :data:`RESULT_ENV`); None if it did not
+
+
+def launch(workspace: Path, config: Path, stage: str, opts: LaunchOptions) -> LaunchResult:
+    """Run the stage under ``accelerate launch``. Everything the processes print goes to this process's stderr
+    (progress, logs, accelerate's own messages); rank 0 reports its jobs (and error) through a file named by
+    :data:`RESULT_ENV`, so the caller prints the one result, as text or as one JSON document."""
     argv = accelerate_argv(workspace, config, stage, opts)
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, opts.num_processes))))
-    return subprocess.run(argv, env=env, check=False).returncode
+    with tempfile.TemporaryDirectory(prefix="sert-tui-launch-") as folder:  # owner-only (mode 0o700)
+        result_file = Path(folder) / "result.json"
+        env[RESULT_ENV] = str(result_file)
+        code = _run_to_stderr(argv, env)
+        return LaunchResult(code, read_result(result_file))
+
+
+def _run_to_stderr(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` with its stdout forwarded to ``sys.stderr`` as it comes (stderr is inherited)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            sys.stderr.write(decoder.decode(chunk))
+            sys.stderr.flush()
+        sys.stderr.write(decoder.decode(b"", final=True))
+        return proc.wait()
+
+
+def read_result(file: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def write_result(result: dict[str, Any]) -> bool:
+    """Inside a launched process: hand rank 0's result to the launching ``run`` (True), or nothing to do when
+    this process was not started by :func:`launch` (False)."""
+    target = os.environ.get(RESULT_ENV)
+    if not target:
+        return False
+    from engine.files import write_private
+
+    write_private(Path(target), json.dumps(result, default=str))
+    return True

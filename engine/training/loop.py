@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import UserError
+from engine.errors import UserError, first_line
 from engine.jobs import JobCancelled, JobContext
 from engine.training import checkpoints
 
@@ -35,6 +35,8 @@ def load_start(plan: TrainingPlan, config: ExperimentConfig, device: str, resume
 
     from engine.models import load_model
 
+    if resume_path is not None:
+        checkpoints.load_state(resume_path, tensors=False)  # a bad state file is refused before any model loads
     torch.manual_seed(config.train.seed)
     if resume_path is not None and not config.train.lora:
         return load_model(resume_path, device=device, dtype="float32")
@@ -70,10 +72,15 @@ def load_samples(plan: TrainingPlan, config: ExperimentConfig, tokenizer: Any, l
 
 
 def resume_from(sft: SFTEngine, path: str, log: Log) -> None:
-    """Optimizer, scheduler, step and RNG states of the checkpoint at ``path`` into ``sft``."""
-    import torch
-
-    sft.load_state_dict(torch.load(f"{path}/{checkpoints.STATE_FILE}", weights_only=False))
+    """Optimizer, scheduler, step and RNG states of the checkpoint at ``path`` into ``sft``, read without
+    unpickling anything (:func:`checkpoints.load_state`); a :class:`UserError` naming the file when the state
+    is not one sert-tui wrote or does not fit this job's model and optimizer."""
+    state = checkpoints.load_state(path)
+    try:
+        sft.load_state_dict(state, log)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        file = checkpoints.state_file(path)
+        raise UserError(f"{file}: does not fit this job's model and optimizer ({first_line(exc)})") from None
     log(f"resuming from checkpoint step {sft.global_step} ({path})")
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -330,13 +330,15 @@ class SFTEngine:
 
     # -- resumable state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Step, optimizer, scheduler and RNG states (torch, CUDA, numpy, Python ``random``): what a resumed run
+        needs to continue exactly (:func:`engine.training.checkpoints.save_state` writes it without pickle)."""
         import numpy as np
 
         torch = self._torch
-        state = {
+        return {
             "global_step": self.global_step,
             "total_steps": self.total_steps,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer_state(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {
                 "python": random.getstate(),
@@ -345,14 +347,29 @@ class SFTEngine:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
         }
-        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def optimizer_state(self) -> dict[str, Any] | None:
+        """The optimizer's state to save (None: it cannot be saved whole, see the distributed engine)."""
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, saved: dict[str, Any] | None, log: Callable[[str], None]) -> None:
+        """Restore the optimizer; raises when ``saved`` does not fit it, logs it when there is none to restore."""
+        if saved is None:
+            log(
+                "optimizer state not restored: the checkpoint has none (written by a sharded run); AdamW restarts "
+                f"from zero moments at step {self.global_step}, the learning-rate schedule continues"
+            )
+            return
+        self.optimizer.load_state_dict(saved)
+
+    def load_state_dict(self, state: dict[str, Any], log: Callable[[str], None] = lambda _m: None) -> None:
+        """Restore :meth:`state_dict`. Raises (KeyError, ValueError, TypeError) when a part does not fit this
+        engine; whatever is not restored is said through ``log``, never dropped silently."""
         import numpy as np
 
         torch = self._torch
         self.global_step = int(state["global_step"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_optimizer_state(state["optimizer"], log)
         self.scheduler.load_state_dict(state["scheduler"])
         rng = state.get("rng") or {}
         if rng.get("python") is not None:
@@ -363,3 +380,5 @@ class SFTEngine:
             torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        elif rng.get("cuda") is not None:
+            log("CUDA random state of the checkpoint not restored: this run has no CUDA device")

@@ -11,13 +11,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sert_tui.cli import config_cmd, data, export, jobs, model, paths, report, run, teacher, workspace
+from sert_tui.cli import config_cmd, data, export, jobs, model, paths, report, run, study, teacher, workspace
 
-GROUPS = (data, model, config_cmd, run, jobs, paths, report, export, teacher, workspace)
+GROUPS = (data, model, config_cmd, run, study, jobs, paths, report, export, teacher, workspace)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, remembering its usage error so that ``--json`` can print it as the command's JSON document."""
+
+    last_error: str | None = None
+
+    def error(self, message: str):  # type: ignore[override]
+        Parser.last_error = f"{self.prog}: {message}"
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sert-tui",
         description="Self-Enhanced Reasoning Training for small language models. "
         "With no command, opens the app on the workspace.",
@@ -37,10 +47,29 @@ def workspace_path(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from engine.errors import UserError
+    """Run one command. Failures: exit code 2 and one ``error: ...`` line on stderr; with ``--json`` stdout is
+    always exactly one JSON document, the command's result or, on failure, ``{"error": ...}`` (``run`` adds
+    ``"jobs"``: those it touched, and how they ended)."""
+    from engine.errors import UserError, first_line
+    from sert_tui.cli.common import print_json_error, reset_json_output
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    reset_json_output()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    Parser.last_error = None
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed its usage and error on stderr
+        if exc.code not in (0, None) and "--json" in argv:
+            print_json_error(Parser.last_error or "bad command line")
+        raise
+    as_json = bool(getattr(args, "json", False))
+
+    def fail(message: str, stderr_line: str | None = None) -> None:
+        print(stderr_line or f"error: {message}", file=sys.stderr)
+        if as_json:
+            print_json_error(message)
+
     try:
         if args.command is None:
             from sert_tui.app import run_app
@@ -48,18 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_app(workspace_path(args))
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        fail(str(exc))
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        fail("interrupted", "interrupted")
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:
         damage = damaged_workspace(exc)
         if damage is None:
+            if as_json:  # a bug: its traceback follows on stderr
+                print_json_error(f"{exc.__class__.__name__}: {first_line(exc)}")
             raise
-        print(f"error: {workspace_path(args)}: damaged workspace ({damage})", file=sys.stderr)
+        fail(f"{workspace_path(args)}: damaged workspace ({damage})")
         return 2
 
 

@@ -17,9 +17,37 @@ def open_db(args: argparse.Namespace) -> Engine:
     return open_workspace(workspace_path(args))
 
 
+#: Whether this command has printed its JSON document (``--json``: exactly one per command, error or not).
+_JSON_OUTPUT = {"printed": False}
+
+
 def print_json(value: Any) -> None:
+    """The command's one JSON document on stdout (``--json``); logs and progress go to stderr."""
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+    sys.stdout.flush()
+    _JSON_OUTPUT["printed"] = True
+
+
+def reset_json_output() -> None:
+    _JSON_OUTPUT["printed"] = False
+
+
+def print_json_error(message: str) -> None:
+    """The JSON document of a command that failed with ``--json``: ``{"error": message}`` -- unless the command
+    printed its own already (``run`` adds the jobs it touched). Only the process that owns the output prints
+    (rank 0 of a multi-process run)."""
+    from engine.distributed import is_main_process
+
+    if not _JSON_OUTPUT["printed"] and is_main_process():
+        print_json({"error": message})
+
+
+def error_text(exc: BaseException) -> str:
+    """The error of a failed command in one line, as its JSON document's ``"error"``."""
+    from engine.errors import first_line
+
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

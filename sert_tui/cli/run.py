@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.errors import UserError, first_line
-from sert_tui.cli.common import open_db, print_json, stderr
+from engine.errors import UserError
+from sert_tui.cli.common import error_text, open_db, print_json, stderr
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--stage", required=True, help="sample | filter | self-train | teacher | distill | finetune | eval | all"
     )
-    run.add_argument("--json", action="store_true", help='end by printing {"jobs": [{"id", "kind", "status"}]}')
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"jobs": [{"id", "kind", "status"}]} (and "error" on failure) as one JSON document',
+    )
     run.add_argument(
         "--shard",
         metavar="I/N",
@@ -44,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
+    """``--launcher accelerate``: the processes' output goes to stderr; rank 0's result is printed here, once."""
     from engine.training.launch import LaunchOptions, launch
     from sert_tui.cli import workspace_path
 
@@ -56,7 +61,19 @@ def _launch(args: argparse.Namespace) -> int:
         main_process_port=args.main_process_port,
     )
     open_db(args).dispose()  # create/migrate the workspace once, before the processes start
-    return launch(workspace_path(args), args.config, args.stage, opts)
+    launched = launch(workspace_path(args), args.config, args.stage, opts)
+    result = launched.result
+    if result is None and opts.machine_rank != 0:  # rank 0 runs on machine 0 and reports there
+        stderr(f"machine {opts.machine_rank}: accelerate launch ended with status {launched.returncode}")
+        result = {"jobs": []}
+    elif result is None:
+        raise UserError(f"accelerate launch ended with status {launched.returncode} before rank 0 reported a result")
+    jobs = result.get("jobs") or []
+    _print_result(args, result)
+    if result.get("error") is not None:
+        return 2  # rank 0 printed its `error:` line (on stderr, which the processes share with this one)
+    completed = all(j.get("status") == "completed" for j in jobs)
+    return 0 if completed and launched.returncode == 0 else 1
 
 
 def _rows_of(engine, job_ids: list[int]) -> list[dict]:
@@ -72,14 +89,37 @@ def _rows_of(engine, job_ids: list[int]) -> list[dict]:
         return []
 
 
+def _print_result(args: argparse.Namespace, result: dict) -> None:
+    """``{"jobs": [...]}`` (and ``"error"`` when the run failed) as one JSON document with ``--json``, else a
+    line per job (none on failure: the error is the caller's one `error:` line on stderr)."""
+    if args.json:
+        print_json(result)
+    elif result.get("error") is None:
+        for job in result.get("jobs") or []:
+            print(f"job {job['id']} {job['kind']}: {job['status']}")
+
+
+def _report(args: argparse.Namespace, result: dict) -> None:
+    """Where the result of this process goes: to the process that launched it (rank 0 under
+    ``--launcher accelerate``), nowhere (the other ranks: rank 0 reports), or stdout."""
+    from engine.distributed import is_main_process
+    from engine.training.launch import write_result
+
+    if not is_main_process():
+        return
+    if not write_result(result):
+        _print_result(args, result)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.pipeline import run_stage
     from sert_tui.cli.jobs import job_row
 
-    config = load_config(args.config)
     if getattr(args, "launcher", "none") == "accelerate":
+        load_config(args.config)  # a bad config is refused before any process starts
         return _launch(args)
+    config = load_config(args.config)
     if args.shard is not None:
         from engine.config import config_from_dict
 
@@ -106,12 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             jobs = run_stage(engine, config, args.stage, stderr)
     except (Exception, KeyboardInterrupt) as exc:
-        if args.json:  # a script still gets its one JSON object: the jobs this run touched, how they ended
-            print_json({"jobs": _rows_of(engine, RUN_HISTORY[mark:]), "error": first_line(exc)})
+        # A script still gets its one JSON document: the jobs this run touched, how they ended, the error.
+        _report(args, {"jobs": _rows_of(engine, RUN_HISTORY[mark:]), "error": error_text(exc)})
         raise
-    if args.json:
-        print_json({"jobs": [job_row(j) for j in jobs]})
-    else:
-        for job in jobs:
-            print(f"job {job.id} {job.kind}: {job.status}")
+    _report(args, {"jobs": [job_row(j) for j in jobs]})
     return 0 if all(j.status == "completed" for j in jobs) else 1
