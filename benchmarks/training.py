@@ -41,7 +41,8 @@ DATA = ROOT.parent / "shared" / "data" / "reasoning-teacher"
 
 def build_samples(n: int):
     from engine import answers
-    from engine.training.datasets import Sample, distill_completion, prompt_text, strip_stated_answer
+    from engine.prompts import training_prompt
+    from engine.training.datasets import Sample, distill_completion, strip_stated_answer
 
     rows = json.loads((DATA / "dataset" / "strategy_qa.json").read_text())
     split = json.loads((DATA / "split" / "strategy_qa__default.json").read_text())
@@ -56,7 +57,7 @@ def build_samples(n: int):
         rationale = strip_stated_answer(recs[0]["reasoning_completion"])
         if said != gold or not rationale:
             continue
-        out.append(Sample(prompt_text(rows[index]["question"]), distill_completion(rationale, gold)))
+        out.append(Sample(training_prompt(rows[index]["question"]), distill_completion(rationale, gold)))
         if len(out) == n:
             break
     return out

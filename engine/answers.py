@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from engine.errors import brief
+from engine.prompts import ANSWER_MARKER
 
 ANSWER_TYPES = ("yes_no", "choice", "number", "string")
 
@@ -45,8 +46,6 @@ TASK_CHOICE_LETTERS: dict[str, str] = {
 #: Answer markers, e.g. "So the answer is", "Therefore, the answer (arabic numerals) is". The one home of the
 #: marker: the training formats (engine.training.datasets) cut rationales and paths at it too.
 MARKER_RE = re.compile(r"(?:so |therefore,? )?the answer(?: \([^)]*\))? is:?", re.IGNORECASE)
-#: The answer sentence of the training formats: `` So the answer is {a}.``
-ANSWER_MARKER = "So the answer is"
 _TRAINED_MARKER_RE = re.compile(re.escape(ANSWER_MARKER) + ":?", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 _YES_NO_SPLIT_RE = re.compile(r"[\"'\n.\s:,]+")  # the Fine-tune-CoT splitter, for comparable Acc
@@ -159,3 +158,9 @@ def is_correct(predicted: str | None, gold: str, answer_type: str) -> bool:
     if answer_type == "string":
         return predicted.lower() == gold.lower()
     return predicted == gold
+
+
+def grade(text: str, gold: str, answer_type: str, letters: str = "ABCDE") -> tuple[str | None, bool]:
+    """(parsed answer, correct against the gold answer): how a teacher's rationale is graded."""
+    answer = parse_answer(text, answer_type, letters)
+    return answer, is_correct(answer, gold, answer_type)

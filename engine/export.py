@@ -71,7 +71,8 @@ def path_records(engine: Engine, job_id: int, decision: str | None = None, selec
     from db.models import Dataset, Question
     from db.session import session_scope
     from engine.path_views import path_rows, paths_job, replaced_verdicts
-    from engine.training.datasets import answer_surface, prompt_text, sert_completion
+    from engine.prompts import training_prompt
+    from engine.training.datasets import answer_surface, sert_completion
 
     with session_scope(engine) as s:
         job = paths_job(s, job_id)
@@ -81,7 +82,7 @@ def path_records(engine: Engine, job_id: int, decision: str | None = None, selec
         answer_type = dataset.answer_type
     return [
         {
-            "prompt": prompt_text(questions[r["question_index"]].text),
+            "prompt": training_prompt(questions[r["question_index"]].text),
             "completion": sert_completion(
                 r["text"], answer_surface(questions[r["question_index"]].answer, answer_type)
             ),

@@ -45,7 +45,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_export_set_is_the_training_set_and_follows_decisions(engine, sqa, db_path, filtered, tmp_path, capsys):
-    from engine.training.datasets import answer_surface, prompt_text, sert_completion
+    from engine.prompts import training_prompt
+    from engine.training.datasets import answer_surface, sert_completion
     from engine.training.stage import sert_plan
 
     out = tmp_path / "sert.jsonl"
@@ -57,7 +58,7 @@ def test_export_set_is_the_training_set_and_follows_decisions(engine, sqa, db_pa
         first = s.get(PathRow, records[0]["path_id"])
         question = s.get(Question, first.question_id)
     assert first.branch == 2 and records[0]["question_index"] == question.index
-    assert records[0]["prompt"] == prompt_text(question.text)
+    assert records[0]["prompt"] == training_prompt(question.text)
     gold = answer_surface(question.answer, "yes_no")
     assert records[0]["completion"] == sert_completion(GOOD + " So yes.", gold)
     assert records[0]["completion"].endswith(f"So the answer is {gold}.")

@@ -14,7 +14,7 @@ from functools import cache
 
 import pytest
 
-from engine import answers
+from engine import answers, prompts
 from engine.training import datasets as ds
 from tests.conftest import SHARED_DATA, rt_files
 
@@ -51,14 +51,14 @@ def test_student_and_teacher_prompts_put_no_period_after_end_punctuation():
     sqa = questions("strategy_qa")[0]["question"]  # "Is it common to see frost during some college commencements?"
     csqa = questions("commonsense_qa")[0]["question"]  # "... (D) yell at, (E) avoid."
     assert sqa.endswith("?") and csqa.endswith("avoid.")
-    assert ds.prompt_text(sqa) == f"Question: {sqa} Answer:"
-    assert ds.prompt_text(csqa) == f"Question: {csqa} Answer:"
+    assert prompts.training_prompt(sqa) == f"Question: {sqa} Answer:"
+    assert prompts.training_prompt(csqa) == f"Question: {csqa} Answer:"
     for q in (sqa, csqa):
         prompt = teacher_prompt(q)
-        assert prompt == ds.prompt_text(q) + " Let's think step by step."
+        assert prompt == prompts.training_prompt(q) + " Let's think step by step."
         assert "?." not in prompt and ".." not in prompt
         # the distillation sample is the teacher's prompt followed by what the teacher wrote
-        assert (ds.prompt_text(q) + ds.distill_completion("R.", "yes")).startswith(prompt)
+        assert (prompts.training_prompt(q) + ds.distill_completion("R.", "yes")).startswith(prompt)
     [request] = teacher_requests(config_from_dict({}), sqa)
     assert request.prompt == f"Question: {sqa} Answer: Let's think step by step."
     assert teacher_prompt("Pick (A) x (B) y") == "Question: Pick (A) x (B) y. Answer: Let's think step by step."
@@ -72,7 +72,7 @@ def test_a_teacher_job_of_an_older_prompt_is_not_resumed(monkeypatch):
     cfg = config_from_dict({"teacher": {"base_url": "http://127.0.0.1:1/v1", "model": "m"}})
     dataset = Dataset(id=1, name="sqa", task="strategy_qa", answer_type="yes_no", source="test")
     now = store.teacher_fingerprint(cfg, dataset)
-    monkeypatch.setattr(store, "PROMPT_VERSION", store.PROMPT_VERSION - 1)
+    monkeypatch.setattr(store, "TEACHER_PROMPT_VERSION", store.TEACHER_PROMPT_VERSION - 1)
     assert store.teacher_fingerprint(cfg, dataset) != now
 
 

@@ -11,6 +11,7 @@ from db.models import Job, Path
 from db.paths_repo import set_decision, write_question_paths
 from db.queries import split_questions
 from db.session import session_scope
+from engine import prompts
 from engine.config import TrainConfig
 from engine.jobs import create_job
 from engine.training import datasets as ds
@@ -29,8 +30,8 @@ from engine.training.trainer import (
 
 # -- formats ------------------------------------------------------------------------------------------------
 def test_prompt_text_adds_a_period_only_when_the_question_has_no_end_punctuation():
-    assert ds.prompt_text("Is water wet?") == "Question: Is water wet? Answer:"
-    assert ds.prompt_text("Pick one:  (A) x\n(B) y") == "Question: Pick one: (A) x (B) y. Answer:"
+    assert prompts.training_prompt("Is water wet?") == "Question: Is water wet? Answer:"
+    assert prompts.training_prompt("Pick one:  (A) x\n(B) y") == "Question: Pick one: (A) x (B) y. Answer:"
 
 
 def test_answer_surface_per_type():
@@ -107,7 +108,7 @@ def test_sert_set_is_selected_unless_rejected_plus_accepted(engine, sqa):
     texts = [smp.completion.split(" So the answer is")[0].strip() for smp in samples]
     assert sorted(texts) == sorted(["kept by the rules", "accepted by a person", "ignored but selected"])
     first = next(smp for smp in samples if smp.question_id == q1.id)
-    assert first.prompt == ds.prompt_text(q1.text)
+    assert first.prompt == prompts.training_prompt(q1.text)
     assert first.completion.endswith(f"So the answer is {q1.answer}.")
 
 

@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from engine import answers
-from engine.training.datasets import ANSWER_MARKER, ANSWER_SENTENCE_RE, COT_TRIGGER
+from engine.prompts import ANSWER_MARKER, COT_TRIGGER
+from engine.training.datasets import ANSWER_SENTENCE_RE
 
 DEGENERATE_REP4 = 0.6
 _FMT_MARKER_RE = re.compile(re.escape(ANSWER_MARKER), re.IGNORECASE)

@@ -33,8 +33,9 @@ from engine.evaluation import lineage
 from engine.evaluation.metrics import Scored, aggregate, score_output
 from engine.jobs import JobContext, fingerprint, run_job
 from engine.pipeline import stage
+from engine.prompts import training_prompt
 from engine.stages import config_dataset, find_or_create_job, reload_job
-from engine.training.datasets import FORMAT_VERSION, prompt_text
+from engine.training.datasets import FORMAT_VERSION
 
 Echo = Callable[[str], None]
 METRICS_VERSION = 1
@@ -244,7 +245,7 @@ def eval_body(engine: Engine, job_id: int, config: ExperimentConfig, dataset: Da
             batches = greedy_batches(
                 model,
                 tokenizer,
-                [(q.id, prompt_text(q.text)) for q in todo],
+                [(q.id, training_prompt(q.text)) for q in todo],
                 max_new_tokens=config.eval.max_new_tokens,
                 batch_size=config.eval.batch_size,
             )

@@ -21,6 +21,7 @@ from db.models import Evaluation, Prediction, Question
 from db.session import session_scope
 from engine.config import JudgeConfig
 from engine.errors import UserError
+from engine.prompts import judge_prompt
 from engine.teacher.cache import ResponseCache
 from engine.teacher.client import Endpoint, RequestFailed, TeacherClient, TeacherRequest, first_error
 
@@ -38,24 +39,6 @@ _ALIASES = {
     "complete": "completeness",
 }
 _NUMBER = r"(-?\d+(?:\.\d+)?)"
-
-JUDGE_PROMPT = """You are grading the reasoning a student model wrote for a question.
-
-Question: {question}
-Reference answer: {gold}
-Student's output: {output}
-
-Rate the student's reasoning from 0 (worst) to 10 (best) on each criterion:
-- coherence: the steps follow one another clearly;
-- relevance: the steps are about the question;
-- logical_consistency: no step contradicts another or the conclusion;
-- completeness: the reasoning reaches an answer with no missing step.
-Reply with one JSON object only, for example:
-{{"coherence": 7, "relevance": 8, "logical_consistency": 6, "completeness": 5}}"""
-
-
-def judge_prompt(question: str, gold: str, output: str) -> str:
-    return JUDGE_PROMPT.format(question=question, gold=gold, output=output.strip() or "(empty)")
 
 
 def _key(name: str) -> str | None:

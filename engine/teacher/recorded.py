@@ -24,10 +24,11 @@ from db.models import Path as PathRow
 from db.paths_repo import done_question_ids
 from db.queries import get_dataset
 from db.session import session_scope
+from engine.answers import grade
 from engine.errors import UserError
 from engine.jobs import JobContext, create_job, fingerprint, run_job
+from engine.prompts import TEACHER_MARKER
 from engine.teacher import store
-from engine.teacher.answers import TEACHER_MARKER, grade
 
 BATCH_QUESTIONS = 500  # questions written per transaction
 ROWS_PER_STATEMENT = 400  # paths per INSERT (SQLite caps the bound parameters of one statement)

@@ -18,28 +18,16 @@ from sqlmodel import Session, select
 from db.models import Dataset, Job, JobItem, Path, Question
 from db.paths_repo import mark_item, write_question_paths
 from db.session import session_scope
+from engine.answers import grade
 from engine.config import ExperimentConfig
 from engine.jobs import fingerprint
-from engine.teacher.answers import grade
+from engine.prompts import TEACHER_PROMPT_VERSION, teacher_prompt
 from engine.teacher.client import Endpoint, Reply, TeacherRequest, normalize_base_url
-from engine.training.datasets import COT_TRIGGER, prompt_text
 
 SOURCE = "teacher"
 #: Teacher settings that change the rationales; the rest (concurrency, time-outs, prices) only change how
 #: they are fetched, so changing those resumes the same job.
 RESULT_KEYS = ("base_url", "model", "api", "temperature", "max_tokens", "samples")
-#: Bumped when ``teacher_prompt`` changes, so that a job asked with the old prompt is not resumed with the new.
-#: 2: the student's prompt (no "?." or ".." after a question that ends in punctuation) plus the trigger.
-PROMPT_VERSION = 2
-
-
-def teacher_prompt(question: str) -> str:
-    """The teacher prompt of DESIGN.md section 1, ``Question: {q}. Answer: Let's think step by step.``, built
-    from the student's prompt (``engine.training.datasets.prompt_text``): a StrategyQA question (all end in
-    "?") is asked as ``...? Answer: Let's think step by step.``, not ``...?. Answer:``, so the rationale
-    continues exactly the text the distillation sample puts before it. (The recorded text-davinci-002
-    rationales were asked with Fine-tune-CoT's ``Q: {q}\nA: Let's think step by step.``.)"""
-    return f"{prompt_text(question)} {COT_TRIGGER}"
 
 
 def teacher_requests(config: ExperimentConfig, question: str) -> list[TeacherRequest]:
@@ -58,7 +46,7 @@ def teacher_fingerprint(config: ExperimentConfig, dataset: Dataset) -> str:
     return fingerprint(
         "teacher",
         {
-            "prompt": PROMPT_VERSION,
+            "prompt": TEACHER_PROMPT_VERSION,
             "teacher": teacher,
             "data": {
                 "dataset_id": dataset.id,

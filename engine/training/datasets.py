@@ -13,7 +13,7 @@ the loss, the completion is what the student learns to write:
 period is added. The paper's template puts a period after the question, but its questions need not end in
 one: every StrategyQA question ends in ``?`` (``...?. Answer:``) and every CommonsenseQA question in ``.``
 after its last choice (``...(E) avoid.. Answer:``). The online teacher is asked with exactly this prompt plus
-the trigger (``teacher_prompt`` = ``prompt_text(q) + " Let's think step by step."``), so a rationale R
+the trigger (``teacher_prompt`` = ``training_prompt(q) + " Let's think step by step."``), so a rationale R
 continues the very text the distillation sample puts before it. (The recorded text-davinci-002 rationales of
 ../shared/data were requested by the Fine-tune-CoT authors with their own prompt, ``Q: {q}\nA: Let's think
 step by step.``; they are imported as they are.) Stage 1 samples with another prompt, the paper's zero-shot
@@ -54,9 +54,8 @@ from sqlmodel import Session, select
 
 from db.models import Dataset, Job, Path, Question
 from engine import answers
+from engine.prompts import ANSWER_MARKER, COT_TRIGGER, clean, training_prompt
 
-ANSWER_MARKER = answers.ANSWER_MARKER
-COT_TRIGGER = "Let's think step by step."
 #: Bumped when a format changes, so that jobs trained on an older format are not taken for current ones.
 FORMAT_VERSION = 2  # 2: only the final answer sentence of a rationale is cut, and SERT paths are cut alike
 
@@ -81,17 +80,6 @@ class Sample:
 
 
 # -- formats ----------------------------------------------------------------------------------------------
-def clean(text: str) -> str:
-    return " ".join(text.split())
-
-
-def prompt_text(question: str) -> str:
-    """``Question: {q}. Answer:`` — the prompt of training and evaluation alike."""
-    q = clean(question)
-    sep = "" if q.endswith(("?", ".", "!")) else "."
-    return f"Question: {q}{sep} Answer:"
-
-
 def answer_surface(answer: str, answer_type: str) -> str:
     """The gold answer as the student should write it (gold answers are stored normalised)."""
     if answer_type == "yes_no":
@@ -190,7 +178,7 @@ def sert_samples(session: Session, sample_job: Job, dataset: Dataset) -> list[Sa
             continue
         out.append(
             Sample(
-                prompt=prompt_text(question.text),
+                prompt=training_prompt(question.text),
                 completion=sert_completion(path.text, answer_surface(question.answer, dataset.answer_type)),
                 question_id=question.id,
                 path_id=path.id,
@@ -223,7 +211,7 @@ def distill_samples(
             continue
         out.append(
             Sample(
-                prompt=prompt_text(question.text),
+                prompt=training_prompt(question.text),
                 completion=distill_completion(rationale, answer_surface(question.answer, dataset.answer_type)),
                 question_id=question.id,
                 path_id=path.id,
@@ -235,7 +223,7 @@ def distill_samples(
 def finetune_samples(questions: list[Question], dataset: Dataset) -> list[Sample]:
     return [
         Sample(
-            prompt=prompt_text(q.text),
+            prompt=training_prompt(q.text),
             completion=finetune_completion(answer_surface(q.answer, dataset.answer_type)),
             question_id=q.id,
         )
