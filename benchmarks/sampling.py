@@ -65,13 +65,14 @@ def branch_inputs(model, tokenizer, questions: list[str], k: int, eos_ids: set[i
     engine does."""
     import torch
 
-    from engine.sampling import branch_excluded_ids, build_prompt
+    from engine.prompts import sampling_prompt
+    from engine.sampling import branch_excluded_ids
     from engine.sampling.ops import branch_tokens
 
     excluded = torch.tensor(branch_excluded_ids(tokenizer, eos_ids), dtype=torch.long)
     out = []
     for q in questions:
-        ids = tokenizer(build_prompt(q)).input_ids
+        ids = tokenizer(sampling_prompt(q)).input_ids
         logits = model(torch.tensor([ids])).logits[0, -1].float()
         out.append((ids, branch_tokens(logits, k, excluded)[1].tolist()))
     return out

@@ -20,7 +20,8 @@ import torch
 
 from engine.config import SamplingConfig, StudentConfig
 from engine.errors import UserError
-from engine.sampling import build_prompt, make_sampler, make_sampler_from_model, resolve_backend, vllm_available
+from engine.prompts import sampling_prompt
+from engine.sampling import make_sampler, make_sampler_from_model, resolve_backend, vllm_available
 from engine.sampling.ops import question_seed, sample_top_k_top_p, topk_values, truncated_distribution
 from engine.sampling.threads import ThreadTuner
 from tests.conftest import rt_files
@@ -33,8 +34,8 @@ def _hand_logits() -> torch.Tensor:
     return torch.tensor([[0.5, 0.3, 0.1, 0.05, 0.03, 0.02]]).log()
 
 
-def test_build_prompt() -> None:
-    assert build_prompt("Is ice cold?") == "Question: Is ice cold?\nAnswer:"
+def test_sampling_prompt() -> None:
+    assert sampling_prompt("Is ice cold?") == "Question: Is ice cold?\nAnswer:"
 
 
 def test_top_k_then_top_p_by_hand() -> None:
@@ -198,7 +199,7 @@ def _check_paths(model, tokenizer, calls, cfg_max_new=12, first_tokens=5, per_br
     questions = dict(QUESTIONS)
     assert sorted(k for k, _ in calls) == sorted(questions)  # once per question
     for key, paths in calls:
-        prompt = tokenizer(build_prompt(questions[key])).input_ids
+        prompt = tokenizer(sampling_prompt(questions[key])).input_ids
         first = _expected_branches(model, tokenizer, prompt, eos, first_tokens)
         assert len(paths) == first_tokens * per_branch
         assert [(p.branch, p.sample) for p in paths] == [(b, s) for b in range(first_tokens) for s in range(per_branch)]
@@ -313,7 +314,7 @@ def test_one_token_paths_are_the_branch_tokens(tokenizer, tiny_llama) -> None:
 def test_fused_packed_decoder_step_equals_the_model_forward(tokenizer, tiny_llama) -> None:
     from engine.sampling.decoders import FusedLlamaDecoder, HFDecoder, make_decoder
 
-    prompt = tokenizer(build_prompt("Is the sky green?")).input_ids
+    prompt = tokenizer(sampling_prompt("Is the sky green?")).input_ids
     with torch.inference_mode():
         out = tiny_llama(torch.tensor([prompt]), use_cache=True)
         layer_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
@@ -368,7 +369,7 @@ def test_real_student_on_strategyqa(student) -> None:
     special = set(tokenizer.all_special_ids)
     raw_top_has_special = []
     for key, paths in calls:
-        prompt = tokenizer(build_prompt(rows[key]["question"])).input_ids
+        prompt = tokenizer(sampling_prompt(rows[key]["question"])).input_ids
         first = _expected_branches(model, tokenizer, prompt, eos)
         assert not special & set(first)
         with torch.inference_mode():

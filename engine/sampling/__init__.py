@@ -27,13 +27,6 @@ from engine.errors import UserError
 if TYPE_CHECKING:
     from engine.config import SamplingConfig, StudentConfig
 
-PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
-
-
-def build_prompt(question: str) -> str:
-    """The zero-shot prompt of the paper (no chain-of-thought trigger)."""
-    return f"Question: {question}\nAnswer:"
-
 
 @dataclass
 class SampledPath:
@@ -149,11 +142,9 @@ def make_sampler_from_model(
 
 
 __all__ = [
-    "PROMPT_TEMPLATE",
     "SampledPath",
     "Sampler",
     "branch_excluded_ids",
-    "build_prompt",
     "make_sampler",
     "make_sampler_from_model",
     "resolve_backend",

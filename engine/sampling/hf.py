@@ -215,7 +215,7 @@ class HFSampler:
     ) -> None:
         import torch
 
-        from engine.sampling import build_prompt
+        from engine.prompts import sampling_prompt
 
         cfg = self.cfg
         if not items:
@@ -226,7 +226,7 @@ class HFSampler:
         started = time.perf_counter()
         rpq = self.rows_per_question
         max_new = cfg.max_new_tokens
-        prompts = [self.tokenizer(build_prompt(text)).input_ids for _key, text in items]
+        prompts = [self.tokenizer(sampling_prompt(text)).input_ids for _key, text in items]
         max_len = max(len(p) for p in prompts) + max_new
         rows = self.question_capacity * rpq
         self._check_batch_memory(rows, max_len)
@@ -370,7 +370,7 @@ class HFSampler:
         path slot per step of the question), so the two modes differ only by rounding."""
         import torch
 
-        from engine.sampling import build_prompt
+        from engine.prompts import sampling_prompt
 
         cfg = self.cfg
         rpq = self.rows_per_question
@@ -389,7 +389,7 @@ class HFSampler:
             if should_stop():
                 self.log("sampling stopped before the end; unfinished questions are not reported")
                 return
-            ids = self.tokenizer(build_prompt(text)).input_ids
+            ids = self.tokenizer(sampling_prompt(text)).input_ids
             logits, layer_kv = self._prefill(ids)
             top_lp, top_tok = branch_tokens(torch.log_softmax(logits.float(), dim=-1), cfg.first_tokens, excluded)
             question = _Question(key, 0, question_generator(cfg.seed, key), top_tok.tolist(), rpq)

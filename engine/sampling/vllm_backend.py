@@ -169,7 +169,7 @@ class VLLMSampler:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from engine.sampling import build_prompt
+        from engine.prompts import sampling_prompt
 
         cfg = self.cfg
         excluded = self.branch_excluded
@@ -181,7 +181,7 @@ class VLLMSampler:
                 self.log("sampling stopped before the end; unfinished questions are not reported")
                 return
             part = items[start : start + chunk]
-            prompts = [self.tokenizer(build_prompt(text)).input_ids for _key, text in part]
+            prompts = [self.tokenizer(sampling_prompt(text)).input_ids for _key, text in part]
             firsts = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=ids) for ids in prompts], first_params, use_tqdm=False
             )

@@ -26,8 +26,10 @@ from engine.jobs import JobCancelled, JobContext, fingerprint, run_job
 from engine.pipeline import stage
 from engine.stages import config_dataset, find_or_create_job, reload_job
 
-#: Sampling settings that change speed, not the paths: left out of the fingerprint so that changing them
-#: resumes the same job.
+#: Sampling settings meant for speed: left out of the fingerprint so that changing them resumes the same job.
+#: They do not change which paths are sampled (keys, counts, seeds); in the default mode a different batch
+#: composition can round differently and flip tokens of a text (README, "Sampling across machines"), which
+#: ``sampling.batch_invariant = true`` rules out.
 THROUGHPUT_KEYS = ("batch_size", "tensor_parallel_size", "max_batch_memory_mb")
 CANCEL_CHECK_S = 0.5
 

@@ -28,10 +28,10 @@ QUESTIONS = [
 
 def limit_between(model, tokenizer, dtype, fits_rows: int, refused_rows: int, max_new: int, texts: list[str]) -> float:
     """A limit in MiB that lets ``fits_rows`` sequences through and refuses ``refused_rows``."""
-    from engine.sampling import build_prompt
+    from engine.prompts import sampling_prompt
     from engine.sampling.hf import kv_cache_bytes
 
-    max_len = max(len(tokenizer(build_prompt(t)).input_ids) for t in texts) + max_new
+    max_len = max(len(tokenizer(sampling_prompt(t)).input_ids) for t in texts) + max_new
     low = kv_cache_bytes(model.config, fits_rows, max_len, dtype)
     high = kv_cache_bytes(model.config, refused_rows, max_len, dtype)
     assert low < high
@@ -110,7 +110,7 @@ def test_the_sample_job_backs_off_and_says_so_in_its_log(sqa_template, tmp_path:
     from transformers import AutoConfig, AutoTokenizer
 
     from engine.models import prepare_model
-    from engine.sampling import build_prompt
+    from engine.prompts import sampling_prompt
     from engine.sampling.hf import kv_cache_bytes
 
     db = copy_workspace(sqa_template, tmp_path / "w.db")
@@ -124,7 +124,7 @@ def test_the_sample_job_backs_off_and_says_so_in_its_log(sqa_template, tmp_path:
     ]
     model_dir = prepare_model("default")
     config, tokenizer = AutoConfig.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
-    max_len = max(len(tokenizer(build_prompt(t)).input_ids) for t in texts) + 8
+    max_len = max(len(tokenizer(sampling_prompt(t)).input_ids) for t in texts) + 8
     limit = (kv_cache_bytes(config, 4, max_len, torch.float32) + kv_cache_bytes(config, 8, max_len, torch.float32)) / 2
     cfg = write_config(
         tmp_path / "c.toml",
