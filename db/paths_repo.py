@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects.sqlite import insert
@@ -62,8 +63,11 @@ def done_question_ids(session: Session, job_id: int) -> set[int]:
     )
 
 
-def set_decision(session: Session, path_id: int, decision: str | None) -> str | None:
-    """Record a person's decision (None clears it); returns the previous decision, for undo."""
+def set_decision(session: Session, path_id: int, decision: str | None, at: datetime | None = None) -> str | None:
+    """Record a person's decision (None clears it); returns the previous decision, for undo.
+
+    ``at``: when the person decided, where that was before this write (a decision kept in the journal of
+    :mod:`db.decision_journal`); now by default."""
     if decision is not None and decision not in DECISIONS:
         raise ValueError(f"unknown decision {decision!r}")
     path = session.get(Path, path_id)
@@ -71,6 +75,6 @@ def set_decision(session: Session, path_id: int, decision: str | None) -> str | 
         raise KeyError(path_id)
     previous = path.decision
     path.decision = decision
-    path.decided_at = utcnow() if decision is not None else None
+    path.decided_at = (at or utcnow()) if decision is not None else None
     session.add(path)
     return previous

@@ -1,8 +1,9 @@
 """The Textual app. Importing this module must stay light: no torch, no transformers (first frame < 2 s).
 
-The app reads the workspace and renders; jobs run in their own processes (``engine.launcher``) and a person's
-decisions go to the workspace through one writer thread (``DecisionWriter``). Job control lives here so that
-keys and the command palette offer the same actions.
+The app reads the workspace and renders; jobs run in their own processes (``engine.pipeline.processes``) and a person's
+decisions go to the workspace through one writer thread (``sert_tui.services.decisions.DecisionWriter``), which
+at start re-applies the decisions an earlier session had to keep in the workspace's journal. Job control lives
+here so that keys and the command palette offer the same actions.
 """
 
 from __future__ import annotations
@@ -15,21 +16,27 @@ from typing import TYPE_CHECKING
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.message import Message
 
-from engine.errors import first_line
-from engine.launcher import Launcher
+from db.errors import first_line
+from engine.pipeline.processes import Launcher
+from sert_tui.context import WorkspaceApp
+from sert_tui.keymap import clashes, config_path, load_keymap, parse_keymap
 from sert_tui.screens.home import HomeScreen
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from db.app_queries import JobInfo
-    from sert_tui.screens.paths import DecisionWriter
+    from sert_tui.services.decisions import DecisionWriter
 
 
 class SertCommands(Provider):
     """The command palette: the app's actions, the current screen's keys, and every job by number."""
 
     def _commands(self) -> list[tuple[str, str, object]]:
-        app: SertApp = self.app  # type: ignore[assignment]
+        app = self.app
+        assert isinstance(app, SertApp)
         cmds: list[tuple[str, str, object]] = [
             (
                 "Start the default job",
@@ -52,7 +59,7 @@ class SertCommands(Provider):
             if isinstance(binding, Binding) and binding.description and not binding.action.startswith("app."):
                 cmds.append(
                     (
-                        f"{binding.description} [{binding.key}]",
+                        f"{binding.description} [{app.keymap.get(binding.id or '', binding.key)}]",
                         "on this screen",
                         partial(screen.run_action, binding.action),
                     )
@@ -95,22 +102,40 @@ class SertCommands(Provider):
                 yield Hit(score, matcher.highlight(title), callback, help=help_text)  # type: ignore[arg-type]
 
 
-class SertApp(App):
+class SertApp(WorkspaceApp):
     """sert-tui: browse the workspace, curate reasoning paths, watch jobs."""
 
     CSS_PATH = "sert_tui.tcss"
     TITLE = "sert-tui"
     COMMANDS = App.COMMANDS | {SertCommands}
+    HELP_TITLE = "Everywhere"
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("question_mark", "help", "Help"),
-        Binding("r", "refresh", "Refresh", show=False),
+        Binding(
+            "q", "quit", "Quit", tooltip="quit; asks first while job processes this app started run", id="app.quit"
+        ),
+        Binding("question_mark", "help", "Help", tooltip="every key of every screen, with its id", id="app.help"),
+        Binding("r", "refresh", "Refresh", show=False, tooltip="re-read the workspace now", id="app.refresh"),
     ]
+    #: Keys that are Textual's own, listed in the help beside ours.
+    HELP_EXTRA = (
+        ("ctrl+p", "command palette: every action of the current screen, jobs by number, themes"),
+        ("tab / shift+tab", "move between tables and fields"),
+    )
 
-    def __init__(self, workspace: Path, engine=None):
+    def __init__(
+        self, workspace: Path, engine=None, keymap: Mapping[str, str] | None = None, config: Path | None = None
+    ):
         """``engine``: an engine already open on this workspace in this process (opening a workspace twice in
-        one process is best avoided: see db.session's header check)."""
+        one process is best avoided: see db.session's header check). ``keymap``: binding id → keys, instead of
+        the ``[keymap]`` table of the config file ``config`` (default: :func:`sert_tui.keymap.config_path`)."""
         super().__init__()
+        self.config_path = config_path() if config is None else Path(config)
+        loaded = parse_keymap(keymap, where="keymap") if keymap is not None else load_keymap(self.config_path)
+        self._keymap_where = "keymap" if keymap is not None else str(self.config_path)
+        #: The keymap in force (binding id → keys); what was wrong in it is reported once the app shows.
+        self.keymap: dict[str, str] = loaded.bindings
+        self._keymap_problems = loaded.problems
+        self.set_keymap(self.keymap)
         self.workspace = Path(workspace)
         self.sub_title = str(self.workspace)
         self._engine = engine
@@ -118,6 +143,8 @@ class SertApp(App):
         self._open_lock = threading.Lock()
         self.workspace_error: Exception | None = None
         self._writer: DecisionWriter | None = None
+        self._writer_lock = threading.RLock()
+        self._unmounted = False
         self.launcher = Launcher(self.workspace)
 
     # -- the workspace -------------------------------------------------------------------------------
@@ -130,6 +157,8 @@ class SertApp(App):
         """
         if self._engine is None:
             with self._open_lock:
+                if self._engine is None and self.workspace_error is not None:
+                    raise self.workspace_error  # reported once; another thread asking does not open it again
                 if self._engine is None:
                     from db.session import open_workspace
 
@@ -147,13 +176,37 @@ class SertApp(App):
     @property
     def decision_writer(self) -> DecisionWriter:
         if self._writer is None:
-            from sert_tui.screens.paths import DecisionWriter
+            with self._writer_lock:
+                if self._writer is None:
+                    from sert_tui.services.decisions import DecisionWriter
 
-            self._writer = DecisionWriter(self.db, on_error=self._write_failed)
+                    self._writer = DecisionWriter(self.db, report=self._writer_report)
         return self._writer
 
-    def _write_failed(self, exc: Exception) -> None:
-        self.call_from_thread(self.notify, f"a decision could not be written: {exc}", severity="error", timeout=10)
+    class WriterReport(Message):
+        """What the decision writer tells the person (posted from its thread)."""
+
+        def __init__(self, text: str, severity: str) -> None:
+            super().__init__()
+            self.text, self.severity = text, severity
+
+    def _writer_report(self, message: str, severity: str) -> None:
+        # Posted, never waited for: the writer must not wait on the UI thread, which may itself be waiting
+        # for the writer (a flush, the drain when the app ends).
+        self.post_message(self.WriterReport(message, severity))
+
+    def on_sert_app_writer_report(self, report: WriterReport) -> None:
+        self.notify(report.text, severity=report.severity, timeout=10)  # type: ignore[arg-type]
+
+    def _start_writer(self) -> None:
+        """Start the decision writer behind the first frame: it re-applies decisions an earlier session kept."""
+        with self._writer_lock:  # not after the app has gone: nobody would close the writer
+            if self._unmounted:
+                return
+            try:
+                self.decision_writer  # noqa: B018
+            except Exception:  # a workspace that cannot be opened ends the app (see ``db``)
+                pass
 
     @property
     def known_jobs(self) -> list[JobInfo]:
@@ -162,10 +215,60 @@ class SertApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(HomeScreen())
+        self.run_worker(self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start")
+        if self.keymap or self._keymap_problems:  # no keymap: nothing to check, no screen module to import
+            self.call_after_refresh(self._check_keymap)
+
+    # -- the keymap ------------------------------------------------------------------------------------
+    def help_classes(self) -> list[type]:
+        """Every class whose bindings the help lists (and a keymap may name), in the help's order."""
+        from sert_tui.screens.help import HelpScreen
+        from sert_tui.screens.modals import ConfirmScreen, FormScreen, QuitScreen, TextScreen
+        from sert_tui.screens.monitor import MonitorScreen
+        from sert_tui.screens.paths import PathsScreen
+        from sert_tui.screens.results import PredictionsScreen, ResultsScreen
+        from sert_tui.widgets.path_table import PathTable
+
+        return [
+            type(self),
+            HomeScreen,
+            PathsScreen,
+            PathTable,
+            MonitorScreen,
+            ResultsScreen,
+            PredictionsScreen,
+            ConfirmScreen,
+            QuitScreen,
+            TextScreen,
+            FormScreen,
+            HelpScreen,
+        ]
+
+    def _check_keymap(self) -> None:
+        """Report what was wrong in the keymap (after the first frame: the ids need every screen's module)."""
+        from sert_tui.screens.help import binding_ids, bindings_of
+
+        known = set(binding_ids(self.help_classes()))
+        unknown = [binding_id for binding_id in self.keymap if binding_id not in known]
+        problems = list(self._keymap_problems)
+        for binding_id in unknown:
+            del self.keymap[binding_id]
+            problems.append(
+                f"{self._keymap_where}: {binding_id!r}: no binding has this id (the help screen, ?, lists them)"
+            )
+        if unknown:
+            self.set_keymap(self.keymap)
+        for problem in problems:
+            self.notify(problem, title="keymap: entry left out", severity="error", timeout=20)
+        for cls in self.help_classes():
+            for clash in clashes(bindings_of(cls), self.keymap, self._keymap_where):
+                self.notify(clash, title="keymap: clash", severity="warning", timeout=20)
 
     def on_unmount(self) -> None:
+        with self._writer_lock:
+            self._unmounted = True
         if self._writer is not None:
-            self._writer.close()  # every decision made is written before the app goes
+            self._writer.close()  # every decision made is written, or kept in the journal, before the app goes
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
 
@@ -180,7 +283,8 @@ class SertApp(App):
         from sert_tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            note = f"Any of these keys can be remapped by its id in the [keymap] table of {self.config_path}."
+            self.push_screen(HelpScreen(self.help_classes(), self.keymap, note))
 
     def action_home(self) -> None:
         while len(self.screen_stack) > 2 and not isinstance(self.screen, HomeScreen):
@@ -215,9 +319,25 @@ class SertApp(App):
         else:
             self.notify(f"job {job_id} ({kind}) has no view of its own")
 
+    # What the home screen asks for (it posts these upward rather than calling the app).
+    def on_home_screen_open_job(self, message: HomeScreen.OpenJob) -> None:
+        self.open_job(message.job_id, message.kind, also=message.also)
+
+    def on_home_screen_open_monitor(self, message: HomeScreen.OpenMonitor) -> None:
+        self.open_monitor(message.job_ids)
+
+    def on_home_screen_cancel_job(self, message: HomeScreen.CancelJob) -> None:
+        self.cancel_job(message.job)
+
+    def on_home_screen_show_error(self, message: HomeScreen.ShowError) -> None:
+        self.show_error(message.job)
+
+    def on_home_screen_show_launch_log(self, _message: HomeScreen.ShowLaunchLog) -> None:
+        self.show_launch_log()
+
     # -- job control -----------------------------------------------------------------------------------
     def action_start_default(self) -> None:
-        from engine.launcher import DEFAULT_STAGES, default_config_path
+        from engine.pipeline.processes import DEFAULT_STAGES, default_config_path
 
         config = default_config_path(self.workspace)
         if any(launch.config == config and launch.running for launch in self.launcher.launches):
@@ -244,7 +364,7 @@ class SertApp(App):
         self.action_refresh()
 
     def action_config_job(self) -> None:
-        from engine.launcher import default_config_path
+        from engine.pipeline.processes import default_config_path
         from sert_tui.screens.modals import ConfigFileScreen
 
         initial = default_config_path(self.workspace)
@@ -264,7 +384,7 @@ class SertApp(App):
         def done(result: tuple[dict, list[str]] | None) -> None:
             if result is None:
                 return
-            from engine.launcher import write_form_config
+            from engine.pipeline.processes import write_form_config
 
             values, stages = result
             self.start(write_form_config(self.workspace, values), stages)
@@ -283,7 +403,7 @@ class SertApp(App):
 
         def done(yes: bool | None) -> None:
             if yes:
-                from engine.launcher import cancel_job
+                from engine.pipeline.processes import cancel_job
 
                 cancel_job(self.db, job.id)
                 self.notify(f"asked job {job.id} to stop")
@@ -334,7 +454,7 @@ class SertApp(App):
 
         from db.models import Job
         from db.session import session_scope
-        from engine.launcher import cancel_job
+        from engine.pipeline.processes import cancel_job
 
         pids = {launch.pid for launch in self.launcher.running()}
         with session_scope(self.db) as s:
@@ -356,7 +476,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 def run_app(workspace: Path) -> int:
     """Run the app on a workspace; a workspace that cannot be opened is one error line (exit 2)."""
-    from engine.errors import WorkspaceError
+    from db.errors import WorkspaceError
 
     workspace = Path(workspace).expanduser()
     # The cheap check before the UI starts; the full open (schema, migration) runs behind the first frame.
@@ -369,11 +489,20 @@ def run_app(workspace: Path) -> int:
                     raise WorkspaceError(f"{workspace}: not a sert-tui workspace (not an SQLite database)")
     except OSError as exc:
         raise WorkspaceError(f"{workspace}: cannot read the workspace ({exc.strerror or exc})") from None
+    import sys
+
     from sert_tui import hangup
 
     app = SertApp(workspace)
     hangup.watch()  # a terminal that goes away ends the app (after the decisions made are written)
     app.run()
+    writer = app._writer
+    if writer is not None and writer.kept_on_close:
+        print(
+            f"note: decisions that could not be written yet are kept in {writer.journal}; "
+            "they are written at the next start",
+            file=sys.stderr,
+        )
     if app.workspace_error is not None:
         if isinstance(app.workspace_error, WorkspaceError):
             raise app.workspace_error

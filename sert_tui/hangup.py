@@ -5,8 +5,9 @@ shell that started the app would forward SIGHUP, but nothing does when the app r
 another parent that is not a shell; Textual's input thread then reads end-of-file in a loop (a whole core)
 while its output queue, with no terminal to write to, blocks the event loop for good. So a small thread looks
 at the terminal every second; once none of the app's standard streams is a terminal any more, it waits for
-the decisions already made to be written and ends the process. Job processes the app started run in their
-own sessions and go on.
+the decisions already made to be written -- or, when the workspace stays busy, kept in its journal of
+pending decisions (``db.decision_journal``), which the next start applies -- and ends the process. Job
+processes the app started run in their own sessions and go on.
 """
 
 from __future__ import annotations
@@ -22,16 +23,23 @@ HANGUP_EXIT_CODE = 129  # 128 + SIGHUP, as a shell reports a process ended by a 
 
 
 class Drains(Protocol):
-    def drain(self, timeout: float) -> None: ...
+    def drain(self, timeout: float) -> object:
+        """Return once every write handed in is durable: written, or (after ``timeout`` seconds of waiting
+        for the writes) kept where the next start finds it."""
+        ...
 
 
-#: What has writes in flight that must land before the process ends (the paths screens' decision writers).
+#: What has writes in flight that must land before the process ends (the app's decision writers).
 PENDING_WRITES: weakref.WeakSet[Drains] = weakref.WeakSet()
 
 
 def drain_pending(timeout: float = 10.0) -> None:
+    """Make every pending write durable (see :class:`Drains`); a writer that fails does not stop the others."""
     for writer in list(PENDING_WRITES):
-        writer.drain(timeout)
+        try:
+            writer.drain(timeout)
+        except Exception:  # nobody is left to tell: the terminal is gone
+            pass
 
 
 def terminal_fds() -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -82,3 +83,93 @@ def test_the_app_exits_when_its_terminal_is_closed(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _text(output: bytes) -> bytes:
+    """Terminal output without its control sequences (styles, cursor moves), to look for words in."""
+    return re.sub(rb"\x1b\[[0-9;?<>=$]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)", b"", output)
+
+
+def _read_until(master: int, proc: subprocess.Popen, seen: bytes, wanted: bytes, timeout: float = 120) -> bytes:
+    """Read the app's terminal output until the pattern ``wanted`` shows (the app blocks when nobody reads)."""
+    deadline = time.monotonic() + timeout
+    while not re.search(wanted, _text(seen)) and time.monotonic() < deadline and proc.poll() is None:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            seen += os.read(master, 65536)
+    assert re.search(wanted, _text(seen)), (wanted, _text(seen)[-3000:])
+    return seen
+
+
+def test_decisions_made_while_the_workspace_is_locked_are_kept_when_the_terminal_hangs_up(tmp_path: Path) -> None:
+    """The real app in a pty: another connection holds the workspace's write lock while a person decides;
+    the terminal goes away. The app must end (129) only once the decisions are kept in the journal, and the
+    next ``sert-tui paths list --json`` applies them, says so on stderr and lists them in its one document."""
+    import json
+    import sqlite3
+
+    from db import decision_journal
+    from db.session import open_workspace
+    from tests.test_app_helpers import decisions, make_dataset, make_filter_job, make_sample_job
+
+    db = tmp_path / "w.db"
+    engine = open_workspace(db)
+    dataset = make_dataset(engine, n_train=3)
+    sample = make_sample_job(engine, dataset, n_questions=2)
+    make_filter_job(engine, dataset, sample)
+    ids = sorted(decisions(engine, sample))
+    engine.dispose()
+    journal = decision_journal.journal_path(db)
+
+    master, slave = pty.openpty()
+    exe = ROOT / ".venv" / "bin" / "sert-tui"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sert_tui"]
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
+    proc = subprocess.Popen([*cmd, "--db", str(db)], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT)
+    os.close(slave)
+    lock = None
+    try:
+        seen = _read_until(master, proc, b"", rb"2\s+filter\s+pending")  # the jobs table is filled
+        os.write(master, b"\r")  # the newest job, the filter job: the paths it judged
+        seen = _read_until(master, proc, seen, rb"Training set")
+        lock = sqlite3.connect(str(db), isolation_level=None, timeout=0)
+        lock.execute("BEGIN EXCLUSIVE")  # held until the app has ended: longer than any retry
+        for key in (b"a", b"a", b"x"):
+            os.write(master, key)
+        _read_until(master, proc, seen, re.escape("✗ reject".encode()))  # the last key was handled: all three are made
+        os.close(master)
+        master = -1
+        assert proc.wait(timeout=120) == hangup.HANGUP_EXIT_CODE
+        kept = decision_journal.last_decisions(decision_journal.read(journal)[0])
+        assert {pid: d for pid, (d, _at) in kept.items()} == {
+            ids[0]: "accepted",
+            ids[1]: "accepted",
+            ids[2]: "rejected",
+        }
+        rows = lock.execute("SELECT COUNT(*) FROM paths WHERE decision IS NOT NULL").fetchone()
+        assert rows == (0,)  # nothing reached the workspace: the journal is what kept them
+    finally:
+        if lock is not None:
+            lock.execute("ROLLBACK")
+            lock.close()
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    listed = subprocess.run(
+        [*cmd, "--db", str(db), "paths", "list", "--job", str(sample), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    got = {r["id"]: r["decision"] for r in json.loads(listed.stdout)}
+    assert (got[ids[0]], got[ids[1]], got[ids[2]]) == ("accepted", "accepted", "rejected")
+    assert sum(d is not None for d in got.values()) == 3
+    note = f"note: re-applied 3 decisions that could not be written earlier (kept in {journal})"
+    assert note in listed.stderr.splitlines()
+    assert not journal.exists()

@@ -1,16 +1,15 @@
 """Paths: browse a job's reasoning paths page by page and accept / reject / ignore them (Prodigy's keys).
 
 Reads happen in worker threads (keyset pages from ``db.app_queries``); a decision shows on screen at once and
-is written by the app's ``DecisionWriter`` thread in order, one transaction per key press or bulk action.
+is written by the app's ``DecisionWriter`` (``sert_tui.services.decisions``) in order, one transaction per key
+press or bulk action, or kept in the workspace's journal of pending decisions when it cannot be.
 While sampling runs, a poll every second re-reads the page the person is on (anchored at its first id, so
 the place is kept) and the training-set counts.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rich.text import Text
@@ -23,7 +22,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from db.app_queries import RULES, JobInfo, Page, PathCounts, PathFilter, PathRow
-from sert_tui import hangup
+from sert_tui.context import workspace_app
+from sert_tui.services.decisions import Change, DecisionWriter
 from sert_tui.widgets.path_table import Column, PathTable
 
 POLL_SECONDS = 1.0
@@ -31,72 +31,6 @@ PAGE_MAX_AGE = 5.0  # seconds; the open page is re-read at once when anything ch
 COUNTS_MAX_AGE = 10.0  # seconds; counts are re-read sooner whenever paths, the job or a decision changed
 PAGE_SIZE = 100
 UNDO_LEVELS = 500
-
-Change = tuple[int, str | None]  # (path id, decision or None)
-
-
-class DecisionWriter:
-    """Writes decisions in the order they were made, each batch in one transaction, on one thread.
-
-    ``committed`` is the sequence number of the last batch written; readers use it to tell whether a page
-    they read already contains a decision the screen shows. A writer registers with :mod:`sert_tui.hangup`, so
-    that the decisions made are written before the app ends on a hung-up terminal.
-    """
-
-    def __init__(self, engine, on_error: Callable[[Exception], None] | None = None):
-        self.engine = engine
-        self.on_error = on_error or (lambda _exc: None)
-        self.submitted = 0
-        self.committed = 0
-        self._queue: queue.Queue[tuple[int, list[Change]] | None] = queue.Queue()
-        self._done = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
-        self._thread.start()
-        hangup.PENDING_WRITES.add(self)
-
-    def submit(self, changes: list[Change]) -> int:
-        self.submitted += 1
-        self._queue.put((self.submitted, list(changes)))
-        return self.submitted
-
-    def _run(self) -> None:
-        from db.paths_repo import set_decision
-        from db.session import session_scope
-
-        while True:
-            item = self._queue.get()
-            if item is None:
-                self._queue.task_done()
-                return
-            seq, changes = item
-            try:
-                with session_scope(self.engine) as s:
-                    for path_id, decision in changes:
-                        set_decision(s, path_id, decision)
-            except Exception as exc:  # reported to the person; the screen re-reads the truth
-                self.on_error(exc)
-            finally:
-                with self._done:
-                    self.committed = seq
-                    self._done.notify_all()
-                self._queue.task_done()
-
-    def wait_for(self, seq: int, timeout: float = 30.0) -> None:
-        with self._done:
-            self._done.wait_for(lambda: self.committed >= seq, timeout)
-
-    def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for every submitted decision to be written."""
-        self.wait_for(self.submitted, timeout)
-
-    def flush(self) -> None:
-        """Block until every submitted decision is written."""
-        self._queue.join()
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout=5)
 
 
 # -- rendering ------------------------------------------------------------------------------------------
@@ -229,39 +163,113 @@ class CursorSpec:
 class PathsScreen(Screen):
     """The paths of one job; a decision per key press, written at once."""
 
+    HELP_TITLE = "Paths (curation)"
     BINDINGS = [
-        Binding("a", "decide('accepted')", "Accept"),
-        Binding("x", "decide('rejected')", "Reject"),
-        Binding("space", "decide('ignored')", "Ignore"),
-        Binding("backspace", "undo", "Undo"),
-        Binding("A", "accept_question", "Accept passed (question)"),
-        Binding("P", "accept_page", "Accept passed (page)"),
-        Binding("right_square_bracket", "next_page", "Next page"),
-        Binding("left_square_bracket", "prev_page", "Prev page"),
-        Binding("g", "first_page", "First page", show=False),
-        Binding("G", "last_page", "Last page", show=False),
-        Binding("d", "cycle('decision')", "Decision filter", show=False),
-        Binding("v", "cycle('passed')", "Verdict filter", show=False),
-        Binding("s", "cycle('selected')", "Selected filter", show=False),
-        Binding("o", "cycle('source')", "Source filter", show=False),
-        Binding("c", "cycle('correct')", "Correct filter", show=False),
-        Binding("f", "toggle_question", "This question only", show=False),
-        Binding("slash", "search", "Search"),
-        Binding("F", "clear_filters", "Clear filters", show=False),
-        Binding("escape", "back", "Back"),
+        Binding(
+            "a", "decide('accepted')", "Accept", tooltip="accept the path; on to the next undecided", id="paths.accept"
+        ),
+        Binding(
+            "x", "decide('rejected')", "Reject", tooltip="reject the path; on to the next undecided", id="paths.reject"
+        ),
+        Binding(
+            "space",
+            "decide('ignored')",
+            "Ignore",
+            tooltip="ignore the path; on to the next undecided",
+            id="paths.ignore",
+        ),
+        Binding(
+            "backspace", "undo", "Undo", tooltip="undo the last decision or bulk action (many levels)", id="paths.undo"
+        ),
+        Binding(
+            "A",
+            "accept_question",
+            "Accept passed (question)",
+            tooltip="accept every undecided path of the highlighted question that passed all rules (one undo)",
+            id="paths.accept_question",
+        ),
+        Binding(
+            "P",
+            "accept_page",
+            "Accept passed (page)",
+            tooltip="accept every undecided path on this page that passed all rules (one undo)",
+            id="paths.accept_page",
+        ),
+        Binding(
+            "right_square_bracket", "next_page", "Next page", tooltip="the next page of paths", id="paths.next_page"
+        ),
+        Binding(
+            "left_square_bracket", "prev_page", "Prev page", tooltip="the previous page of paths", id="paths.prev_page"
+        ),
+        Binding("g", "first_page", "First page", show=False, tooltip="the first page", id="paths.first_page"),
+        Binding("G", "last_page", "Last page", show=False, tooltip="the last page", id="paths.last_page"),
+        Binding(
+            "d",
+            "cycle('decision')",
+            "Decision filter",
+            show=False,
+            tooltip="cycle decision filter: any → undecided → accepted → rejected → ignored",
+            id="paths.filter_decision",
+        ),
+        Binding(
+            "v",
+            "cycle('passed')",
+            "Verdict filter",
+            show=False,
+            tooltip="cycle verdict filter: any → passed every rule → failed a rule",
+            id="paths.filter_verdict",
+        ),
+        Binding(
+            "s",
+            "cycle('selected')",
+            "Selected filter",
+            show=False,
+            tooltip="cycle selected filter: any → selected → not selected",
+            id="paths.filter_selected",
+        ),
+        Binding(
+            "o",
+            "cycle('source')",
+            "Source filter",
+            show=False,
+            tooltip="cycle source filter: any → self → teacher",
+            id="paths.filter_source",
+        ),
+        Binding(
+            "c",
+            "cycle('correct')",
+            "Correct filter",
+            show=False,
+            tooltip="cycle correctness filter: any → correct → incorrect",
+            id="paths.filter_correct",
+        ),
+        Binding(
+            "f",
+            "toggle_question",
+            "This question only",
+            show=False,
+            tooltip="only the paths of the highlighted question (again: all questions)",
+            id="paths.this_question",
+        ),
+        Binding(
+            "slash",
+            "search",
+            "Search",
+            tooltip="search question text (enter applies, escape cancels; empty clears)",
+            id="paths.search",
+        ),
+        Binding(
+            "F",
+            "clear_filters",
+            "Clear filters",
+            show=False,
+            tooltip="every filter back to any",
+            id="paths.clear_filters",
+        ),
+        Binding(
+            "escape", "back", "Back", tooltip="close the search box, else back to the previous screen", id="paths.back"
+        ),
     ]
-
-    KEY_HELP = {
-        "d": "cycle decision filter: any → undecided → accepted → rejected → ignored",
-        "v": "cycle verdict filter: any → passed every rule → failed a rule",
-        "s": "cycle selected filter: any → selected → not selected",
-        "o": "cycle source filter: any → self → teacher",
-        "c": "cycle correctness filter: any → correct → incorrect",
-        "f": "only the paths of the highlighted question (again: all questions)",
-        "slash": "search question text (enter applies, escape cancels; empty clears)",
-        "A": "accept every undecided path of the highlighted question that passed all rules (one undo)",
-        "P": "accept every undecided path on this page that passed all rules (one undo)",
-    }
 
     CYCLES: dict[str, tuple] = {
         "decision": (None, "undecided", "accepted", "rejected", "ignored"),
@@ -341,7 +349,7 @@ class PathsScreen(Screen):
 
     @property
     def writer(self) -> DecisionWriter:
-        return self.app.decision_writer  # type: ignore[attr-defined]
+        return workspace_app(self).decision_writer
 
     # -- reading -------------------------------------------------------------------------------------
     def _load(self, cursor: CursorSpec, anchor: int | None = None, mode: str = "anchor", before: int = 0) -> None:
@@ -366,7 +374,7 @@ class PathsScreen(Screen):
 
         try:
             committed = self.writer.committed
-            with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+            with workspace_app(self).db.connect() as conn:
                 if self.paths_job is None:
                     self.paths_job = q.paths_job_id(conn, self.job_id)
                 job = self.paths_job
@@ -645,7 +653,7 @@ class PathsScreen(Screen):
         row = self.current_row()
         if row is None or self.paths_job is None:
             return
-        with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+        with workspace_app(self).db.connect() as conn:
             ids = q.question_passed_undecided(conn, self.paths_job, row.question_id)
         ids = [pid for pid in ids if self._decision_of(pid) is None]
         if not ids:

@@ -1,0 +1,1 @@
+"""App services: the work the app does for a person beside the screens (no widgets here)."""
