@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sert_tui.app import SertApp
-from sert_tui.screens.help import HelpScreen, bindings_of, screen_classes
+from sert_tui.screens.help import HelpScreen, binding_ids, bindings_of, help_title, key_label
 from sert_tui.screens.home import HomeScreen
 from sert_tui.screens.paths import PathsScreen
 from sert_tui.screens.results import ResultsScreen
@@ -72,17 +72,26 @@ def test_first_frame_under_two_seconds(db_path):
 
 @pytest.mark.anyio
 async def test_help_lists_every_key_of_every_screen(db_path):
-    app = SertApp(db_path)
+    """The help is built from the bindings: every binding of the app, its screens, modals and widgets has a
+    unique id, and the help shows it with its key and description."""
+    app = SertApp(db_path, config=db_path.parent / "no-config.toml")
     async with app.run_test(size=(140, 200)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen) and app.screen.loaded)
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         text = screen_text(app)
-        for title, cls in screen_classes():
-            assert title in text
+        classes = app.help_classes()
+        ids = binding_ids(classes)
+        assert len(ids) == len(set(ids)) > 50, "binding ids are unique"
+        for cls in classes:
+            assert help_title(cls) in text
             for binding in bindings_of(cls):
-                assert binding.description in text or cls.__dict__.get("KEY_HELP", {}).get(binding.key), binding
-        assert "accept every undecided path of the highlighted question that passed all rules" in text
+                assert binding.id, f"{cls.__name__}: the binding of {binding.key!r} has no id"
+                line = next(line for line in text.splitlines() if binding.id in line.split())
+                assert key_label(binding.key) in line and binding.description in line, line
+        words = " ".join(text.split())  # long explanations wrap
+        assert "accept every undecided path of the highlighted question that passed all rules" in words
+        assert "ctrl+p" in text and str(app.config_path) in words
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
 

@@ -1,7 +1,8 @@
 """Home: the workspace's datasets, jobs, job processes this app started, models and checkpoints.
 
 The tables refresh every second from a worker thread. Job control lives on the app (``SertApp``) so that the
-command palette offers the same actions; this screen binds them to keys on the highlighted job.
+command palette offers the same actions; this screen binds them to keys on the highlighted job and posts them
+upward as messages (``HomeScreen.OpenJob``, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
-from engine.errors import first_line
+from db.errors import first_line
+from sert_tui.context import workspace_app
 
 if TYPE_CHECKING:
     from db.app_queries import HomeSnapshot, JobInfo
@@ -40,30 +42,108 @@ def _time(value) -> str:
 class HomeScreen(Screen):
     """The first screen: what the workspace holds and what runs."""
 
+    HELP_TITLE = "Home"
     BINDINGS = [
-        Binding("enter", "open_job", "Open job", show=False),
-        Binding("d", "app.start_default", "Default job"),
-        Binding("n", "app.new_job", "New job"),
-        Binding("o", "app.config_job", "From config"),
-        Binding("c", "cancel_job", "Cancel job"),
-        Binding("e", "show_error", "Error"),
-        Binding("l", "show_log", "Launch log", show=False),
-        Binding("m", "mark", "Mark for overlay", show=False),
-        Binding("t", "monitor", "Monitor", show=False),
-        Binding("R", "app.results", "Results"),
+        Binding(
+            "enter",
+            "open_job",
+            "Open job",
+            show=False,
+            tooltip="open the highlighted job: its paths (sample/filter/teacher), training monitor or results (eval)",
+            id="home.open_job",
+        ),
+        Binding(
+            "d",
+            "app.start_default",
+            "Default job",
+            tooltip="start the embedded default: the bundled student samples, then the paper's filters run",
+            id="home.start_default",
+        ),
+        Binding("n", "app.new_job", "New job", tooltip="a form with the paper's defaults", id="home.new_job"),
+        Binding(
+            "o",
+            "app.config_job",
+            "From config",
+            tooltip="start a job from a TOML experiment config and the stage(s) to run",
+            id="home.config_job",
+        ),
+        Binding(
+            "c",
+            "cancel_job",
+            "Cancel job",
+            tooltip="ask the highlighted job to stop (asks first; finished work is kept)",
+            id="home.cancel_job",
+        ),
+        Binding("e", "show_error", "Error", tooltip="the highlighted job's error in full", id="home.show_error"),
+        Binding(
+            "l",
+            "show_log",
+            "Launch log",
+            show=False,
+            tooltip="full log of the newest job process this app started",
+            id="home.launch_log",
+        ),
+        Binding(
+            "m",
+            "mark",
+            "Mark for overlay",
+            show=False,
+            tooltip="mark a training job; the monitor overlays the marked runs",
+            id="home.mark",
+        ),
+        Binding(
+            "t",
+            "monitor",
+            "Monitor",
+            show=False,
+            tooltip="training monitor of the highlighted job plus the marked ones",
+            id="home.monitor",
+        ),
+        Binding(
+            "R",
+            "app.results",
+            "Results",
+            tooltip="the paper's Table II across runs and per-question predictions",
+            id="home.results",
+        ),
     ]
-
-    KEY_HELP = {
-        "enter": "open the highlighted job: its paths (sample/filter/teacher), training monitor or results (eval)",
-        "m": "mark a training job; the monitor overlays the marked runs",
-        "t": "training monitor of the highlighted job plus the marked ones",
-        "l": "full log of the newest job process this app started",
-    }
 
     class Loaded(Message):
         def __init__(self, snapshot: HomeSnapshot) -> None:
             super().__init__()
             self.snapshot = snapshot
+
+    # What this screen asks the app to do; the app handles them (``on_home_screen_open_job``, ...).
+    class OpenJob(Message):
+        """Open a job's own view; ``also``: the marked jobs (training runs are overlaid)."""
+
+        def __init__(self, job_id: int, kind: str, also: list[int]) -> None:
+            super().__init__()
+            self.job_id, self.kind, self.also = job_id, kind, also
+
+    class OpenMonitor(Message):
+        """The training monitor of these jobs, overlaid."""
+
+        def __init__(self, job_ids: list[int]) -> None:
+            super().__init__()
+            self.job_ids = job_ids
+
+    class CancelJob(Message):
+        """Ask (after a confirmation) this job to stop."""
+
+        def __init__(self, job: JobInfo) -> None:
+            super().__init__()
+            self.job = job
+
+    class ShowError(Message):
+        """This job's error in full."""
+
+        def __init__(self, job: JobInfo) -> None:
+            super().__init__()
+            self.job = job
+
+    class ShowLaunchLog(Message):
+        """The log of the newest job process this app started."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,7 +195,7 @@ class HomeScreen(Screen):
         from db.app_queries import home_snapshot
 
         try:
-            snapshot = home_snapshot(self.app.db)  # type: ignore[attr-defined]
+            snapshot = home_snapshot(workspace_app(self).db)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"could not read the workspace: {exc}", severity="error")
             return
@@ -123,7 +203,7 @@ class HomeScreen(Screen):
 
     def on_home_screen_loaded(self, message: Loaded) -> None:
         snap = self.snapshot = message.snapshot
-        launcher = self.app.launcher  # type: ignore[attr-defined]
+        launcher = workspace_app(self).launcher
         rows = []
         for j in snap.jobs:
             mark = ("●" if j.id in self.marked else "") + ("▶" if launcher.started_job(j.pid, j.host) else "")
@@ -159,7 +239,7 @@ class HomeScreen(Screen):
         self.loaded = True
 
     def _fill_launches(self) -> None:
-        launches = self.app.launcher.launches  # type: ignore[attr-defined]
+        launches = workspace_app(self).launcher.launches
         rows = []
         for launch in reversed(launches):
             rc = launch.returncode
@@ -177,7 +257,7 @@ class HomeScreen(Screen):
     def _welcome(self) -> None:
         widget = self.query_one("#welcome", Static)
         t = Text()
-        if not self.jobs and not self.app.launcher.launches:  # type: ignore[attr-defined]
+        if not self.jobs and not workspace_app(self).launcher.launches:
             t.append("A fresh workspace. ", style="bold")
             t.append("Press ")
             t.append("d", style="bold reverse")
@@ -240,27 +320,27 @@ class HomeScreen(Screen):
         if job is None:
             self.notify("no job yet: d starts the default job")
             return
-        self.app.open_job(job.id, job.kind, also=sorted(self.marked))  # type: ignore[attr-defined]
+        self.post_message(self.OpenJob(job.id, job.kind, sorted(self.marked)))
 
     def action_cancel_job(self) -> None:
         job = self.current_job()
         if job is not None:
-            self.app.cancel_job(job)  # type: ignore[attr-defined]
+            self.post_message(self.CancelJob(job))
 
     def action_show_error(self) -> None:
         job = self.current_job()
         if job is not None:
-            self.app.show_error(job)  # type: ignore[attr-defined]
+            self.post_message(self.ShowError(job))
 
     def action_show_log(self) -> None:
-        self.app.show_launch_log()  # type: ignore[attr-defined]
+        self.post_message(self.ShowLaunchLog())
 
     def action_mark(self) -> None:
         job = self.current_job()
         if job is None:
             return
         self.marked ^= {job.id}
-        started = self.app.launcher.started_job(job.pid, job.host)  # type: ignore[attr-defined]
+        started = workspace_app(self).launcher.started_job(job.pid, job.host)
         mark = ("●" if job.id in self.marked else "") + ("▶" if started else "")
         self.query_one("#jobs", DataTable).update_cell(str(job.id), self._mark_column, mark)
 
@@ -268,4 +348,4 @@ class HomeScreen(Screen):
         job = self.current_job()
         ids = sorted(self.marked | ({job.id} if job is not None else set()))
         if ids:
-            self.app.open_monitor(ids)  # type: ignore[attr-defined]
+            self.post_message(self.OpenMonitor(ids))

@@ -8,23 +8,34 @@ from typing import TypeVar
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from textual.content import Content
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from engine.launcher import STAGES
+from db.vocabulary import STAGE_NAMES
+from sert_tui.screens.help import key_label
+
+
+def labelled(screen: Screen, label: str, binding_id: str) -> Content:
+    """A button's label with the key that does the same (``Cancel the job [y]``): the first key bound now to
+    that binding of the screen, keymap included. Plain text, never markup (``[y]`` is not a style)."""
+    keys = [key for key, active in screen.active_bindings.items() if active.binding.id == binding_id]
+    return Content(f"{label} [{key_label(keys[0])}]" if keys else label)
+
 
 #: Stage choices of the forms: single stages plus the chain the default job runs.
-STAGE_CHOICES = [("sample + filter", "sample,filter"), *((s, s) for s in STAGES)]
+STAGE_CHOICES = [("sample + filter", "sample,filter"), *((s, s) for s in STAGE_NAMES)]
 FormResult = TypeVar("FormResult")
 
 
 class ConfirmScreen(ModalScreen[bool]):
     """A yes/no question; `y` / `n` (or escape) answer it."""
 
+    HELP_TITLE = "Confirm dialogs"
     BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "No", show=False),
+        Binding("y", "answer(True)", "Yes", tooltip="do what the dialog asks", id="confirm.yes"),
+        Binding("n", "answer(False)", "No", tooltip="do not; nothing changes", id="confirm.no"),
+        Binding("escape", "answer(False)", "No", show=False, tooltip="the same as No", id="confirm.escape"),
     ]
 
     def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
@@ -36,8 +47,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Static(self.question, classes="dialog-text", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self.yes} [y]", id="yes", variant="error")
-                yield Button(f"{self.no} [n]", id="no", variant="primary")
+                yield Button(labelled(self, self.yes, "confirm.yes"), id="yes", variant="error")
+                yield Button(labelled(self, self.no, "confirm.no"), id="no", variant="primary")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
@@ -49,10 +60,23 @@ class ConfirmScreen(ModalScreen[bool]):
 class QuitScreen(ModalScreen[str]):
     """Quitting while jobs this app started still run: cancel them, leave them running, or stay."""
 
+    HELP_TITLE = "Quit dialog"
     BINDINGS = [
-        Binding("c", "choose('cancel')", "Cancel jobs and quit"),
-        Binding("l", "choose('leave')", "Leave running and quit"),
-        Binding("escape,s", "choose('stay')", "Stay"),
+        Binding(
+            "c",
+            "choose('cancel')",
+            "Cancel jobs and quit",
+            tooltip="ask the job processes this app started to stop (finished work is kept), then quit",
+            id="quit.cancel_jobs",
+        ),
+        Binding(
+            "l",
+            "choose('leave')",
+            "Leave running and quit",
+            tooltip="quit; the job processes go on without the app",
+            id="quit.leave",
+        ),
+        Binding("escape,s", "choose('stay')", "Stay", tooltip="back to the app; nothing is stopped", id="quit.stay"),
     ]
 
     def __init__(self, running: list[str]) -> None:
@@ -61,7 +85,7 @@ class QuitScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         listing = "\n".join(f"  • {line}" for line in self.running)
-        with Vertical(classes="dialog"):
+        with Vertical(classes="dialog choices"):
             yield Static(
                 f"This app started {len(self.running)} job process(es) that still run:\n{listing}\n\n"
                 "They keep running without the app unless you cancel them (finished work is kept).",
@@ -69,9 +93,9 @@ class QuitScreen(ModalScreen[str]):
                 markup=False,
             )
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Cancel them and quit [c]", id="cancel", variant="error")
-                yield Button("Leave running and quit [l]", id="leave", variant="warning")
-                yield Button("Stay [esc]", id="stay", variant="primary")
+                yield Button(labelled(self, "Cancel them and quit", "quit.cancel_jobs"), id="cancel", variant="error")
+                yield Button(labelled(self, "Leave running and quit", "quit.leave"), id="leave", variant="warning")
+                yield Button(labelled(self, "Stay", "quit.stay"), id="stay", variant="primary")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id or "stay")
@@ -83,7 +107,8 @@ class QuitScreen(ModalScreen[str]):
 class TextScreen(ModalScreen[None]):
     """A long text in full (a job's error, a launch log), scrollable."""
 
-    BINDINGS = [Binding("escape,q,enter", "close", "Close")]
+    HELP_TITLE = "Text view (a job's error, a launch log)"
+    BINDINGS = [Binding("escape,q,enter", "close", "Close", tooltip="close the text", id="text.close")]
 
     def __init__(self, title: str, text: str) -> None:
         super().__init__()
@@ -104,7 +129,16 @@ class FormScreen(ModalScreen[FormResult | None]):
     """A form with Start and Cancel buttons: Start or enter in a field submits (``submit`` dismisses with the
     result, or shows what is wrong and stays), Cancel or escape dismisses with None."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    HELP_TITLE = "Forms (new job, job from a config file)"
+    BINDINGS = [
+        Binding(
+            "escape",
+            "cancel",
+            "Cancel",
+            tooltip="close the form; nothing starts (enter in a field: Start)",
+            id="form.cancel",
+        ),
+    ]
 
     def submit(self) -> None:
         raise NotImplementedError
@@ -137,11 +171,11 @@ class ConfigFileScreen(FormScreen[tuple[Path, list[str]]]):
             yield Static("", id="config-error", classes="error-text", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start", id="start", variant="success")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button(labelled(self, "Cancel", "form.cancel"), id="cancel")
 
     def submit(self) -> None:
+        from db.errors import UserError
         from engine.config import load_config
-        from engine.errors import UserError
 
         path = Path(self.query_one("#config-path", Input).value.strip()).expanduser()
         try:
@@ -185,7 +219,7 @@ class NewJobScreen(FormScreen[tuple[dict, list[str]]]):
             yield Static("", id="form-error", classes="error-text", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Start", id="start", variant="success")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button(labelled(self, "Cancel", "form.cancel"), id="cancel")
 
     def values(self) -> dict:
         """The config values of the form (only what differs from an empty config is written)."""
@@ -207,8 +241,8 @@ class NewJobScreen(FormScreen[tuple[dict, list[str]]]):
         return values
 
     def submit(self) -> None:
+        from db.errors import UserError
         from engine.config import config_from_dict
-        from engine.errors import UserError
 
         try:
             values = self.values()

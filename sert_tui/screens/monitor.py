@@ -19,7 +19,8 @@ from textual.widgets import Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from db.app_queries import JobInfo
-from engine.errors import first_line
+from db.errors import first_line
+from sert_tui.context import workspace_app
 
 POLL_SECONDS = 1.0
 #: Metric names the engine may use for the two curves (the first present wins).
@@ -54,16 +55,25 @@ def _fmt(value: float) -> str:
 class MonitorScreen(Screen):
     """Loss and learning-rate curves of the given training jobs, overlaid; stats and log of each."""
 
+    HELP_TITLE = "Training monitor"
     BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("o", "overlay_all", "Overlay all runs"),
-        Binding("y", "toggle_log_scale", "Log-scale loss", show=False),
+        Binding("escape", "back", "Back", tooltip="back to the previous screen", id="monitor.back"),
+        Binding(
+            "o",
+            "overlay_all",
+            "Overlay all runs",
+            tooltip="overlay every training run of the workspace (again: back to the chosen runs)",
+            id="monitor.overlay_all",
+        ),
+        Binding(
+            "y",
+            "toggle_log_scale",
+            "Log-scale loss",
+            show=False,
+            tooltip="loss axis: linear / log",
+            id="monitor.log_scale",
+        ),
     ]
-
-    KEY_HELP = {
-        "o": "overlay every training run of the workspace (again: back to the chosen runs)",
-        "y": "loss axis: linear / log",
-    }
 
     class Polled(Message):
         def __init__(self, generation, metrics, infos, events, memory) -> None:
@@ -112,7 +122,7 @@ class MonitorScreen(Screen):
         from db import app_queries as q
 
         try:
-            with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+            with workspace_app(self).db.connect() as conn:
                 metrics = q.metric_rows(conn, job_ids, after)
                 infos = {j: info for j in job_ids if (info := q.job_info(conn, j)) is not None}
                 events = q.job_events(conn, job_ids[0], 40) if job_ids else []
@@ -251,7 +261,7 @@ class MonitorScreen(Screen):
         if self.job_ids != self.chosen:
             self.job_ids = list(self.chosen)
         else:
-            with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+            with workspace_app(self).db.connect() as conn:
                 runs = [j.id for j in q.list_job_infos(conn) if j.kind in q.TRAINING_KINDS]
             self.job_ids = list(dict.fromkeys([*self.chosen, *sorted(runs)]))
         self._generation += 1

@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from db.app_queries import EvalRow, PredictionPair, table_two
+from sert_tui.context import workspace_app
 
 POLL_SECONDS = 2.0
 
@@ -38,17 +39,32 @@ def judge_keys(rows: list[EvalRow]) -> list[str]:
 class ResultsScreen(Screen):
     """Table II across runs and the evaluations behind it."""
 
+    HELP_TITLE = "Results"
     BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("m", "mark", "Mark for side by side"),
-        Binding("enter", "predictions", "Predictions", show=False),
-        Binding("p", "predictions", "Predictions"),
+        Binding("escape", "back", "Back", tooltip="back to the previous screen", id="results.back"),
+        Binding(
+            "m",
+            "mark",
+            "Mark for side by side",
+            tooltip="mark the highlighted evaluation as A; p / enter on another shows both side by side",
+            id="results.mark",
+        ),
+        Binding(
+            "enter",
+            "predictions",
+            "Predictions",
+            show=False,
+            tooltip="per-question predictions of the highlighted evaluation (beside A, if marked)",
+            id="results.open",
+        ),
+        Binding(
+            "p",
+            "predictions",
+            "Predictions",
+            tooltip="per-question predictions of the highlighted evaluation (beside A, if marked)",
+            id="results.predictions",
+        ),
     ]
-
-    KEY_HELP = {
-        "m": "mark the highlighted evaluation; p / enter on another shows both side by side",
-        "p": "per-question predictions of the highlighted evaluation (beside the marked one, if any)",
-    }
 
     class Loaded(Message):
         def __init__(self, rows: list[EvalRow]) -> None:
@@ -85,7 +101,7 @@ class ResultsScreen(Screen):
         from db import app_queries as q
 
         try:
-            with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+            with workspace_app(self).db.connect() as conn:
                 rows = q.evaluations(conn)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"could not read evaluations: {exc}", severity="error")
@@ -218,12 +234,17 @@ def _mark(p: dict | None) -> Text:
 class PredictionsScreen(Screen):
     """Per-question predictions of one evaluation, or two side by side."""
 
+    HELP_TITLE = "Predictions"
     BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("d", "toggle_disagree", "Only disagreements"),
+        Binding("escape", "back", "Back", tooltip="back to the results", id="predictions.back"),
+        Binding(
+            "d",
+            "toggle_disagree",
+            "Only disagreements",
+            tooltip="only the questions where the two runs differ in correctness (side by side only)",
+            id="predictions.only_disagree",
+        ),
     ]
-
-    KEY_HELP = {"d": "only the questions where the two runs differ in correctness (side by side only)"}
 
     class Loaded(Message):
         def __init__(self, pairs: list[PredictionPair]) -> None:
@@ -273,7 +294,7 @@ class PredictionsScreen(Screen):
         from db import app_queries as q
 
         try:
-            with self.app.db.connect() as conn:  # type: ignore[attr-defined]
+            with workspace_app(self).db.connect() as conn:
                 pairs = q.prediction_pairs(conn, self.a.id, self.b.id if self.b else None)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"could not read predictions: {exc}", severity="error")

@@ -42,13 +42,23 @@ class PathTable(Widget, can_focus=True):
     """Rows (objects with a unique ``id``) drawn by ``cells(row) -> list[list[Piece]]``; line 0 is the header."""
 
     COMPONENT_CLASSES = {"path-table--header", "path-table--cursor", "path-table--odd"}
+    HELP_TITLE = "Path table (paths screen; the detail pane follows the cursor)"
     BINDINGS = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home", "jump(0)", "First row", show=False),
-        Binding("end", "jump(-1)", "Last row", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False, tooltip="the path above", id="table.up"),
+        Binding("down,j", "cursor(1)", "Down", show=False, tooltip="the path below", id="table.down"),
+        Binding(
+            "pageup", "page(-1)", "Page up", show=False, tooltip="a screenful up, within the page", id="table.page_up"
+        ),
+        Binding(
+            "pagedown",
+            "page(1)",
+            "Page down",
+            show=False,
+            tooltip="a screenful down, within the page",
+            id="table.page_down",
+        ),
+        Binding("home", "jump(0)", "First row", show=False, tooltip="the first path of the page", id="table.first_row"),
+        Binding("end", "jump(-1)", "Last row", show=False, tooltip="the last path of the page", id="table.last_row"),
     ]
 
     class Highlighted(Message):
