@@ -37,7 +37,7 @@ def build_workspace(path: Path, n_paths: int) -> tuple[int, str]:
 
     from db.session import open_workspace
     from engine.jobs import create_job
-    from engine.launcher import DEFAULT_DATASET, ensure_dataset
+    from engine.pipeline.processes import DEFAULT_DATASET, ensure_dataset
 
     engine = open_workspace(path)
     ensure_dataset(engine)

@@ -66,8 +66,8 @@ def branch_inputs(model, tokenizer, questions: list[str], k: int, eos_ids: set[i
     import torch
 
     from engine.prompts import sampling_prompt
-    from engine.sampling import branch_excluded_ids
     from engine.sampling.ops import branch_tokens
+    from engine.sampling.paths import branch_excluded_ids
 
     excluded = torch.tensor(branch_excluded_ids(tokenizer, eos_ids), dtype=torch.long)
     out = []
@@ -122,7 +122,7 @@ def run_strong(model, tokenizer, questions, tokens, seed, eos_ids):
 
 def run_engine(model, tokenizer, questions, tokens, seed, eos_ids, threads=None, info=None):
     from engine.config import SamplingConfig
-    from engine.sampling import make_sampler_from_model
+    from engine.sampling.backends import make_sampler_from_model
 
     cfg = SamplingConfig(max_new_tokens=tokens, seed=seed)
     sampler = make_sampler_from_model(model, tokenizer, cfg, threads=threads)

@@ -49,7 +49,7 @@ def cpu_name() -> str:
 
 def sample(model, tokenizer, cfg, items) -> tuple[dict[tuple, tuple], dict]:
     """(key, branch, sample) -> (branch token, token ids, text) of one sampler run over ``items``."""
-    from engine.sampling import make_sampler_from_model
+    from engine.sampling.backends import make_sampler_from_model
 
     sampler = make_sampler_from_model(model, tokenizer, cfg)
     got: dict[tuple, tuple] = {}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from db.errors import UserError, brief
 from db.models import Dataset, Job, Model, Question
-from engine.data.records import DatasetSpec
-from engine.errors import UserError, brief
+from db.records import DatasetSpec
 
 
 def get_dataset(session: Session, name: str) -> Dataset:

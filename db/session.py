@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from engine.errors import WorkspaceError, first_line
+from db.errors import WorkspaceError, first_line
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from engine.errors import brief
+from db.errors import brief
 from engine.prompts import ANSWER_MARKER
 
 ANSWER_TYPES = ("yes_no", "choice", "number", "string")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.errors import UserError, brief, plain
+from db.errors import UserError, brief, plain
 
 
 class Section(BaseModel):

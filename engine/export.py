@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from db.errors import UserError
 from db.vocabulary import TRAINING_KINDS
-from engine.errors import UserError
 from engine.files import new_file, private_dir, refuse_existing
 
 if TYPE_CHECKING:  # the database and model modules load when an export runs, not when the CLI starts
@@ -32,26 +32,26 @@ FORMATS = ("jsonl", "dataset")
 SETS = TRAINING_KINDS
 
 
-def training_set(engine: Engine, config: ExperimentConfig, kind: str) -> tuple[list[Sample], list[str]]:
+def training_set(database: Engine, config: ExperimentConfig, kind: str) -> tuple[list[Sample], list[str]]:
     """The samples ``--stage kind`` trains on for ``config`` and the notes the stage would log."""
-    from engine.stages import config_dataset
+    from engine.jobs import config_dataset
     from engine.training.stage import distill_plan, finetune_plan, sert_plan
 
     plans = {"self-train": sert_plan, "distill": distill_plan, "finetune": finetune_plan}
     if kind not in plans:
         raise UserError(f"unknown training set {kind!r} ({', '.join(SETS)})")
-    plan = plans[kind](engine, config, config_dataset(engine, config))
+    plan = plans[kind](database, config, config_dataset(database, config))
     return plan.samples, plan.notes
 
 
-def sample_records(engine: Engine, samples: list[Sample]) -> list[dict[str, Any]]:
+def sample_records(database: Engine, samples: list[Sample]) -> list[dict[str, Any]]:
     from sqlmodel import select
 
     from db.models import Question
     from db.session import session_scope
 
     ids = {s.question_id for s in samples if s.question_id is not None}
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         index = dict(s.exec(select(Question.id, Question.index).where(Question.id.in_(ids))).all())  # type: ignore[union-attr]
     return [
         {
@@ -64,7 +64,7 @@ def sample_records(engine: Engine, samples: list[Sample]) -> list[dict[str, Any]
     ]
 
 
-def path_records(engine: Engine, job_id: int, decision: str | None = None, selected: bool = False) -> list[dict]:
+def path_records(database: Engine, job_id: int, decision: str | None = None, selected: bool = False) -> list[dict]:
     """A sample (or filter) job's paths, as ``paths list`` chooses them, in the SERT training format."""
     from sqlmodel import select
 
@@ -74,7 +74,7 @@ def path_records(engine: Engine, job_id: int, decision: str | None = None, selec
     from engine.prompts import training_prompt
     from engine.training.datasets import answer_surface, sert_completion
 
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         job = paths_job(s, job_id)
         rows = path_rows(s, job.id, decision, selected, replaced_verdicts(s, job_id, job))
         dataset = s.get(Dataset, job.dataset_id)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from engine.errors import UserError
+from db.errors import UserError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700

@@ -13,12 +13,16 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from db.models import Job, JobEvent, Metric, utcnow
+if TYPE_CHECKING:
+    from engine.config import ExperimentConfig
+
+from db.errors import UserError
+from db.models import Dataset, Job, JobEvent, Metric, utcnow
 from db.session import session_scope
 
 ACTIVE = ("pending", "running")
@@ -35,10 +39,10 @@ def fingerprint(kind: str, parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def find_job(engine: Engine, kind: str, fp: str) -> Job | None:
+def find_job(database: Engine, kind: str, fp: str) -> Job | None:
     """The newest job of ``kind`` with fingerprint ``fp``, whatever its status: a completed one is reused, and a
     failed, cancelled or killed one is resumed (its finished work is kept, not redone)."""
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         return s.exec(
             select(Job).where(Job.kind == kind, Job.fingerprint == fp).order_by(Job.id.desc())  # type: ignore[union-attr]
         ).first()
@@ -61,7 +65,7 @@ def refuse_if_running_elsewhere(job: Job) -> None:
     if job.status != "running" or not job.pid or job.pid == os.getpid() or job.host != socket.gethostname():
         return
     if pid_alive(job.pid):
-        from engine.errors import UserError
+        from db.errors import UserError
 
         raise UserError(
             f"job {job.id} {job.kind} is already running (pid {job.pid} on {job.host}): wait for it to finish, "
@@ -70,7 +74,7 @@ def refuse_if_running_elsewhere(job: Job) -> None:
 
 
 def create_job(
-    engine: Engine,
+    database: Engine,
     kind: str,
     config: dict[str, Any],
     *,
@@ -79,7 +83,7 @@ def create_job(
     parent_id: int | None = None,
     label: str = "",
 ) -> Job:
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         job = Job(kind=kind, config=config, fingerprint=fp, dataset_id=dataset_id, parent_id=parent_id, label=label)
         s.add(job)
         s.flush()
@@ -87,8 +91,8 @@ def create_job(
         return job
 
 
-def request_cancel(engine: Engine, job_id: int) -> None:
-    with session_scope(engine) as s:
+def request_cancel(database: Engine, job_id: int) -> None:
+    with session_scope(database) as s:
         job = s.get(Job, job_id)
         if job is not None and job.status in ACTIVE:
             job.cancel_requested = True
@@ -97,8 +101,8 @@ def request_cancel(engine: Engine, job_id: int) -> None:
 class JobContext:
     """What a running stage uses to report: progress with rate and ETA, log lines, metrics, cancellation."""
 
-    def __init__(self, engine: Engine, job_id: int, echo: Callable[[str], None] | None = None):
-        self.engine = engine
+    def __init__(self, database: Engine, job_id: int, echo: Callable[[str], None] | None = None):
+        self.engine = database
         self.job_id = job_id
         self.echo = echo or (lambda _line: None)
         self._created = time.monotonic()
@@ -223,3 +227,52 @@ def run_job(ctx: JobContext, body: Callable[[JobContext], dict | None]) -> str:
         raise
     ctx.finish("completed", summary=summary or None)
     return "completed"
+
+
+# -- finding the job a stage runs -------------------------------------------------------------------------
+def config_dataset(database: Engine, config: ExperimentConfig) -> Dataset:
+    """The dataset ``data.dataset`` names; a clear error when it is empty or unknown."""
+    from db.queries import get_dataset
+
+    if not config.data.dataset:
+        raise UserError("data.dataset is empty: name a dataset of the workspace (sert-tui data list)")
+    with session_scope(database) as s:
+        return get_dataset(s, config.data.dataset)
+
+
+def reload_job(database: Engine, job_id: int) -> Job:
+    with session_scope(database) as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def find_or_create_job(
+    database: Engine,
+    kind: str,
+    fp: str,
+    config: ExperimentConfig,
+    echo: Callable[[str], None],
+    *,
+    reuse_completed: Callable[[Job], bool] | None = None,
+    **create_kwargs: Any,
+) -> tuple[Job, bool]:
+    """The job to run for ``(kind, fp)`` and whether it is already done.
+
+    An unfinished job with the fingerprint (failed, cancelled, or killed and still marked running) is resumed,
+    unless its process still runs; a completed one is returned as done (unless
+    ``reuse_completed`` says otherwise, then a new job is created); otherwise a new job is created.
+    """
+    job = find_job(database, kind, fp)
+    if job is not None and job.status == "completed":
+        if reuse_completed is None or reuse_completed(job):
+            echo(f"job {job.id} {kind}: already completed with this config (skipped)")
+            return job, True
+        job = None
+    if job is not None:
+        refuse_if_running_elsewhere(job)
+        echo(f"job {job.id} {kind}: resuming ({job.status})")
+        return job, False
+    job = create_job(database, kind, config.model_dump(mode="json"), fp=fp, label=config.name, **create_kwargs)
+    echo(f"job {job.id} {kind}: started")
+    return job, False

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from db.errors import UserError
 from db.models import (
     Checkpoint,
     Dataset,
@@ -34,7 +35,6 @@ from db.models import (
     TeacherResponse,
 )
 from db.session import open_workspace, session_scope
-from engine.errors import UserError
 
 STATUS_RANK = {"failed": 0, "cancelled": 1, "pending": 2, "running": 3, "completed": 4}
 
@@ -252,13 +252,13 @@ def merge_workspaces(
     try:
         with session_scope(target) as t:
             merger = _Merger(t, echo)
-            for source, engine in zip(sources, src_engines, strict=True):
+            for source, database in zip(sources, src_engines, strict=True):
                 merger.source_name = str(source)
-                with Session(engine) as src:
+                with Session(database) as src:
                     merger.merge(src)
                 echo(f"merged {source}")
         return merger.counts
     finally:
         target.dispose()
-        for engine in src_engines:
-            engine.dispose()
+        for database in src_engines:
+            database.dispose()

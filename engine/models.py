@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import UserError, first_line
+from db.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import torch

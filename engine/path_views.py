@@ -11,8 +11,8 @@ from typing import Any
 
 def paths_job(session: Any, job_id: int):
     """The job whose paths ``job_id`` shows: the job itself, or a filter job's sample job."""
+    from db.errors import UserError
     from db.models import Job
-    from engine.errors import UserError
 
     job = session.get(Job, job_id)
     if job is None:
@@ -33,8 +33,8 @@ def replaced_verdicts(session: Any, job_id: int, sample_job: Any) -> dict[int, A
     for a sample job, or a filter job whose verdicts the paths carry."""
     from db.models import Dataset, Job
     from engine.config import FiltersConfig
-    from engine.filters import judge_job
-    from engine.stages.sample import answer_spec
+    from engine.filtering.rules import judge_job
+    from engine.sampling.stage import answer_spec
 
     job = session.get(Job, job_id)
     if job.kind != "filter" or (sample_job.summary or {}).get("filter_job") == job_id:

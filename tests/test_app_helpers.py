@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from db.models import Path as PathRow
+from db.records import DatasetSpec, QuestionRecord
 from db.session import session_scope
-from engine.data.records import DatasetSpec, QuestionRecord
 
 RULES = ("pattern", "length", "repetition", "perplexity")
 

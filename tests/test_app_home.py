@@ -1,6 +1,6 @@
 """Home: the workspace tables, opening jobs, starting and cancelling jobs, errors, and quitting safely.
 
-Job processes here are real: the app starts ``sert-tui``/``python -m engine.launcher`` subprocesses, and the
+Job processes here are real: the app starts ``sert-tui``/``python -m engine.pipeline.processes`` subprocesses, and the
 "headless" job of another process is a real process too.
 """
 
@@ -17,7 +17,7 @@ from sqlmodel import select
 from db.models import Job
 from db.session import session_scope
 from engine.jobs import create_job
-from engine.launcher import default_config_path, logs_dir
+from engine.pipeline.processes import default_config_path, logs_dir
 from sert_tui.app import SertApp
 from sert_tui.screens.home import HomeScreen
 from sert_tui.screens.modals import ConfirmScreen, NewJobScreen, QuitScreen, TextScreen

@@ -135,8 +135,8 @@ def test_batched_greedy_equals_one_at_a_time():
 
 # -- which models `run --stage eval` evaluates ---------------------------------------------------------------
 def test_eval_job_and_eval_checkpoint_name_one_model(engine, sqa, tmp_path):
+    from db.errors import UserError
     from engine.config import config_from_dict
-    from engine.errors import UserError
     from engine.evaluation.stage import chosen_target, trained_by
 
     def cfg(**ev):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine import filters
 from engine.config import FiltersConfig
-from engine.filters import AnswerSpec, PathInput, QuestionInput
+from engine.filtering import rules as filters
+from engine.filtering.rules import AnswerSpec, PathInput, QuestionInput
 
 CSQA_CHOICES = ["ignore", "enforce", "authoritarian", "yell at", "avoid"]
 REASONING = (

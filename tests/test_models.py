@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from db.errors import UserError
 from engine import models
-from engine.errors import UserError
 
 
 def test_bundled_gguf_is_found_without_importing_llm() -> None:

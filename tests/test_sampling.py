@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from db.errors import UserError
 from engine.config import SamplingConfig, StudentConfig
-from engine.errors import UserError
 from engine.prompts import sampling_prompt
-from engine.sampling import make_sampler, make_sampler_from_model, resolve_backend, vllm_available
+from engine.sampling.backends import make_sampler, make_sampler_from_model, resolve_backend, vllm_available
 from engine.sampling.ops import question_seed, sample_top_k_top_p, topk_values, truncated_distribution
 from engine.sampling.threads import ThreadTuner
 from tests.conftest import rt_files

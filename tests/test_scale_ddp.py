@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import UserError
-from engine.training.launch import PRESETS, LaunchOptions, accelerate_argv, resolve_accelerate_config
+from db.errors import UserError
+from engine.training.accelerate_launch import PRESETS, LaunchOptions, accelerate_argv, resolve_accelerate_config
 from sert_tui.cli import main
 from tests.conftest import rt_files
 

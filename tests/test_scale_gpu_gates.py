@@ -25,8 +25,8 @@ def test_vllm_llm_arguments_carry_tensor_parallelism() -> None:
 
 
 def test_tensor_parallel_size_is_validated_and_left_out_of_the_sample_fingerprint() -> None:
-    from engine.errors import UserError
-    from engine.stages.sample import THROUGHPUT_KEYS
+    from db.errors import UserError
+    from engine.sampling.stage import THROUGHPUT_KEYS
 
     with pytest.raises(UserError, match="tensor_parallel_size"):
         config_from_dict({"sampling": {"tensor_parallel_size": 0}})

@@ -16,15 +16,15 @@ from pathlib import Path as FsPath
 import pytest
 from sqlmodel import func, select
 
+from db.errors import UserError
 from db.models import Job, JobItem, Path, Question
 from db.paths_repo import set_decision, write_question_paths
 from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig, config_from_dict
-from engine.errors import UserError
 from engine.jobs import create_job
 from engine.pipeline import run_stage
-from engine.stages.sample import sample_fingerprint
+from engine.sampling.stage import sample_fingerprint
 
 ROOT = FsPath(__file__).resolve().parent.parent
 GOOD = (
@@ -60,10 +60,15 @@ def insert_sample_job(engine, dataset, config: ExperimentConfig, status: str = "
     return job.id, [q.id for q in questions]
 
 
-def test_stages_are_registered():
-    from engine.pipeline import stage_names
+def test_every_stage_name_resolves_to_its_function():
+    from db.vocabulary import STAGE_NAMES
+    from engine.pipeline import stage_function, stage_names
 
-    assert {"sample", "filter"} <= set(stage_names())
+    assert stage_names() == list(STAGE_NAMES)
+    for name in STAGE_NAMES:
+        assert callable(stage_function(name)), name
+    with pytest.raises(UserError, match="unknown stage 'nope'"):
+        stage_function("nope")
 
 
 def test_sample_stage_needs_a_known_dataset(engine, sqa):
@@ -317,7 +322,7 @@ def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
 ):
     from engine.config import load_config
     from engine.jobs import request_cancel
-    from engine.stages import sample as sample_stage
+    from engine.jobs import sample as sample_stage
 
     monkeypatch.setattr(sample_stage, "CANCEL_CHECK_S", 0.0)  # look at the flag at every decode step
     config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25))
@@ -347,7 +352,7 @@ def test_failed_sample_job_is_resumed_not_redone(engine, db_path, sqa, tmp_path,
     """A job that failed half-way (here: the database write of the second question raises) keeps its finished
     question; the next run resumes that job and samples only the rest."""
     from engine.config import load_config
-    from engine.stages import sample as sample_stage
+    from engine.jobs import sample as sample_stage
 
     config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25))
     real_write = sample_stage.write_question_paths

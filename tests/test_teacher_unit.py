@@ -9,8 +9,8 @@ from email.utils import formatdate
 
 import pytest
 
+from db.errors import UserError
 from engine.answers import parse_answer as parse_teacher_answer
-from engine.errors import UserError
 from engine.teacher.client import (
     NO_KEY_PLACEHOLDER,
     Endpoint,

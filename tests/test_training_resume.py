@@ -40,8 +40,8 @@ def seed_filtered_paths(engine, dataset, config_path: Path) -> int:
     """A completed sample job of the config with one selected path per question, and its filter job, built
     through the repository functions (no sampling: this test is about training)."""
     from engine.config import load_config
-    from engine.stages.filter import filter_fingerprint
-    from engine.stages.sample import sample_fingerprint
+    from engine.filtering.stage import filter_fingerprint
+    from engine.sampling.stage import sample_fingerprint
 
     config = load_config(config_path)
     sample = create_job(engine, "sample", {}, fp=sample_fingerprint(config, dataset), dataset_id=dataset.id)

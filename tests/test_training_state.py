@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from sqlmodel import select
 
+from db.errors import UserError
 from db.models import Checkpoint, Job, JobEvent, Metric
 from db.session import session_scope
 from engine.config import TrainConfig, load_config
-from engine.errors import UserError
 from engine.jobs import create_job
 from engine.training import checkpoints
 from engine.training.loop import resume_from
@@ -232,7 +232,7 @@ def _distributed(kind: str):
     and optimizer as they are; what matters here is only which distributed type accelerate reports)."""
     from accelerate.utils import DistributedType
 
-    from engine.training.distributed import DistributedSFTEngine
+    from engine.training.accelerate_engine import DistributedSFTEngine
 
     acc = SimpleNamespace(
         process_index=0,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from db.errors import WorkspaceError
 from db.session import current_revision, head_revision, make_engine, migrate, open_workspace
-from engine.errors import WorkspaceError
 
 
 def test_pragmas_wal_foreign_keys_busy_timeout(engine) -> None:

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from db.errors import UserError, first_line
 from engine import answers
-from engine.errors import UserError, first_line
 
 _CHOICE_RE = re.compile(r"\(([A-Z])\)\s*(.*?)(?=\s*,?\s*\([A-Z]\)|$)", re.DOTALL)
 

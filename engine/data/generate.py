@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from db.errors import UserError
+from db.records import DatasetSpec, QuestionRecord
 from engine.data.common import detect_answer_type, normalize
-from engine.data.records import DatasetSpec, QuestionRecord
-from engine.errors import UserError
 
 #: Tasks known to give short, parseable answers; any other reasoning-gym task works as a free string.
 RECOMMENDED_TASKS = ("coin_flip", "basic_arithmetic", "leg_counting")

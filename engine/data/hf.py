@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from db.errors import UserError, first_line
+from db.records import DatasetSpec, QuestionRecord
 from engine.data.common import detect_answer_type, normalize, require_text
-from engine.data.records import DatasetSpec, QuestionRecord
-from engine.errors import UserError, first_line
 
 
 def _load(path: str, config: str | None):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from db.errors import UserError, first_line
+from db.records import DatasetSpec, QuestionRecord
 from engine.data.common import detect_answer_type, normalize, require_text
-from engine.data.records import DatasetSpec, QuestionRecord
-from engine.errors import UserError, first_line
 
 
 def load(

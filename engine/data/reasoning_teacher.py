@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from db.errors import UserError, brief, plain
+from db.records import DatasetSpec, QuestionRecord
 from engine import answers
 from engine.data.common import inline_choices, normalize, read_json, require_text
-from engine.data.records import DatasetSpec, QuestionRecord
-from engine.errors import UserError, brief, plain
 
 
 def load(name: str, dataset_file: Path, split_file: Path, task: str | None = None) -> DatasetSpec:

@@ -24,17 +24,15 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from db import vocabulary as vocab
+from db.errors import UserError
 from db.models import Checkpoint, Dataset, Evaluation, Job, Prediction, Question
 from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig
-from engine.errors import UserError
 from engine.evaluation import lineage
 from engine.evaluation.metrics import Scored, aggregate, score_output
-from engine.jobs import JobContext, fingerprint, run_job
-from engine.pipeline import stage
+from engine.jobs import JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
 from engine.prompts import training_prompt
-from engine.stages import config_dataset, find_or_create_job, reload_job
 from engine.training.datasets import FORMAT_VERSION
 
 Echo = Callable[[str], None]
@@ -55,18 +53,18 @@ def base_target(config: ExperimentConfig) -> Target:
     return Target(vocab.ZERO_SHOT, config.student.model)
 
 
-def job_target(engine: Engine, job: Job) -> Target:
+def job_target(database: Engine, job: Job) -> Target:
     from engine.training.checkpoints import final_checkpoint
 
-    ckpt = final_checkpoint(engine, job.id)  # type: ignore[arg-type]
+    ckpt = final_checkpoint(database, job.id)  # type: ignore[arg-type]
     if ckpt is None:
         raise UserError(f"{job.kind} job {job.id} has no final checkpoint to evaluate")
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         label = lineage.job_label(s, job)
     return Target(label, ckpt.path, job, ckpt)
 
 
-def chosen_target(engine: Engine, config: ExperimentConfig) -> Target:
+def chosen_target(database: Engine, config: ExperimentConfig) -> Target:
     """The one model ``eval.job`` or ``eval.checkpoint`` names."""
     from pathlib import Path
 
@@ -75,13 +73,13 @@ def chosen_target(engine: Engine, config: ExperimentConfig) -> Target:
     ev = config.eval
     if ev.job is not None and ev.checkpoint:
         raise UserError("eval.job and eval.checkpoint both name a model to evaluate: set one of them")
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         if ev.job is not None:
             job = s.get(Job, ev.job)
             if job is None or job.kind not in vocab.TRAINING_KINDS:
                 raise UserError(f"eval.job: job {ev.job} is not a training job of this workspace (sert-tui jobs list)")
             ckpt = (
-                final_checkpoint(engine, ev.job)
+                final_checkpoint(database, ev.job)
                 or s.exec(
                     select(Checkpoint).where(Checkpoint.job_id == ev.job).order_by(Checkpoint.step.desc())  # type: ignore[attr-defined]
                 ).first()
@@ -119,12 +117,12 @@ def trained_by(job: Job, config: ExperimentConfig) -> bool:
     return frozen.get("name") == mine["name"] and train(frozen) == train(mine) and data(frozen) == data(mine)
 
 
-def newest_targets(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> list[Target]:
+def newest_targets(database: Engine, config: ExperimentConfig, dataset: Dataset) -> list[Target]:
     """One completed training job of each label for the config's dataset and student: the one this config
     trained, else the newest."""
     from engine.training.checkpoints import final_checkpoint
 
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         jobs = s.exec(
             select(Job)
             .where(
@@ -140,10 +138,10 @@ def newest_targets(engine: Engine, config: ExperimentConfig, dataset: Dataset) -
     for label, job in labelled:
         if (job.config.get("student") or {}).get("model") != config.student.model:
             continue
-        if label not in newest and final_checkpoint(engine, job.id) is not None:  # type: ignore[arg-type]
+        if label not in newest and final_checkpoint(database, job.id) is not None:  # type: ignore[arg-type]
             newest[label] = job
     ordered = [newest[label] for label in vocab.TABLE_ORDER if label in newest]
-    return [job_target(engine, j) for j in ordered]
+    return [job_target(database, j) for j in ordered]
 
 
 def eval_fingerprint(config: ExperimentConfig, dataset: Dataset, target: Target) -> str:
@@ -163,8 +161,8 @@ def eval_fingerprint(config: ExperimentConfig, dataset: Dataset, target: Target)
     )
 
 
-def _evaluation_row(engine: Engine, job_id: int, dataset: Dataset, config: ExperimentConfig, target: Target) -> int:
-    with session_scope(engine) as s:
+def _evaluation_row(database: Engine, job_id: int, dataset: Dataset, config: ExperimentConfig, target: Target) -> int:
+    with session_scope(database) as s:
         row = s.exec(select(Evaluation).where(Evaluation.job_id == job_id)).first()
         if row is None:
             row = Evaluation(
@@ -181,17 +179,17 @@ def _evaluation_row(engine: Engine, job_id: int, dataset: Dataset, config: Exper
         return row.id
 
 
-def _store_predictions(engine: Engine, evaluation_id: int, rows: list[dict]) -> None:
+def _store_predictions(database: Engine, evaluation_id: int, rows: list[dict]) -> None:
     if not rows:
         return
     stmt = insert(Prediction).values(rows).on_conflict_do_nothing(index_elements=["evaluation_id", "question_id"])
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         s.exec(stmt)  # type: ignore[call-overload]
 
 
-def _rescore_all(engine: Engine, evaluation_id: int) -> list[Scored]:
+def _rescore_all(database: Engine, evaluation_id: int) -> list[Scored]:
     """The stored predictions as ``Scored`` values (what the metrics are computed from)."""
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         preds = s.exec(select(Prediction).where(Prediction.evaluation_id == evaluation_id)).all()
     return [
         Scored(
@@ -209,7 +207,7 @@ def _rescore_all(engine: Engine, evaluation_id: int) -> list[Scored]:
     ]
 
 
-def eval_body(engine: Engine, job_id: int, config: ExperimentConfig, dataset: Dataset, target: Target):
+def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: Dataset, target: Target):
     def body(ctx: JobContext) -> dict:
         from transformers.utils import logging as hf_logging
 
@@ -217,8 +215,8 @@ def eval_body(engine: Engine, job_id: int, config: ExperimentConfig, dataset: Da
         from engine.training.checkpoints import load_trained
 
         hf_logging.disable_progress_bar()
-        evaluation_id = _evaluation_row(engine, job_id, dataset, config, target)
-        with session_scope(engine) as s:
+        evaluation_id = _evaluation_row(database, job_id, dataset, config, target)
+        with session_scope(database) as s:
             questions = split_questions(s, dataset.id, config.eval.split, config.data.test_limit)  # type: ignore[arg-type]
             done = set(s.exec(select(Prediction.question_id).where(Prediction.evaluation_id == evaluation_id)).all())
         if not questions:
@@ -268,12 +266,12 @@ def eval_body(engine: Engine, job_id: int, config: ExperimentConfig, dataset: Da
                             "scores": sc.extras(),
                         }
                     )
-                _store_predictions(engine, evaluation_id, rows)
+                _store_predictions(database, evaluation_id, rows)
                 count += len(rows)
                 ctx.progress(count, total, "questions")
                 ctx.check_cancel()
-        metrics = aggregate(_rescore_all(engine, evaluation_id))
-        with session_scope(engine) as s:
+        metrics = aggregate(_rescore_all(database, evaluation_id))
+        with session_scope(database) as s:
             row = s.get(Evaluation, evaluation_id)
             assert row is not None
             row.n, row.acc, row.fmt, row.len, row.rep = (
@@ -291,33 +289,32 @@ def eval_body(engine: Engine, job_id: int, config: ExperimentConfig, dataset: Da
         if config.judge.enabled:
             from engine.teacher.judge import judge_evaluation
 
-            judge_evaluation(engine, evaluation_id, config.judge, ctx.log)
+            judge_evaluation(database, evaluation_id, config.judge, ctx.log)
         return {"evaluation": evaluation_id, "label": target.label, "model": target.model_ref, **metrics}
 
     return body
 
 
-def evaluate(engine: Engine, config: ExperimentConfig, dataset: Dataset, target: Target, echo: Echo) -> Job:
+def evaluate(database: Engine, config: ExperimentConfig, dataset: Dataset, target: Target, echo: Echo) -> Job:
     fp = eval_fingerprint(config, dataset, target)
     parent_id = target.job.id if target.job is not None else None
-    job, done = find_or_create_job(engine, "eval", fp, config, echo, dataset_id=dataset.id, parent_id=parent_id)
+    job, done = find_or_create_job(database, "eval", fp, config, echo, dataset_id=dataset.id, parent_id=parent_id)
     assert job.id is not None
     if job.label != target.label:
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             row = s.get(Job, job.id)
             assert row is not None
             row.label = target.label
     if not done:
-        run_job(JobContext(engine, job.id, echo), eval_body(engine, job.id, config, dataset, target))
-    return reload_job(engine, job.id)
+        run_job(JobContext(database, job.id, echo), eval_body(database, job.id, config, dataset, target))
+    return reload_job(database, job.id)
 
 
-@stage("eval")
-def run_eval(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
-    dataset = config_dataset(engine, config)
+def run_eval(database: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(database, config)
     if config.eval.job is not None or config.eval.checkpoint:
-        return [evaluate(engine, config, dataset, chosen_target(engine, config), echo)]
-    targets = ([base_target(config)] if config.eval.baselines else []) + newest_targets(engine, config, dataset)
+        return [evaluate(database, config, dataset, chosen_target(database, config), echo)]
+    targets = ([base_target(config)] if config.eval.baselines else []) + newest_targets(database, config, dataset)
     if not targets:
         raise UserError("nothing to evaluate: no completed training job for this config (and eval.baselines = false)")
-    return [evaluate(engine, config, dataset, t, echo) for t in targets]
+    return [evaluate(database, config, dataset, t, echo) for t in targets]

@@ -12,10 +12,10 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
+from db.errors import UserError
 from db.models import Dataset, Job
 from db.vocabulary import FILTER, SAMPLE
 from engine.config import FiltersConfig
-from engine.errors import UserError
 
 #: ``--set`` keys start with this section.
 SECTION = "filters."
@@ -57,8 +57,8 @@ def settings_of(job: Job, overrides: dict[str, Any]) -> FiltersConfig:
 
 def what_if(session: Any, job_id: int, overrides: dict[str, Any]) -> dict[str, Any]:
     """The counts of the module docstring for the sample job of ``job_id`` under its settings + ``overrides``."""
-    from engine.filters import judge_job, rules_in_order
-    from engine.stages.sample import answer_spec
+    from engine.filtering.rules import judge_job, rules_in_order
+    from engine.sampling.stage import answer_spec
 
     job = session.get(Job, job_id)
     if job is None:

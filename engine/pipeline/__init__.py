@@ -1,70 +1,58 @@
-"""Stage registry behind ``sert-tui run CONFIG --stage NAME``.
+"""The stage registry behind ``sert-tui run CONFIG --stage NAME``: the top of the engine.
 
-Each stage module registers a function ``(engine, config, echo) -> list[Job]`` that finds or creates its
-job (resuming an unfinished one with the same fingerprint, skipping a completed one), runs it and returns
-the jobs it touched. ``all`` runs the stages of ``ALL_ORDER`` in turn.
+Each step of the method is a folder with a ``stage.py`` whose ``run_*`` function ``(database, config, echo) ->
+list[Job]`` finds or creates its job (resuming an unfinished one with the same fingerprint, skipping a completed
+one), runs it and returns the jobs it touched. This table names them; the step folders import nothing from
+here. Modules are imported only when a stage runs (they may import torch).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
+from db.errors import UserError
 from db.models import Job
-from db.vocabulary import FINETUNE_KIND, JOB_KINDS
+from db.vocabulary import ALL, DISTILL, EVAL, FILTER, FINETUNE_KIND, SAMPLE, SELF_TRAIN, STAGE_NAMES, TEACHER
 from engine.config import ExperimentConfig
-from engine.errors import UserError
 
 Echo = Callable[[str], None]
 StageFn = Callable[[Engine, ExperimentConfig, Echo], list[Job]]
 
-STAGES: dict[str, StageFn] = {}
-#: What ``--stage all`` runs when no ``all`` stage is registered: the method's order without the finetune baseline.
-ALL_ORDER: list[str] = [k for k in JOB_KINDS if k != FINETUNE_KIND]
-
-
-def stage(name: str) -> Callable[[StageFn], StageFn]:
-    def register(fn: StageFn) -> StageFn:
-        STAGES[name] = fn
-        return fn
-
-    return register
-
-
-def _load_stage_modules() -> None:
-    """Import the modules that register stages (kept lazy: they may import torch)."""
-    import importlib
-
-    for module in STAGE_MODULES:
-        importlib.import_module(module)
-
-
-#: Modules whose import registers stages with ``@stage``.
-STAGE_MODULES: list[str] = [
-    "engine.stages.sample",
-    "engine.stages.filter",
-    "engine.teacher.stage",
-    "engine.training.stage",
-    "engine.evaluation.stage",
-    "engine.stages.all",
-]
+#: Stage name → (module, function). ``all`` is the whole chain (engine.pipeline.all).
+STAGE_FUNCTIONS: dict[str, tuple[str, str]] = {
+    SAMPLE: ("engine.sampling.stage", "run_sample"),
+    FILTER: ("engine.filtering.stage", "run_filter"),
+    SELF_TRAIN: ("engine.training.stage", "run_self_train"),
+    TEACHER: ("engine.teacher.stage", "run_teacher"),
+    DISTILL: ("engine.training.stage", "run_distill"),
+    FINETUNE_KIND: ("engine.training.stage", "run_finetune"),
+    EVAL: ("engine.evaluation.stage", "run_eval"),
+    ALL: ("engine.pipeline.all", "run_all"),
+}
+assert tuple(STAGE_FUNCTIONS) == STAGE_NAMES, "db.vocabulary.STAGE_NAMES and the registry must agree"
 
 
 def stage_names() -> list[str]:
-    _load_stage_modules()
-    return [*STAGES, *(["all"] if "all" not in STAGES else [])] if STAGES else []
+    return list(STAGE_FUNCTIONS)
 
 
-def run_stage(engine: Engine, config: ExperimentConfig, name: str, echo: Echo) -> list[Job]:
-    _load_stage_modules()
-    if name == "all" and "all" not in STAGES:
-        jobs: list[Job] = []
-        for step in ALL_ORDER:
-            if step in STAGES:
-                jobs.extend(STAGES[step](engine, config, echo))
-        return jobs
-    if name not in STAGES:
-        known = ", ".join(stage_names()) or "(none)"
-        raise UserError(f"unknown stage {name!r} (stages: {known})")
-    return STAGES[name](engine, config, echo)
+def stage_function(name: str) -> StageFn:
+    if name not in STAGE_FUNCTIONS:
+        raise UserError(f"unknown stage {name!r} (stages: {', '.join(STAGE_FUNCTIONS)})")
+    module, function = STAGE_FUNCTIONS[name]
+    return getattr(importlib.import_module(module), function)
+
+
+def run_stage(database: Engine, config: ExperimentConfig, name: str, echo: Echo) -> list[Job]:
+    return stage_function(name)(database, config, echo)
+
+
+def run_stage_distributed(database: Engine, config: ExperimentConfig, name: str, echo: Echo) -> list[Job]:
+    """``run --stage X`` inside one process of ``accelerate launch``: rank 0 runs the stage and owns the
+    workspace, the other ranks train what it broadcasts (engine.training.accelerate_engine)."""
+    from engine.training.accelerate_engine import run_on_ranks
+
+    return run_on_ranks(database, config, lambda: run_stage(database, config, name, echo))

@@ -25,12 +25,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from db.errors import UserError
 from db.models import Evaluation, Prediction, Question
 from db.queries import get_dataset
 from db.session import session_scope
 from db.vocabulary import EVAL, MAJORITY, TABLE_ORDER
 from engine.config import ExperimentConfig
-from engine.errors import UserError
 from engine.evaluation.report import DEFAULT_PAIRS
 from engine.evaluation.stats import majority, mean_sd, paired_compare, wilson_interval
 
@@ -76,20 +76,20 @@ def cell_config(config: ExperimentConfig, dataset: str, seed: int) -> Experiment
     return cfg
 
 
-def check_datasets(engine: Engine, datasets: list[str]) -> None:
+def check_datasets(database: Engine, datasets: list[str]) -> None:
     """Every dataset is in the workspace, before anything runs."""
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         for name in datasets:
             get_dataset(s, name)
 
 
 def run_study(
-    engine: Engine, config: ExperimentConfig, datasets: list[str], seeds: list[int], echo: Echo
+    database: Engine, config: ExperimentConfig, datasets: list[str], seeds: list[int], echo: Echo
 ) -> list[Cell]:
     """Run (or resume) every cell; a cell whose chain did not complete stops the study (its work is kept)."""
     from engine.pipeline import run_stage
 
-    check_datasets(engine, datasets)
+    check_datasets(database, datasets)
     cells = [Cell(d, s) for d in datasets for s in seeds]
     started = time.monotonic()
     for i, cell in enumerate(cells):
@@ -98,12 +98,12 @@ def run_study(
         eta = f", ETA {_duration(elapsed / done * (len(cells) - done))}" if done else ""
         echo(f"study: cell {i + 1}/{len(cells)} ({cell.dataset}, seed {cell.seed}), {_duration(elapsed)} so far{eta}")
         t0 = time.monotonic()
-        jobs = run_stage(engine, cell_config(config, cell.dataset, cell.seed), "all", echo)
+        jobs = run_stage(database, cell_config(config, cell.dataset, cell.seed), "all", echo)
         cell.seconds = time.monotonic() - t0
         cell.jobs = [j.id for j in jobs if j.id is not None]
         bad = [j for j in jobs if j.status != "completed"]
         cell.status = bad[0].status if bad else "completed"
-        cell.evaluations = evaluations_of(engine, [j.id for j in jobs if j.kind == EVAL and j.status == "completed"])
+        cell.evaluations = evaluations_of(database, [j.id for j in jobs if j.kind == EVAL and j.status == "completed"])
         if bad:
             echo(f"study: stopping at cell {i + 1}/{len(cells)}: job {bad[0].id} {bad[0].kind} {bad[0].status}")
             break
@@ -112,10 +112,10 @@ def run_study(
     return cells
 
 
-def evaluations_of(engine: Engine, eval_job_ids: list[Any]) -> dict[str, int]:
+def evaluations_of(database: Engine, eval_job_ids: list[Any]) -> dict[str, int]:
     if not eval_job_ids:
         return {}
-    with engine.connect() as conn:
+    with database.connect() as conn:
         rows = conn.execute(
             select(Evaluation.label, Evaluation.id)
             .where(Evaluation.job_id.in_(eval_job_ids))  # type: ignore[attr-defined]
@@ -129,14 +129,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def summarize(engine: Engine, cells: list[Cell]) -> dict[str, Any]:
+def summarize(database: Engine, cells: list[Cell]) -> dict[str, Any]:
     """The study's table as ``{"cells": [...], "comparisons": [...]}`` (module docstring)."""
     from engine.evaluation.report import outcomes
 
     out_cells: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
     datasets = list(dict.fromkeys(c.dataset for c in cells))
-    with engine.connect() as conn:
+    with database.connect() as conn:
         for dataset in datasets:
             mine = [c for c in cells if c.dataset == dataset and c.evaluations]
             labels = {lbl for c in mine for lbl in c.evaluations}

@@ -40,18 +40,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import first_line
-from engine.sampling import branch_excluded_ids
+from db.errors import first_line
 from engine.sampling.cache import output_cache
 from engine.sampling.decoders import make_decoder
 from engine.sampling.ops import branch_tokens, question_generator, sample_top_k_top_p
+from engine.sampling.paths import branch_excluded_ids
 from engine.sampling.threads import ThreadTuner
 
 if TYPE_CHECKING:
     import torch
 
     from engine.config import SamplingConfig
-    from engine.sampling import SampledPath
+    from engine.sampling.paths import SampledPath
 
 
 PACK_MIN_WORK = 2000  # sequence-steps from which packing the weights for MKL pays for itself
@@ -160,7 +160,7 @@ class HFSampler:
         """``_sample``; on an out-of-memory error the batch is halved and the questions not reported yet are
         sampled again (each question's random stream is its own, so they get the paths they would have got).
         One question's paths are the smallest batch: if those do not fit, a clear error."""
-        from engine.errors import UserError
+        from db.errors import UserError
 
         reported: set[int] = set()
 
@@ -440,7 +440,7 @@ class HFSampler:
         }
 
     def _paths(self, question: _Question, tok_buf, lp_buf, final_len) -> list[SampledPath]:
-        from engine.sampling import SampledPath
+        from engine.sampling.paths import SampledPath
 
         cfg = self.cfg
         rpq = self.rows_per_question

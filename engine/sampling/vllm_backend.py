@@ -22,7 +22,7 @@ from engine.sampling.ops import question_seed
 
 if TYPE_CHECKING:
     from engine.config import SamplingConfig
-    from engine.sampling import SampledPath
+    from engine.sampling.paths import SampledPath
 
 
 #: Special tokens the branch request looks past: the top ``first_tokens + this`` first tokens always hold
@@ -96,8 +96,8 @@ def paths_from_branch_outputs(
 ) -> list[SampledPath]:
     """Turn one question's branch requests (``outputs[b]`` answers branch ``b``; ``None`` where no continuation
     was requested) into its ``len(branches) * n`` paths, branch-major."""
-    from engine.sampling import SampledPath
     from engine.sampling.hf import _perplexity
+    from engine.sampling.paths import SampledPath
 
     paths = []
     for b, ((branch_tok, branch_lp), output) in enumerate(zip(branches, outputs, strict=True)):
@@ -148,7 +148,7 @@ class VLLMSampler:
     def __init__(self, model_path: str, cfg: SamplingConfig, log: Callable[[str], None] | None = None) -> None:
         from vllm import LLM
 
-        from engine.sampling import branch_excluded_ids
+        from engine.sampling.paths import branch_excluded_ids
 
         self.cfg = cfg
         self.log = log or (lambda _msg: None)

@@ -18,12 +18,12 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from db.errors import UserError
 from db.models import Dataset, Job, Question
 from db.paths_repo import done_question_ids
 from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig, config_from_dict
-from engine.errors import UserError
 from engine.files import new_file, refuse_existing
 from engine.jobs import JobContext, create_job
 from engine.teacher import store
@@ -39,8 +39,8 @@ def custom_id(job_id: int, question_id: int, sample: int) -> str:
     return f"job{job_id}-q{question_id}-s{sample}"
 
 
-def _job_context(engine: Engine, job_id: int) -> tuple[Job, ExperimentConfig, Dataset, list[Question]]:
-    with session_scope(engine) as s:
+def _job_context(database: Engine, job_id: int) -> tuple[Job, ExperimentConfig, Dataset, list[Question]]:
+    with session_scope(database) as s:
         job = s.get(Job, job_id)
         if job is None:
             raise UserError(f"no job {job_id} in this workspace")
@@ -58,19 +58,19 @@ def _job_context(engine: Engine, job_id: int) -> tuple[Job, ExperimentConfig, Da
     return job, config, dataset, questions
 
 
-def prepare_job(engine: Engine, config: ExperimentConfig, echo: Any = None) -> Job:
+def prepare_job(database: Engine, config: ExperimentConfig, echo: Any = None) -> Job:
     """The teacher job of ``config`` (found by fingerprint, else created pending) for a Batch API round trip."""
-    from engine.stages import config_dataset
+    from engine.jobs import config_dataset
 
     echo = echo or (lambda _line: None)
-    dataset = config_dataset(engine, config)
+    dataset = config_dataset(database, config)
     if not config.teacher.base_url or not config.teacher.model:
         raise UserError("teacher.base_url and teacher.model must be set (the Batch API bodies name the model)")
-    job = store.find_teacher_job(engine, config, dataset)
+    job = store.find_teacher_job(database, config, dataset)
     if job is not None:
         return job
     job = create_job(
-        engine,
+        database,
         "teacher",
         config.model_dump(mode="json"),
         fp=store.teacher_fingerprint(config, dataset),
@@ -81,14 +81,14 @@ def prepare_job(engine: Engine, config: ExperimentConfig, echo: Any = None) -> J
     return job
 
 
-def export_batch(engine: Engine, job_id: int, out: Path | str, *, force: bool = False) -> dict[str, Any]:
+def export_batch(database: Engine, job_id: int, out: Path | str, *, force: bool = False) -> dict[str, Any]:
     """Write the Batch API input lines of the job's questions not answered yet (cached replies left out)."""
     out = Path(out)
     refuse_existing(out, force)  # before any work; checked again when the file takes its name
-    job, config, _dataset, questions = _job_context(engine, job_id)
+    job, config, _dataset, questions = _job_context(database, job_id)
     endpoint = store.teacher_endpoint(config)
-    cache = ResponseCache(engine)
-    with session_scope(engine) as s:
+    cache = ResponseCache(database)
+    with session_scope(database) as s:
         done = done_question_ids(s, job_id)
     lines: list[str] = []
     open_questions = 0
@@ -126,15 +126,15 @@ def _error_reason(obj: dict[str, Any]) -> str:
     return f"HTTP {status}" + (f": {detail[:200]}" if detail else "") if status else "batch error"
 
 
-def import_batch(engine: Engine, job_id: int, results: Path | str, echo: Any = None) -> dict[str, Any]:
+def import_batch(database: Engine, job_id: int, results: Path | str, echo: Any = None) -> dict[str, Any]:
     """Read a Batch API output file into the cache and the job's paths; returns counts."""
     echo = echo or (lambda _line: None)
     results = Path(results)
     if not results.is_file():
         raise UserError(f"{results}: no such file")
-    job, config, dataset, questions = _job_context(engine, job_id)
+    job, config, dataset, questions = _job_context(database, job_id)
     endpoint = store.teacher_endpoint(config)
-    cache = ResponseCache(engine)
+    cache = ResponseCache(database)
     by_id = {q.id: q for q in questions}
     failures: dict[tuple[int, int], str] = {}
     stored = prompt_tokens = completion_tokens = lines = 0
@@ -173,7 +173,7 @@ def import_batch(engine: Engine, job_id: int, results: Path | str, echo: Any = N
             prompt_tokens += reply.prompt_tokens
             completion_tokens += reply.completion_tokens
 
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         done = done_question_ids(s, job_id)
     answered = failed = 0
     for q in questions:
@@ -183,16 +183,16 @@ def import_batch(engine: Engine, job_id: int, results: Path | str, echo: Any = N
         requests: list[TeacherRequest] = store.teacher_requests(config, q.text)
         replies = [cache.get(r.cache_key(endpoint)) for r in requests]
         if all(r is not None for r in replies):
-            store.store_question(engine, job_id, q, dataset, replies)  # type: ignore[arg-type]
+            store.store_question(database, job_id, q, dataset, replies)  # type: ignore[arg-type]
             answered += 1
         else:
             reason = next((failures[(q.id, r.sample)] for r in requests if (q.id, r.sample) in failures), None)
             if reason is not None:
-                store.mark_failed(engine, job_id, q.id, reason)
+                store.mark_failed(database, job_id, q.id, reason)
                 failed += 1
 
-    ctx = JobContext(engine, job_id, echo)
-    with session_scope(engine) as s:
+    ctx = JobContext(database, job_id, echo)
+    with session_scope(database) as s:
         items = store.item_counts(s, job_id)
         counts = store.path_counts(s, job_id)
         summary = dict(job.summary or {})

@@ -17,8 +17,8 @@ from engine.teacher.client import Endpoint, Reply, TeacherRequest
 
 
 class ResponseCache:
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, database: Engine):
+        self.engine = database
 
     def get(self, key: str) -> Reply | None:
         with session_scope(self.engine) as s:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlparse
 
-from engine.errors import UserError
+from db.errors import UserError
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI

@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from db.errors import UserError
 from db.models import Evaluation, Prediction, Question
 from db.session import session_scope
 from engine.config import JudgeConfig
-from engine.errors import UserError
 from engine.prompts import judge_prompt
 from engine.teacher.cache import ResponseCache
 from engine.teacher.client import Endpoint, RequestFailed, TeacherClient, TeacherRequest, first_error
@@ -107,7 +107,7 @@ def parse_judge_reply(text: str) -> dict[str, float] | None:
 
 
 def judge_evaluation(
-    engine: Engine,
+    database: Engine,
     evaluation_id: int,
     cfg: JudgeConfig,
     echo: Callable[[str], None] | None = None,
@@ -118,7 +118,7 @@ def judge_evaluation(
     echo = echo or (lambda _line: None)
     if not cfg.base_url or not cfg.model:
         raise UserError("judge.base_url and judge.model must be set to use the judge")
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         evaluation = s.get(Evaluation, evaluation_id)
         if evaluation is None:
             raise UserError(f"no evaluation {evaluation_id} in this workspace")
@@ -136,7 +136,7 @@ def judge_evaluation(
     echo(f"judge: {len(rows)} outputs of evaluation {evaluation_id}, {len(todo)} to score with {cfg.model}")
 
     async def run() -> list[tuple[int, dict[str, float] | None, str]]:
-        client = TeacherClient(endpoint, ResponseCache(engine), log=echo)
+        client = TeacherClient(endpoint, ResponseCache(database), log=echo)
         results: list[tuple[int, dict[str, float] | None, str]] = []
 
         async def one(p: Prediction, q: Question) -> None:
@@ -160,7 +160,7 @@ def judge_evaluation(
         return results
 
     results = asyncio.run(run()) if todo else []
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         for pid, scores, error in results:
             pred = s.get(Prediction, pid)
             assert pred is not None

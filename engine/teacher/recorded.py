@@ -19,13 +19,13 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from db.errors import UserError
 from db.models import Dataset, Job, JobItem, Question, utcnow
 from db.models import Path as PathRow
 from db.paths_repo import done_question_ids
 from db.queries import get_dataset
 from db.session import session_scope
 from engine.answers import grade
-from engine.errors import UserError
 from engine.jobs import JobContext, create_job, fingerprint, run_job
 from engine.prompts import TEACHER_MARKER
 from engine.teacher import store
@@ -130,12 +130,12 @@ def _write_batch(session: Session, job_id: int, batch: list[tuple[Question, list
     return inserted
 
 
-def import_recorded(engine: Engine, dataset_name: str, path: Path | str, echo: Any = None) -> dict[str, Any]:
+def import_recorded(database: Engine, dataset_name: str, path: Path | str, echo: Any = None) -> dict[str, Any]:
     """Import a recorded-rationale file for a dataset of the workspace; returns the counts per split."""
     echo = echo or (lambda _line: None)
     path = Path(path)
     metadata, data = read_recorded(path)
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         dataset = get_dataset(s, dataset_name)
         questions = list(s.exec(select(Question).where(Question.dataset_id == dataset.id)).all())
     by_index = {q.index: q for q in questions}
@@ -152,13 +152,13 @@ def import_recorded(engine: Engine, dataset_name: str, path: Path | str, echo: A
 
     base_model = str(metadata.get("base_model") or "teacher")
     fp = fingerprint("teacher", {"source": "recorded", "dataset_id": dataset.id, "file_sha256": _file_digest(path)})
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         job = s.exec(
             select(Job).where(Job.kind == "teacher", Job.fingerprint == fp).order_by(Job.id.desc())  # type: ignore[union-attr]
         ).first()
     if job is None:
         job = create_job(
-            engine,
+            database,
             "teacher",
             {"source": "recorded", "file": str(path), "dataset": dataset.name, "base_model": base_model},
             fp=fp,
@@ -170,19 +170,19 @@ def import_recorded(engine: Engine, dataset_name: str, path: Path | str, echo: A
     inserted = 0
     if job.status == "completed":
         echo(f"job {job_id}: this file was imported before (nothing to add)")
-        return _report(engine, job_id, dataset.name, len(matched), questions, inserted)
+        return _report(database, job_id, dataset.name, len(matched), questions, inserted)
 
     def body(ctx: JobContext) -> dict:
         nonlocal inserted
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             done = done_question_ids(s, job_id)
         todo = [(q, recs) for q, recs in matched if q.id not in done]
         for start in range(0, len(todo), BATCH_QUESTIONS):
             chunk = todo[start : start + BATCH_QUESTIONS]
-            with session_scope(engine) as s:
+            with session_scope(database) as s:
                 inserted += _write_batch(s, job_id, [(q, recorded_rows(recs, q, dataset)) for q, recs in chunk])
             ctx.progress(len(done) + start + len(chunk), len(matched), "questions")
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             counts = store.path_counts(s, job_id)
         return {
             "source": "recorded",
@@ -193,14 +193,14 @@ def import_recorded(engine: Engine, dataset_name: str, path: Path | str, echo: A
             "splits": counts,
         }
 
-    run_job(JobContext(engine, job_id, echo), body)
-    return _report(engine, job_id, dataset.name, len(matched), questions, inserted)
+    run_job(JobContext(database, job_id, echo), body)
+    return _report(database, job_id, dataset.name, len(matched), questions, inserted)
 
 
 def _report(
-    engine: Engine, job_id: int, dataset_name: str, imported: int, questions: list[Question], inserted: int
+    database: Engine, job_id: int, dataset_name: str, imported: int, questions: list[Question], inserted: int
 ) -> dict[str, Any]:
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         counts = store.path_counts(s, job_id)
     splits = sorted({q.split for q in questions}, key=lambda x: (x != "train", x != "test", x))
     return {

@@ -18,14 +18,13 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from db.errors import UserError
 from db.models import Dataset, Job, Question
 from db.paths_repo import done_question_ids
 from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig
-from engine.errors import UserError
 from engine.jobs import JobContext, create_job, refuse_if_running_elsewhere, run_job
-from engine.pipeline import stage
 from engine.teacher import store
 from engine.teacher.cache import ResponseCache
 from engine.teacher.client import Reply, RequestFailed, Stats, TeacherClient, check_key_available, first_error
@@ -45,9 +44,9 @@ class _Run:
     """One run of the stage body: the async fan-out over questions, the counters and the progress line."""
 
     def __init__(
-        self, engine: Engine, ctx: JobContext, config: ExperimentConfig, dataset: Dataset, questions: list[Question]
+        self, database: Engine, ctx: JobContext, config: ExperimentConfig, dataset: Dataset, questions: list[Question]
     ):
-        self.engine = engine
+        self.engine = database
         self.ctx = ctx
         self.config = config
         self.dataset = dataset
@@ -58,7 +57,7 @@ class _Run:
         self.stats = Stats()
         self._last_cancel_check = 0.0
         self._last_summary = 0.0
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             job = s.get(Job, ctx.job_id)
             assert job is not None
             self.previous = {k: job.summary.get(k, 0) for k in ADDITIVE}
@@ -133,25 +132,25 @@ class _Run:
 
 
 def teacher_body(
-    engine: Engine, config: ExperimentConfig, dataset: Dataset, questions: list[Question]
+    database: Engine, config: ExperimentConfig, dataset: Dataset, questions: list[Question]
 ) -> Callable[[JobContext], dict]:
     ids = {q.id for q in questions}
 
     def body(ctx: JobContext) -> dict:
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             done = done_question_ids(s, ctx.job_id) & ids
         todo = [q for q in questions if q.id not in done]
         ctx.log(
             f"{dataset.name}/{config.data.split}: {len(questions)} questions, {len(done)} already done, "
             f"{len(todo)} to ask {config.teacher.model} at {config.teacher.base_url}"
         )
-        run = _Run(engine, ctx, config, dataset, questions)
+        run = _Run(database, ctx, config, dataset, questions)
         run.processed = len(done)
         run.progress(force=True)
         if todo:
             asyncio.run(run.run(todo))
         run.progress(force=True)
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             items = store.item_counts(s, ctx.job_id)
             reasons = store.failed_reasons(s, ctx.job_id)
             counts = store.path_counts(s, ctx.job_id)
@@ -177,10 +176,10 @@ def teacher_body(
     return body
 
 
-def _find_job(engine: Engine, fp: str) -> tuple[Job | None, bool]:
+def _find_job(database: Engine, fp: str) -> tuple[Job | None, bool]:
     """The newest job with this fingerprint, whatever its status (a failed or cancelled one is resumed, so its
     answered questions are not written twice), and whether it is finished (completed, no failed question)."""
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         job = s.exec(
             select(Job).where(Job.kind == "teacher", Job.fingerprint == fp).order_by(Job.id.desc())  # type: ignore[union-attr]
         ).first()
@@ -190,14 +189,13 @@ def _find_job(engine: Engine, fp: str) -> tuple[Job | None, bool]:
     return job, job.status == "completed" and not failed
 
 
-@stage("teacher")
-def run_teacher(engine: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
-    from engine.stages import config_dataset, reload_job
+def run_teacher(database: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
+    from engine.jobs import config_dataset, reload_job
 
-    dataset = config_dataset(engine, config)
+    dataset = config_dataset(database, config)
     t = config.teacher
     if not t.base_url:
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             recorded = store.recorded_job(s, dataset.id)  # type: ignore[arg-type]
         if recorded is not None:
             echo(f"job {recorded.id} teacher: no teacher.base_url set; using the recorded rationales")
@@ -209,18 +207,18 @@ def run_teacher(engine: Engine, config: ExperimentConfig, echo: Callable[[str], 
     if not t.model:
         raise UserError("teacher.model is empty: name the teacher model at teacher.base_url")
     check_key_available(store.teacher_endpoint(config))
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
     if not questions:
         raise UserError(f"dataset {dataset.name!r} has no questions in split {config.data.split!r}")
     fp = store.teacher_fingerprint(config, dataset)
-    job, finished = _find_job(engine, fp)
+    job, finished = _find_job(database, fp)
     if job is not None and finished:
         echo(f"job {job.id} teacher: already completed with this config (skipped)")
         return [job]
     if job is None:
         job = create_job(
-            engine,
+            database,
             "teacher",
             config.model_dump(mode="json"),
             fp=fp,
@@ -232,5 +230,5 @@ def run_teacher(engine: Engine, config: ExperimentConfig, echo: Callable[[str], 
         refuse_if_running_elsewhere(job)
         echo(f"job {job.id} teacher: resuming ({job.status})")
     assert job.id is not None
-    run_job(JobContext(engine, job.id, echo), teacher_body(engine, config, dataset, questions))
-    return [reload_job(engine, job.id)]
+    run_job(JobContext(database, job.id, echo), teacher_body(database, config, dataset, questions))
+    return [reload_job(database, job.id)]

@@ -79,16 +79,16 @@ def rationale_row(
     }
 
 
-def store_question(engine: Engine, job_id: int, question: Question, dataset: Dataset, replies: list[Reply]) -> int:
+def store_question(database: Engine, job_id: int, question: Question, dataset: Dataset, replies: list[Reply]) -> int:
     """Write the rationales of one question and mark it done, in one transaction; returns rows inserted."""
     rows = [rationale_row(reply, sample, question.answer, dataset) for sample, reply in enumerate(replies)]
     assert question.id is not None
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         return write_question_paths(s, job_id, question.id, rows)
 
 
-def mark_failed(engine: Engine, job_id: int, question_id: int, reason: str) -> None:
-    with session_scope(engine) as s:
+def mark_failed(database: Engine, job_id: int, question_id: int, reason: str) -> None:
+    with session_scope(database) as s:
         mark_item(s, job_id, question_id, status="failed", reason=reason[:500])
 
 
@@ -150,10 +150,10 @@ def recorded_job(session: Session, dataset_id: int) -> Job | None:
     return None
 
 
-def find_teacher_job(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job | None:
+def find_teacher_job(database: Engine, config: ExperimentConfig, dataset: Dataset) -> Job | None:
     """The teacher job ``run --stage teacher`` uses for ``config``: the online job with the config's
     fingerprint, or (no ``teacher.base_url``) the recorded rationales imported for the dataset."""
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         if not config.teacher.base_url:
             return recorded_job(s, dataset.id)  # type: ignore[arg-type]
         fp = teacher_fingerprint(config, dataset)

@@ -40,20 +40,20 @@ STATE_VERSION = "1"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def workspace_dir(engine: Engine) -> Path:
-    database = engine.url.database
+def workspace_dir(database: Engine) -> Path:
+    database = database.url.database
     if not database or database == ":memory:":
         raise RuntimeError("checkpoints need a workspace file (not an in-memory database)")
     return Path(database).resolve().parent
 
 
-def job_dir(engine: Engine, job_id: int) -> Path:
-    root = private_dir(workspace_dir(engine) / "checkpoints")
+def job_dir(database: Engine, job_id: int) -> Path:
+    root = private_dir(workspace_dir(database) / "checkpoints")
     return private_dir(root / f"job-{job_id}")
 
 
 def write_checkpoint(
-    engine: Engine,
+    database: Engine,
     job_id: int,
     step: int,
     model: PreTrainedModel,
@@ -64,7 +64,7 @@ def write_checkpoint(
     is_final: bool = False,
 ) -> Checkpoint:
     """Save and register the checkpoint of ``step`` (replacing one of the same step)."""
-    parent = job_dir(engine, job_id)
+    parent = job_dir(database, job_id)
     target = parent / f"step-{step}"
     tmp = parent / f".step-{step}.tmp"
     if tmp.exists():
@@ -77,7 +77,7 @@ def write_checkpoint(
         (tmp / CONFIG_FILE).write_text(json.dumps({**meta, "step": step, "final": is_final}, indent=2, default=str))
         if state is not None:
             save_state(state, tmp / STATE_FILE)
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             old = s.exec(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)).first()
             if old is not None:
                 s.delete(old)
@@ -87,7 +87,7 @@ def write_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         row = Checkpoint(job_id=job_id, step=step, path=str(target), is_final=is_final)
         s.add(row)
         s.flush()
@@ -95,9 +95,9 @@ def write_checkpoint(
         return row
 
 
-def prune(engine: Engine, job_id: int, keep: int) -> list[int]:
+def prune(database: Engine, job_id: int, keep: int) -> list[int]:
     """Delete all but the newest ``keep`` intermediate checkpoints (directory and row); returns the steps."""
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         rows = s.exec(
             select(Checkpoint)
             .where(Checkpoint.job_id == job_id, Checkpoint.is_final == False)  # noqa: E712
@@ -213,7 +213,7 @@ def save_state(state: dict[str, Any], file: Path | str) -> None:
 
 def state_file(path: Path | str) -> Path:
     """The training state file of the checkpoint directory ``path``; a clear error for the old pickled one."""
-    from engine.errors import UserError
+    from db.errors import UserError
 
     path = Path(path)
     file = path / STATE_FILE
@@ -232,7 +232,7 @@ def load_state(path: Path | str, *, tensors: bool = True) -> dict[str, Any]:
     ``tensors=False`` checks the file and its tree only (cheap) and leaves the tensors out (None)."""
     from safetensors import safe_open
 
-    from engine.errors import UserError, first_line
+    from db.errors import UserError, first_line
 
     file = state_file(path)
     try:
@@ -257,10 +257,10 @@ def load_state(path: Path | str, *, tensors: bool = True) -> dict[str, Any]:
     return state
 
 
-def latest_resumable(engine: Engine, job_id: int) -> Checkpoint | None:
+def latest_resumable(database: Engine, job_id: int) -> Checkpoint | None:
     """The newest registered checkpoint of a job whose directory still has its training state (or an old
     pickled one, which :func:`state_file` then refuses with an error rather than silently training again)."""
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         rows = s.exec(
             select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())  # type: ignore[attr-defined]
         ).all()
@@ -270,8 +270,8 @@ def latest_resumable(engine: Engine, job_id: int) -> Checkpoint | None:
     return None
 
 
-def final_checkpoint(engine: Engine, job_id: int) -> Checkpoint | None:
-    with session_scope(engine) as s:
+def final_checkpoint(database: Engine, job_id: int) -> Checkpoint | None:
+    with session_scope(database) as s:
         return s.exec(
             select(Checkpoint)
             .where(Checkpoint.job_id == job_id, Checkpoint.is_final == True)  # noqa: E712
@@ -279,9 +279,9 @@ def final_checkpoint(engine: Engine, job_id: int) -> Checkpoint | None:
         ).first()
 
 
-def clean_stray(engine: Engine, job_id: int) -> None:
+def clean_stray(database: Engine, job_id: int) -> None:
     """Remove half-written temporary directories left by a killed run."""
-    parent = workspace_dir(engine) / "checkpoints" / f"job-{job_id}"
+    parent = workspace_dir(database) / "checkpoints" / f"job-{job_id}"
     if parent.is_dir():
         for tmp in parent.glob(".step-*.tmp"):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,5 @@
 """The training loop of a job, shared by one process (:mod:`engine.training.stage`) and every rank of
-``accelerate launch`` (:mod:`engine.training.distributed`): the start model and its samples, resuming, then
+``accelerate launch`` (:mod:`engine.training.accelerate_engine`): the start model and its samples, resuming, then
 steps with their metrics and progress, periodic checkpoints with pruning, a usable last checkpoint on
 cancellation, the final checkpoint (LoRA merged) and the job summary.
 
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import UserError, first_line
+from db.errors import UserError, first_line
 from engine.jobs import JobCancelled, JobContext
 from engine.training import checkpoints
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from engine.config import ExperimentConfig
-    from engine.training.stage import TrainingPlan
+    from engine.training.plan import TrainingPlan
     from engine.training.trainer import Encoded, SFTEngine
 
 Log = Callable[[str], None]
@@ -87,7 +87,7 @@ def resume_from(sft: SFTEngine, path: str, log: Log) -> None:
 def fit(
     sft: SFTEngine,
     *,
-    engine: Engine,
+    database: Engine,
     job_id: int,
     plan: TrainingPlan,
     config: ExperimentConfig,
@@ -133,9 +133,9 @@ def fit(
         state = None if final else sft.state_dict()
         if writes:
             row = checkpoints.write_checkpoint(
-                engine, job_id, sft.global_step, to_save, tokenizer, meta, state=state, is_final=final
+                database, job_id, sft.global_step, to_save, tokenizer, meta, state=state, is_final=final
             )
-            pruned = checkpoints.prune(engine, job_id, cfg.save_total_limit)
+            pruned = checkpoints.prune(database, job_id, cfg.save_total_limit)
             log(f"checkpoint step {row.step}{' (final)' if final else ''}: {row.path}")
             if pruned:
                 log(f"pruned checkpoints of steps {', '.join(map(str, pruned))}")
@@ -176,7 +176,7 @@ def fit(
             save()
     save(final=True)
     elapsed = time.perf_counter() - t0
-    final = checkpoints.final_checkpoint(engine, job_id) if writes else None
+    final = checkpoints.final_checkpoint(database, job_id) if writes else None
     return {
         "label": plan.label,
         "samples": len(sft.data),

@@ -11,22 +11,18 @@ finetune → none (Finetune).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from db import vocabulary as vocab
+from db.errors import UserError
 from db.models import Dataset, Job
 from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig
-from engine.distributed import is_distributed
-from engine.errors import UserError
-from engine.jobs import JobContext, fingerprint, run_job
-from engine.pipeline import stage
-from engine.stages import config_dataset, find_or_create_job, reload_job
+from engine.jobs import JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
+from engine.ranks import is_distributed
 from engine.training import checkpoints
 from engine.training.datasets import (
     FORMAT_VERSION,
@@ -36,23 +32,11 @@ from engine.training.datasets import (
     finetune_samples,
     sert_samples,
 )
+from engine.training.plan import TrainingPlan
 
 Echo = Callable[[str], None]
 #: Train settings that change when checkpoints are written, not what is learned.
 CADENCE_KEYS = {"save_steps", "save_total_limit", "distill_from", "compile"}
-
-
-@dataclass
-class TrainingPlan:
-    """Everything a training job needs: what to learn from, where to start, how to call it."""
-
-    kind: str
-    label: str
-    samples: list[Sample]
-    parent_id: int | None
-    start_model: str  # "default", a hub id / path, or a checkpoint directory
-    start: dict[str, Any] = field(default_factory=dict)  # lineage of the start model, for the summary
-    notes: list[str] = field(default_factory=list)
 
 
 def train_fingerprint(config: ExperimentConfig, plan: TrainingPlan, dataset: Dataset) -> str:
@@ -72,13 +56,13 @@ def train_fingerprint(config: ExperimentConfig, plan: TrainingPlan, dataset: Dat
 
 
 # -- what each stage trains on ------------------------------------------------------------------------------
-def sert_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
+def sert_plan(database: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
     """SERT stage 2: the paths of the config's sample job, as the newest filter job over them left them."""
-    from engine.stages.filter import filter_fingerprint, sample_job_for
+    from engine.filtering.stage import filter_fingerprint, sample_job_for
 
-    sample_job = sample_job_for(engine, config, dataset)
+    sample_job = sample_job_for(database, config, dataset)
     notes = []
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         filter_id = (sample_job.summary or {}).get("filter_job")
         filter_job = s.get(Job, filter_id) if filter_id is not None else None
         if filter_job is None or filter_job.status != "completed":
@@ -97,10 +81,10 @@ def sert_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Tra
     return TrainingPlan("self-train", vocab.SERT, samples, filter_job.id, config.student.model, {"kind": "base"}, notes)
 
 
-def teacher_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
+def teacher_job_for(database: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
     from engine.teacher.store import find_teacher_job
 
-    job = find_teacher_job(engine, config, dataset)
+    job = find_teacher_job(database, config, dataset)
     if job is None:
         if config.teacher.base_url:
             raise UserError("no teacher job for this config's teacher settings: run --stage teacher first")
@@ -115,9 +99,9 @@ def teacher_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) 
 
 
 def teacher_samples(
-    engine: Engine, config: ExperimentConfig, dataset: Dataset, teacher_job: Job
+    database: Engine, config: ExperimentConfig, dataset: Dataset, teacher_job: Job
 ) -> tuple[list[Sample], list[str]]:
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
         samples = distill_samples(
             s,
@@ -139,15 +123,15 @@ def teacher_samples(
     return samples, notes
 
 
-def self_train_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
+def self_train_job_for(database: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
     """The self-train job SERT+RD starts from: the one this config's self-train stage would reuse, else the
     newest completed self-train job of the dataset and student."""
     try:
-        plan = sert_plan(engine, config, dataset)
+        plan = sert_plan(database, config, dataset)
         fp = train_fingerprint(config, plan, dataset)
     except UserError:
         fp = None
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         jobs = s.exec(
             select(Job)
             .where(Job.kind == "self-train", Job.dataset_id == dataset.id, Job.status == "completed")
@@ -156,7 +140,7 @@ def self_train_job_for(engine: Engine, config: ExperimentConfig, dataset: Datase
     exact = [j for j in jobs if j.fingerprint == fp]
     same_student = [j for j in jobs if (j.config.get("student") or {}).get("model") == config.student.model]
     for job in exact + same_student:
-        if checkpoints.final_checkpoint(engine, job.id) is not None:  # type: ignore[arg-type]
+        if checkpoints.final_checkpoint(database, job.id) is not None:  # type: ignore[arg-type]
             return job
     raise UserError(
         "train.distill_from = 'self-train' needs a completed self-train job: run --stage self-train first "
@@ -164,22 +148,22 @@ def self_train_job_for(engine: Engine, config: ExperimentConfig, dataset: Datase
     )
 
 
-def distill_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
-    teacher_job = teacher_job_for(engine, config, dataset)
-    samples, notes = teacher_samples(engine, config, dataset, teacher_job)
+def distill_plan(database: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
+    teacher_job = teacher_job_for(database, config, dataset)
+    samples, notes = teacher_samples(database, config, dataset, teacher_job)
     if config.train.distill_from == "base":
         start = {"kind": "base", "teacher_job": teacher_job.id}
         return TrainingPlan("distill", vocab.RD, samples, teacher_job.id, config.student.model, start, notes)
-    sert_job = self_train_job_for(engine, config, dataset)
-    final = checkpoints.final_checkpoint(engine, sert_job.id)  # type: ignore[arg-type]
+    sert_job = self_train_job_for(database, config, dataset)
+    final = checkpoints.final_checkpoint(database, sert_job.id)  # type: ignore[arg-type]
     assert final is not None
     start = {"kind": "self-train", "job": sert_job.id, "checkpoint": final.path, "teacher_job": teacher_job.id}
     notes.append(f"starting from the final checkpoint of self-train job {sert_job.id} ({final.path})")
     return TrainingPlan("distill", vocab.SERT_RD, samples, sert_job.id, final.path, start, notes)
 
 
-def finetune_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
-    with session_scope(engine) as s:
+def finetune_plan(database: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
+    with session_scope(database) as s:
         questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
     if not questions:
         raise UserError(f"dataset {dataset.name!r} has no questions in split {config.data.split!r}")
@@ -188,28 +172,30 @@ def finetune_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset) ->
 
 
 # -- running a plan -----------------------------------------------------------------------------------------
-def run_plan(engine: Engine, config: ExperimentConfig, dataset: Dataset, plan: TrainingPlan, echo: Echo) -> Job:
+def run_plan(database: Engine, config: ExperimentConfig, dataset: Dataset, plan: TrainingPlan, echo: Echo) -> Job:
     fp = train_fingerprint(config, plan, dataset)
-    job, done = find_or_create_job(engine, plan.kind, fp, config, echo, dataset_id=dataset.id, parent_id=plan.parent_id)
+    job, done = find_or_create_job(
+        database, plan.kind, fp, config, echo, dataset_id=dataset.id, parent_id=plan.parent_id
+    )
     assert job.id is not None
     if job.label != plan.label:
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             row = s.get(Job, job.id)
             assert row is not None
             row.label = plan.label
     if done:
-        return reload_job(engine, job.id)
+        return reload_job(database, job.id)
     if is_distributed():  # inside `accelerate launch`: every rank trains, this one (rank 0) writes
-        from engine.training.distributed import main_train_body
+        from engine.training.accelerate_engine import main_train_body
 
-        body = main_train_body(engine, job.id, config, plan)
+        body = main_train_body(database, job.id, config, plan)
     else:
-        body = train_body(engine, job.id, config, plan)
-    run_job(JobContext(engine, job.id, echo), body)
-    return reload_job(engine, job.id)
+        body = train_body(database, job.id, config, plan)
+    run_job(JobContext(database, job.id, echo), body)
+    return reload_job(database, job.id)
 
 
-def train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan):
+def train_body(database: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan):
     def body(ctx: JobContext) -> dict:
         from transformers.utils import logging as hf_logging
 
@@ -223,8 +209,8 @@ def train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: Trai
         for note in plan.notes:
             ctx.log(note)
         device = resolve_device(config.student.device)
-        checkpoints.clean_stray(engine, job_id)
-        resume = checkpoints.latest_resumable(engine, job_id)
+        checkpoints.clean_stray(database, job_id)
+        resume = checkpoints.latest_resumable(database, job_id)
         model, tokenizer = load_start(plan, config, device, resume.path if resume else None)
         data = load_samples(plan, config, tokenizer, ctx.log)
         sft = SFTEngine(model, data, cfg, device=device, pad_id=tokenizer.pad_token_id)
@@ -238,7 +224,7 @@ def train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: Trai
         )
         return fit(
             sft,
-            engine=engine,
+            database=database,
             job_id=job_id,
             plan=plan,
             config=config,
@@ -253,19 +239,16 @@ def train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: Trai
 
 
 # -- the stages ---------------------------------------------------------------------------------------------
-@stage("self-train")
-def run_self_train(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
-    dataset = config_dataset(engine, config)
-    return [run_plan(engine, config, dataset, sert_plan(engine, config, dataset), echo)]
+def run_self_train(database: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(database, config)
+    return [run_plan(database, config, dataset, sert_plan(database, config, dataset), echo)]
 
 
-@stage("distill")
-def run_distill(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
-    dataset = config_dataset(engine, config)
-    return [run_plan(engine, config, dataset, distill_plan(engine, config, dataset), echo)]
+def run_distill(database: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(database, config)
+    return [run_plan(database, config, dataset, distill_plan(database, config, dataset), echo)]
 
 
-@stage("finetune")
-def run_finetune(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
-    dataset = config_dataset(engine, config)
-    return [run_plan(engine, config, dataset, finetune_plan(engine, config, dataset), echo)]
+def run_finetune(database: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+    dataset = config_dataset(database, config)
+    return [run_plan(database, config, dataset, finetune_plan(database, config, dataset), echo)]

@@ -8,7 +8,7 @@ cancellation is a database flag, and a resumed job must end with the same step c
 accelerate keeps process-global state that refuses a second configuration in one process (``--stage all``
 trains several models in one process). What the libraries do well is used as is: the models, the
 schedulers (``transformers.get_scheduler``), LoRA (PEFT), AdamW (fused kernel where torch has one), autocast,
-accelerate for multi-process runs (:mod:`engine.training.distributed`). TRL is where the sets go out:
+accelerate for multi-process runs (:mod:`engine.training.accelerate_engine`). TRL is where the sets go out:
 ``sert-tui export set`` writes them as prompt-completion datasets for TRL's ``SFTTrainer``, which tokenizes
 and masks them exactly as :func:`encode_samples` does (``tests/test_export.py`` checks both).
 

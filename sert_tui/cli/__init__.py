@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sert_tui.cli import config_cmd, data, export, jobs, model, paths, report, run, study, teacher, workspace
+from sert_tui.cli.common import workspace_path
 
 GROUPS = (data, model, config_cmd, run, study, jobs, paths, report, export, teacher, workspace)
 
@@ -40,17 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def workspace_path(args: argparse.Namespace) -> Path:
-    from db.session import default_workspace_path
-
-    return args.db if args.db is not None else default_workspace_path()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Failures: exit code 2 and one ``error: ...`` line on stderr; with ``--json`` stdout is
     always exactly one JSON document, the command's result or, on failure, ``{"error": ...}`` (``run`` adds
     ``"jobs"``: those it touched, and how they ended)."""
-    from engine.errors import UserError, first_line
+    from db.errors import UserError, first_line
     from sert_tui.cli.common import print_json_error, reset_json_output
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -106,7 +101,7 @@ def damaged_workspace(exc: BaseException) -> str | None:
     cause = getattr(exc, "orig", None) or exc
     if not isinstance(cause, sqlite3.DatabaseError):
         return None
-    from engine.errors import first_line
+    from db.errors import first_line
 
     message = first_line(cause)
     return message if any(m in message.lower() for m in DAMAGE_MESSAGES) else None

@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 
+def workspace_path(args: argparse.Namespace) -> Path:
+    """The workspace file of ``--db``, else the default one in the user data directory."""
+    from db.session import default_workspace_path
+
+    return args.db if args.db is not None else default_workspace_path()
+
+
 def open_db(args: argparse.Namespace) -> Engine:
     from db.session import open_workspace
-    from sert_tui.cli import workspace_path
 
     return open_workspace(workspace_path(args))
 
@@ -37,7 +44,7 @@ def print_json_error(message: str) -> None:
     """The JSON document of a command that failed with ``--json``: ``{"error": message}`` -- unless the command
     printed its own already (``run`` adds the jobs it touched). Only the process that owns the output prints
     (rank 0 of a multi-process run)."""
-    from engine.distributed import is_main_process
+    from engine.ranks import is_main_process
 
     if not _JSON_OUTPUT["printed"] and is_main_process():
         print_json({"error": message})
@@ -45,7 +52,7 @@ def print_json_error(message: str) -> None:
 
 def error_text(exc: BaseException) -> str:
     """The error of a failed command in one line, as its JSON document's ``"error"``."""
-    from engine.errors import first_line
+    from db.errors import first_line
 
     return "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
 

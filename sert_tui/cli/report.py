@@ -39,9 +39,9 @@ def filters_report(session: Any, job_id: int) -> dict[str, Any]:
     """
     from sqlmodel import select
 
+    from db.errors import UserError
     from db.models import Job, Path
-    from engine import filters
-    from engine.errors import UserError
+    from engine.filtering import rules as filters
 
     job = session.get(Job, job_id)
     if job is None:
@@ -212,7 +212,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from engine.errors import UserError
+    from db.errors import UserError
     from engine.evaluation.report import compare, evaluations
 
     if (args.a is None) != (args.b is None):
@@ -268,7 +268,7 @@ def register_coverage(report_sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
-    from engine.errors import UserError
+    from db.errors import UserError
     from engine.filtering.coverage import coverage
 
     with open_db(args).connect() as conn:

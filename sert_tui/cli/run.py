@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.errors import UserError
+from db.errors import UserError
 from sert_tui.cli.common import error_text, open_db, print_json, stderr
 
 
@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _launch(args: argparse.Namespace) -> int:
     """``--launcher accelerate``: the processes' output goes to stderr; rank 0's result is printed here, once."""
-    from engine.training.launch import LaunchOptions, launch
-    from sert_tui.cli import workspace_path
+    from engine.training.accelerate_launch import LaunchOptions, launch
+    from sert_tui.cli.common import workspace_path
 
     opts = LaunchOptions(
         num_processes=args.num_processes,
@@ -102,8 +102,8 @@ def _print_result(args: argparse.Namespace, result: dict) -> None:
 def _report(args: argparse.Namespace, result: dict) -> None:
     """Where the result of this process goes: to the process that launched it (rank 0 under
     ``--launcher accelerate``), nowhere (the other ranks: rank 0 reports), or stdout."""
-    from engine.distributed import is_main_process
-    from engine.training.launch import write_result
+    from engine.ranks import is_main_process
+    from engine.training.accelerate_launch import write_result
 
     if not is_main_process():
         return
@@ -131,16 +131,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             source="--shard",
         )
     engine = open_db(args)
-    from engine.distributed import is_distributed
     from engine.jobs import RUN_HISTORY
+    from engine.ranks import is_distributed
 
     mark = len(RUN_HISTORY)
     try:
         if is_distributed():  # one process of `accelerate launch`
-            from engine.training.distributed import run_stage_distributed
-            from engine.training.launch import TRAINING_STAGES
+            from db.vocabulary import TRAINING_KINDS
+            from engine.pipeline import run_stage_distributed
 
-            if args.stage not in TRAINING_STAGES:
+            if args.stage not in TRAINING_KINDS:
                 raise UserError(f"stage {args.stage!r} does not run under a multi-process launcher")
             jobs = run_stage_distributed(engine, config, args.stage, stderr)
         else:

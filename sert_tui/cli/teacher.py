@@ -73,7 +73,7 @@ def cmd_batch_export(args: argparse.Namespace) -> int:
     from engine.teacher.batch import export_batch, prepare_job
 
     if args.out.exists() and not args.force:  # refuse before a job is created for --config
-        from engine.errors import UserError
+        from db.errors import UserError
 
         raise UserError(f"{args.out}: already exists (use --force to overwrite)")
     engine = open_db(args)

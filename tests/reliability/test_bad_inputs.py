@@ -549,8 +549,8 @@ def _toml_ok(text: str) -> bool:
 
 
 def test_config_loader_refuses_each_broken_config(tmp_path: Path, heavy: bool) -> None:
+    from db.errors import UserError
     from engine.config import load_config
-    from engine.errors import UserError
 
     for kind in CONFIG_KINDS:
 
@@ -572,8 +572,8 @@ def test_config_loader_refuses_each_broken_config(tmp_path: Path, heavy: bool) -
 
 def test_config_loader_on_arbitrary_toml(tmp_path: Path, heavy: bool) -> None:
     """Arbitrary tables, some of them real keys: a config, or one short UserError line -- nothing else."""
+    from db.errors import UserError
     from engine.config import ExperimentConfig, load_config
-    from engine.errors import UserError
 
     fields = _fields()
     known = st.sampled_from(fields).flatmap(

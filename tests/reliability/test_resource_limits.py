@@ -40,7 +40,7 @@ def limit_between(model, tokenizer, dtype, fits_rows: int, refused_rows: int, ma
 
 def sample_all(student, limit_mb: float | None, batch_size: int) -> tuple[dict[int, list], list[str], object]:
     from engine.config import SamplingConfig
-    from engine.sampling import make_sampler_from_model
+    from engine.sampling.backends import make_sampler_from_model
 
     model, tokenizer = student
     cfg = SamplingConfig(
@@ -79,7 +79,7 @@ def test_a_batch_over_the_limit_halves_until_it_fits(student) -> None:
 
 
 def test_one_question_that_does_not_fit_is_a_clear_error(student) -> None:
-    from engine.errors import UserError
+    from db.errors import UserError
 
     model, tokenizer = student
     limit = limit_between(model, tokenizer, next(model.parameters()).dtype, 1, 4, 6, QUESTIONS)

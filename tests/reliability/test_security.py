@@ -64,7 +64,7 @@ def test_wal_and_shm_files_follow_the_workspace_mode(tmp_path: Path) -> None:
 def test_files_beside_the_workspace_are_owner_only(tmp_path: Path) -> None:
     """What the app writes next to the workspace -- job logs, the configs of its forms, the default job's
     config -- is as private as the workspace, whatever the umask."""
-    from engine.launcher import Launcher, ensure_default_config, write_form_config
+    from engine.pipeline.processes import Launcher, ensure_default_config, write_form_config
 
     old = os.umask(0)
     try:
@@ -87,7 +87,7 @@ def test_a_new_file_never_replaces_one_created_while_it_was_written(tmp_path: Pa
     the meantime (another process) is kept, and nothing half-written is left behind."""
     import pytest
 
-    from engine.errors import UserError
+    from db.errors import UserError
     from engine.files import new_file
 
     out = tmp_path / "export.jsonl"
@@ -142,7 +142,7 @@ def test_api_key_appears_nowhere_on_disk(teacher_server, sqa_template, tmp_path:
     """A teacher run with a unique key (through a proxy that insists on it), a run with a refused key, the
     exports and listings: neither key is in the workspace, its -wal/-shm, the job logs, the exports or
     checkpoints -- anything under the workspace's folder -- nor in the commands' output."""
-    from engine.launcher import Launcher, logs_dir
+    from engine.pipeline.processes import Launcher, logs_dir
     from tests.teacher_server import FaultProxy
 
     base_url, model = teacher_server
@@ -371,7 +371,7 @@ def test_no_shell_strings_in_the_project() -> None:
 
 def test_a_hostile_config_path_is_passed_as_one_argument(tmp_path: Path) -> None:
     """The launcher hands paths to the job process as argv items: shell syntax in a name stays a name."""
-    from engine.launcher import Launcher
+    from engine.pipeline.processes import Launcher
 
     token = secrets.token_hex(4)
     name = f"pwned-{token}"  # a shell would create this file in the job process's folder (the project root)

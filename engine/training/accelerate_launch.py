@@ -1,7 +1,7 @@
 """``sert-tui run CONFIG --stage self-train --launcher accelerate``: re-run the stage under ``accelerate launch``.
 
 The argv is built as a list (never a shell string) and re-invokes ``python -m sert_tui --db W run CONFIG
---stage X`` in every process; inside, :mod:`engine.training.distributed` trains on every rank while rank 0
+--stage X`` in every process; inside, :mod:`engine.training.accelerate_engine` trains on every rank while rank 0
 alone owns the workspace and reports its result to the launching process, which prints it (text, or one JSON
 document with ``--json``). Presets (``ddp``, ``fsdp``, ``deepspeed_zero2``, ``deepspeed_zero3``) are accelerate
 config files shipped in ``engine/accelerate_presets``; ``--accelerate-config`` takes a preset name or a file.
@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import UserError
+from db.errors import UserError
+from db.vocabulary import TRAINING_KINDS
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "accelerate_presets"
 PRESETS = ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
 DEFAULT_PRESET = "ddp"
-#: Stages that train a model, the ones a launcher applies to.
-TRAINING_STAGES = ("self-train", "distill", "finetune")
 #: Environment variable naming the file where rank 0 of a launched run writes its result (jobs, error).
 RESULT_ENV = "SERT_TUI_RESULT_FILE"
 
@@ -57,8 +56,8 @@ def resolve_accelerate_config(value: str | None) -> Path:
 
 
 def validate(stage: str, opts: LaunchOptions) -> None:
-    if stage not in TRAINING_STAGES:
-        raise UserError(f"--launcher accelerate runs a training stage ({', '.join(TRAINING_STAGES)}), not {stage!r}")
+    if stage not in TRAINING_KINDS:
+        raise UserError(f"--launcher accelerate runs a training stage ({', '.join(TRAINING_KINDS)}), not {stage!r}")
     if opts.num_processes < 1:
         raise UserError("--num-processes must be at least 1")
     if opts.num_machines < 1:

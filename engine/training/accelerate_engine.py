@@ -1,6 +1,6 @@
 """Training stages inside ``accelerate launch``: every rank trains, rank 0 alone owns the workspace.
 
-Protocol (all ranks run ``sert-tui --db W run CONFIG --stage X``; see :mod:`engine.training.launch`):
+Protocol (all ranks run ``sert-tui --db W run CONFIG --stage X``; see :mod:`engine.training.accelerate_launch`):
 
 - rank 0 runs the stage as a single process would (plan, fingerprint, find/resume/create the job). When it
   starts the training body it broadcasts ``("train", job_id, plan)``; when the stage is over (done, skipped
@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import UserError
+from db.errors import UserError
 from engine.jobs import JobCancelled, JobContext
 from engine.training import checkpoints
 from engine.training.trainer import MAX_GRAD_NORM, SFTEngine, StepStats, collate, split_micro, token_loss_sum
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from engine.config import ExperimentConfig
-    from engine.training.stage import TrainingPlan
+    from engine.training.plan import TrainingPlan
 
 _STATE: dict[str, Any] = {}
 
@@ -213,7 +213,7 @@ def _cancel_requested(ctx: JobContext | None) -> bool:
     return bool(broadcast(flag))
 
 
-def train(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan, ctx: JobContext | None) -> dict:
+def train(database: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan, ctx: JobContext | None) -> dict:
     """The training loop of one rank; ``ctx`` is the job's context on rank 0 and None elsewhere."""
     from transformers.utils import logging as hf_logging
 
@@ -229,8 +229,8 @@ def train(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingP
     if main:
         for note in plan.notes:
             log(note)
-        checkpoints.clean_stray(engine, job_id)
-    resume = checkpoints.latest_resumable(engine, job_id)
+        checkpoints.clean_stray(database, job_id)
+    resume = checkpoints.latest_resumable(database, job_id)
     resume = broadcast(resume.path if resume is not None else None)
     device = str(acc.device)
     model, tokenizer = load_start(plan, config, device, resume)
@@ -246,7 +246,7 @@ def train(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingP
     )
     summary = fit(
         sft,
-        engine=engine,
+        database=database,
         job_id=job_id,
         plan=plan,
         config=config,
@@ -264,14 +264,14 @@ def train(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingP
     return {**summary, "processes": sft.world, "distributed_type": acc.distributed_type.value}
 
 
-def main_train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan):
+def main_train_body(database: Engine, job_id: int, config: ExperimentConfig, plan: TrainingPlan):
     """Rank 0's job body: tell the other ranks what to train, then train with them."""
 
     def body(ctx: JobContext) -> dict:
         broadcast(("train", job_id, plan))
         _STATE["training"] = True  # from here a failure ends the run (torchrun stops the other ranks)
         try:
-            summary = train(engine, job_id, config, plan, ctx)
+            summary = train(database, job_id, config, plan, ctx)
         except JobCancelled:  # every rank stopped at the same step: the run ends in step
             _STATE["training"] = False
             raise
@@ -281,15 +281,15 @@ def main_train_body(engine: Engine, job_id: int, config: ExperimentConfig, plan:
     return body
 
 
-def run_stage_distributed(engine: Engine, config: ExperimentConfig, stage_name: str, echo: Callable[[str], None]):
-    """``run --stage X`` inside one process of ``accelerate launch``."""
+def run_on_ranks(database: Engine, config: ExperimentConfig, run_main: Callable[[], list]):
+    """Inside one process of ``accelerate launch``: rank 0 runs ``run_main`` (the stage, which owns the
+    workspace); every other rank trains what rank 0 broadcasts and writes nothing."""
     from engine.models import resolve_device
-    from engine.pipeline import run_stage
 
     acc = accelerator(resolve_device(config.student.device))
     if acc.is_main_process:
         try:
-            return run_stage(engine, config, stage_name, echo)
+            return run_main()
         finally:
             if not _STATE.get("training"):
                 broadcast(("end",))
@@ -299,7 +299,7 @@ def run_stage_distributed(engine: Engine, config: ExperimentConfig, stage_name: 
             return []
         _kind, job_id, plan = message
         try:
-            train(engine, job_id, config, plan, None)
+            train(database, job_id, config, plan, None)
         except JobCancelled:
             print(f"rank {acc.process_index}: job {job_id} cancelled", file=sys.stderr)
         except UserError as exc:  # rank 0 meets the same error and reports it: one `error:` line per run

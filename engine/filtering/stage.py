@@ -13,28 +13,26 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from db.errors import UserError
 from db.models import Dataset, Job
 from db.session import session_scope
-from engine import filters
 from engine.config import ExperimentConfig
-from engine.errors import UserError
-from engine.jobs import JobContext, fingerprint, run_job
-from engine.pipeline import stage
-from engine.stages import config_dataset, find_or_create_job, reload_job
-from engine.stages.sample import answer_spec, sample_fingerprint
+from engine.filtering import rules as filters
+from engine.jobs import JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
+from engine.sampling.stage import answer_spec, sample_fingerprint
 
 
-def sample_job_for(engine: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
+def sample_job_for(database: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:
     """The newest completed sample job of this config's student, sampling and data settings."""
     fp = sample_fingerprint(config, dataset)
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         job = s.exec(
             select(Job)
             .where(Job.kind == "sample", Job.fingerprint == fp, Job.status == "completed")
             .order_by(Job.id.desc())  # type: ignore[union-attr]
         ).first()
     if job is None:
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             unfinished = s.exec(
                 select(Job).where(Job.kind == "sample", Job.fingerprint == fp).order_by(Job.id.desc())  # type: ignore[union-attr]
             ).first()
@@ -51,7 +49,7 @@ def filter_fingerprint(config: ExperimentConfig, parent_id: int) -> str:
     return fingerprint("filter", {"filters": config.filters.model_dump(), "parent": parent_id})
 
 
-def filter_body(engine: Engine, job_id: int, parent: Job, config: ExperimentConfig, dataset: Dataset):
+def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentConfig, dataset: Dataset):
     spec = answer_spec(dataset)
 
     def body(ctx: JobContext) -> dict:
@@ -60,7 +58,7 @@ def filter_body(engine: Engine, job_id: int, parent: Job, config: ExperimentConf
             f"filtering the paths of sample job {parent.id}: min_tokens {cfg.min_tokens}, max_rep2 {cfg.max_rep2}, "
             f"min_perplexity {cfg.min_perplexity}, require_correct {cfg.require_correct}"
         )
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             counts = filters.apply_to_job(s, parent.id, cfg, spec)  # type: ignore[arg-type]
             sample_job = s.get(Job, parent.id)
             assert sample_job is not None
@@ -76,14 +74,13 @@ def filter_body(engine: Engine, job_id: int, parent: Job, config: ExperimentConf
     return body
 
 
-@stage("filter")
-def run_filter(engine: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
-    dataset = config_dataset(engine, config)
-    parent = sample_job_for(engine, config, dataset)
+def run_filter(database: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
+    dataset = config_dataset(database, config)
+    parent = sample_job_for(database, config, dataset)
     assert parent.id is not None
     fp = filter_fingerprint(config, parent.id)
     job, done = find_or_create_job(
-        engine,
+        database,
         "filter",
         fp,
         config,
@@ -96,5 +93,5 @@ def run_filter(engine: Engine, config: ExperimentConfig, echo: Callable[[str], N
     if done:
         return [job]
     assert job.id is not None
-    run_job(JobContext(engine, job.id, echo), filter_body(engine, job.id, parent, config, dataset))
-    return [reload_job(engine, job.id)]
+    run_job(JobContext(database, job.id, echo), filter_body(database, job.id, parent, config, dataset))
+    return [reload_job(database, job.id)]

@@ -15,16 +15,14 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from db.errors import UserError
 from db.models import Dataset, Job, Path, Question
 from db.paths_repo import done_question_ids, write_question_paths
 from db.queries import split_questions
 from db.session import session_scope
-from engine import filters
 from engine.config import ExperimentConfig
-from engine.errors import UserError
-from engine.jobs import JobCancelled, JobContext, fingerprint, run_job
-from engine.pipeline import stage
-from engine.stages import config_dataset, find_or_create_job, reload_job
+from engine.filtering import rules as filters
+from engine.jobs import JobCancelled, JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
 
 #: Sampling settings meant for speed: left out of the fingerprint so that changing them resumes the same job.
 #: They do not change which paths are sampled (keys, counts, seeds); in the default mode a different batch
@@ -91,16 +89,16 @@ def _cancel_poll(ctx: JobContext) -> tuple[Callable[[], bool], Callable[[], bool
 
 
 def sample_body(
-    engine: Engine, job_id: int, config: ExperimentConfig, dataset: Dataset, questions: list[Question]
+    database: Engine, job_id: int, config: ExperimentConfig, dataset: Dataset, questions: list[Question]
 ) -> Callable[[JobContext], dict]:
     spec = answer_spec(dataset)
     gold = {q.id: q.answer for q in questions}
     total = len(questions)
 
     def body(ctx: JobContext) -> dict:
-        from engine.sampling import make_sampler
+        from engine.sampling.backends import make_sampler
 
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             done = done_question_ids(s, job_id) & set(gold)
         todo = [q for q in questions if q.id not in done]
         ctx.log(f"{dataset.name}/{config.data.split}: {total} questions, {len(done)} already done, {len(todo)} to go")
@@ -113,7 +111,7 @@ def sample_body(
 
             def on_done(question_id: int, paths: list[Any]) -> None:
                 rows = [path_row(p, gold[question_id], spec) for p in paths]
-                with session_scope(engine) as s:
+                with session_scope(database) as s:
                     write_question_paths(s, job_id, question_id, rows)
                 counters["done"] += 1
                 counters["paths"] += len(rows)
@@ -129,7 +127,7 @@ def sample_body(
             sampler.sample(items=[(q.id, q.text) for q in todo], on_done=on_done, should_stop=should_stop)
             if stopped():
                 raise JobCancelled(f"job {job_id} cancelled")
-        with session_scope(engine) as s:
+        with session_scope(database) as s:
             finished = done_question_ids(s, job_id) & set(gold)
             n_paths, n_tokens = s.exec(
                 select(func.count(Path.id), func.coalesce(func.sum(Path.tokens), 0)).where(Path.job_id == job_id)
@@ -142,10 +140,9 @@ def sample_body(
     return body
 
 
-@stage("sample")
-def run_sample(engine: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
-    dataset = config_dataset(engine, config)
-    with session_scope(engine) as s:
+def run_sample(database: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
+    dataset = config_dataset(database, config)
+    with session_scope(database) as s:
         questions = split_questions(s, dataset.id, config.data.split, config.data.train_limit)  # type: ignore[arg-type]
     if not questions:
         raise UserError(f"dataset {dataset.name!r} has no questions in split {config.data.split!r}")
@@ -155,9 +152,9 @@ def run_sample(engine: Engine, config: ExperimentConfig, echo: Callable[[str], N
         questions = questions[shard[0] :: shard[1]]
         echo(f"shard {shard[0]}/{shard[1]}: {len(questions)} questions")
     fp = sample_fingerprint(config, dataset)
-    job, done = find_or_create_job(engine, "sample", fp, config, echo, dataset_id=dataset.id)
+    job, done = find_or_create_job(database, "sample", fp, config, echo, dataset_id=dataset.id)
     if done:
         return [job]
     assert job.id is not None
-    run_job(JobContext(engine, job.id, echo), sample_body(engine, job.id, config, dataset, questions))
-    return [reload_job(engine, job.id)]
+    run_job(JobContext(database, job.id, echo), sample_body(database, job.id, config, dataset, questions))
+    return [reload_job(database, job.id)]

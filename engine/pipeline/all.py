@@ -16,21 +16,22 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
+from db.errors import UserError
 from db.models import Job
 from engine.config import ExperimentConfig
-from engine.errors import UserError
-from engine.pipeline import STAGES, stage
-from engine.stages import config_dataset
+from engine.jobs import config_dataset
 
 Echo = Callable[[str], None]
 
 
-@stage("all")
-def run_all(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+def run_all(database: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
     from engine.evaluation.stage import base_target, evaluate, job_target
+    from engine.filtering.stage import run_filter
+    from engine.sampling.stage import run_sample
+    from engine.teacher.stage import run_teacher
     from engine.training.stage import distill_plan, finetune_plan, run_plan, sert_plan
 
-    dataset = config_dataset(engine, config)
+    dataset = config_dataset(database, config)
     jobs: list[Job] = []
 
     def stopped() -> bool:
@@ -40,20 +41,20 @@ def run_all(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
             echo(f"all: stopping after job {bad[0].id} {bad[0].kind} ({bad[0].status})")
         return bool(bad)
 
-    jobs += STAGES["sample"](engine, config, echo)
+    jobs += run_sample(database, config, echo)
     if stopped():
         return jobs
-    jobs += STAGES["filter"](engine, config, echo)
+    jobs += run_filter(database, config, echo)
     if stopped():
         return jobs
-    sert = run_plan(engine, config, dataset, sert_plan(engine, config, dataset), echo)
+    sert = run_plan(database, config, dataset, sert_plan(database, config, dataset), echo)
     jobs.append(sert)
     trained: list[Job] = [sert]
     if stopped():
         return jobs
 
     if config.teacher.base_url:
-        jobs += STAGES["teacher"](engine, config, echo)
+        jobs += run_teacher(database, config, echo)
         if stopped():
             return jobs
     else:
@@ -66,27 +67,27 @@ def run_all(engine: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
         variant_config = config.model_copy(deep=True)
         variant_config.train.distill_from = variant  # type: ignore[assignment]
         try:
-            plan = distill_plan(engine, variant_config, dataset)
+            plan = distill_plan(database, variant_config, dataset)
         except UserError as exc:
             echo(f"warning: distill ({'SERT+RD' if variant == 'self-train' else 'RD'}) skipped: {exc}")
             continue
-        job = run_plan(engine, variant_config, dataset, plan, echo)
+        job = run_plan(database, variant_config, dataset, plan, echo)
         jobs.append(job)
         trained.append(job)
         if stopped():
             return jobs
 
     if config.eval.baselines:
-        finetune = run_plan(engine, config, dataset, finetune_plan(engine, config, dataset), echo)
+        finetune = run_plan(database, config, dataset, finetune_plan(database, config, dataset), echo)
         jobs.append(finetune)
         trained.append(finetune)
         if stopped():
             return jobs
 
     targets = [base_target(config)] if config.eval.baselines else []
-    targets += [job_target(engine, j) for j in trained if j.status == "completed"]
+    targets += [job_target(database, j) for j in trained if j.status == "completed"]
     for target in targets:
-        jobs.append(evaluate(engine, config, dataset, target, echo))
+        jobs.append(evaluate(database, config, dataset, target, echo))
         if stopped():
             return jobs
     return jobs

@@ -6,7 +6,7 @@ workspace. The app keeps the ``Launch`` records of what it started: a job whose 
 started by this app, every other job is headless and is never touched when the app closes.
 
 Several stages in one process (the default job runs sample then filter) go through this module's own entry
-point, ``python -m engine.launcher``, which runs the stages in turn on the same engine as ``sert-tui run``.
+point, ``python -m engine.pipeline.processes``, which runs the stages in turn on the same engine as ``sert-tui run``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from db.vocabulary import DEFAULT_STAGES, STAGE_NAMES
 from engine.files import open_private_append, private_dir, write_private
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-#: Stages a person can start from the app, in pipeline order ("all" runs the whole chain).
-STAGES = ("sample", "filter", "self-train", "teacher", "distill", "finetune", "eval", "all")
 
 DEFAULT_DATASET = "basic_arithmetic"
 DEFAULT_TASK = "basic_arithmetic"
 DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED = 20, 10, 0
-DEFAULT_STAGES = ("sample", "filter")
 #: Sizes of the embedded default job, chosen to finish in a minute or two on a 2-core CPU.
 DEFAULT_CONFIG: dict = {
     "name": "default",
@@ -90,7 +88,7 @@ def write_form_config(workspace: Path, values: dict) -> Path:
     return write_private(path, render_config(values))
 
 
-def ensure_dataset(engine: Engine, name: str = DEFAULT_DATASET) -> bool:
+def ensure_dataset(database: Engine, name: str = DEFAULT_DATASET) -> bool:
     """Generate the default reasoning-gym dataset if the workspace lacks it; True if it was generated."""
     from sqlmodel import select
 
@@ -99,11 +97,11 @@ def ensure_dataset(engine: Engine, name: str = DEFAULT_DATASET) -> bool:
     from db.session import session_scope
     from engine.data.generate import generate
 
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         if s.exec(select(Dataset.id).where(Dataset.name == name)).first() is not None:
             return False
     spec = generate(name, DEFAULT_TASK, DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED)
-    with session_scope(engine) as s:
+    with session_scope(database) as s:
         if s.exec(select(Dataset.id).where(Dataset.name == name)).first() is not None:
             return False  # another process generated it meanwhile
         save_dataset(s, spec)
@@ -163,7 +161,7 @@ def command_for(workspace: Path, config: Path, stages: Sequence[str], *, default
     """The command line of a job process: the real CLI for one stage, this module for a chain."""
     if len(stages) == 1 and not default_dataset:
         return [sys.executable, "-m", "sert_tui", "--db", str(workspace), "run", str(config), "--stage", stages[0]]
-    cmd = [sys.executable, "-m", "engine.launcher", "--db", str(workspace), "--config", str(config)]
+    cmd = [sys.executable, "-m", "engine.pipeline.processes", "--db", str(workspace), "--config", str(config)]
     for name in stages:
         cmd += ["--stage", name]
     if default_dataset:
@@ -181,7 +179,7 @@ class Launcher:
     def start(self, config: Path, stages: Sequence[str], *, default_dataset: bool = False) -> Launch:
         stages = tuple(stages)
         for name in stages:
-            if name not in STAGES:
+            if name not in STAGE_NAMES:
                 raise ValueError(f"unknown stage {name!r}")
         folder = private_dir(logs_dir(self.workspace))
         log = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(stages)}-{len(self.launches)}.log"
@@ -232,25 +230,25 @@ class Launcher:
                 pass
 
 
-def cancel_job(engine: Engine, job_id: int) -> None:
+def cancel_job(database: Engine, job_id: int) -> None:
     """Ask a job to stop at its next check; finished work is kept."""
     from engine.jobs import request_cancel
 
-    request_cancel(engine, job_id)
+    request_cancel(database, job_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run several stages in one process: ``python -m engine.launcher --db W --config C --stage S ...``."""
-    parser = argparse.ArgumentParser(prog="python -m engine.launcher")
+    """Run several stages in one process: ``python -m engine.pipeline.processes --db W --config C --stage S ...``."""
+    parser = argparse.ArgumentParser(prog="python -m engine.pipeline.processes")
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--stage", action="append", required=True, choices=STAGES)
+    parser.add_argument("--stage", action="append", required=True, choices=STAGE_NAMES)
     parser.add_argument("--default-dataset", action="store_true", help="generate the default dataset if missing")
     args = parser.parse_args(argv)
 
+    from db.errors import UserError
     from db.session import open_workspace
     from engine.config import load_config
-    from engine.errors import UserError
     from engine.pipeline import run_stage
 
     def echo(line: str) -> None:
@@ -258,14 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_config(args.config)
-        engine = open_workspace(args.db)
-        if args.default_dataset and ensure_dataset(engine, config.data.dataset or DEFAULT_DATASET):
+        database = open_workspace(args.db)
+        if args.default_dataset and ensure_dataset(database, config.data.dataset or DEFAULT_DATASET):
             echo(
                 f"generated dataset {config.data.dataset!r} "
                 f"({DEFAULT_TASK}, {DEFAULT_TRAIN} train / {DEFAULT_TEST} test)"
             )
         for name in args.stage:
-            jobs = run_stage(engine, config, name, echo)
+            jobs = run_stage(database, config, name, echo)
             for job in jobs:
                 print(f"job {job.id} {job.kind}: {job.status}", flush=True)
             if not all(j.status == "completed" for j in jobs):

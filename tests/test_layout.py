@@ -1,0 +1,80 @@
+"""The layout holds: no import circle between modules, and the facts named in db/vocabulary.py are not spelled
+again elsewhere. (The layers themselves are import-linter contracts in pyproject.toml, run by `make lint`.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cycles(graph, modules: set[str]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.find_modules_directly_imported_by(v) & modules:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for m in sorted(modules):
+        if m not in index:
+            visit(m)
+    return found
+
+
+def test_no_import_circles() -> None:
+    graph = grimp.build_graph("sert_tui", "engine", "db", include_external_packages=False)
+    # a package's __init__ importing its own submodules is not a circle of responsibilities
+    modules = {m for m in graph.modules if not m.endswith(".__main__")}
+    cycles = [c for c in _cycles(graph, modules) if not _package_init_only(c)]
+    assert cycles == [], f"import circles: {cycles}"
+
+
+def _package_init_only(component: list[str]) -> bool:
+    """A package and its own submodule importing each other only through the package's __init__ re-exports."""
+    return len(component) == 2 and component[1].startswith(component[0] + ".")
+
+
+def test_vocabulary_is_spelled_once() -> None:
+    """The tuples of kinds and rules exist only in db/vocabulary.py."""
+    patterns = [
+        r'\(\s*"self-train",\s*"distill",\s*"finetune"\s*\)',
+        r'\(\s*"pattern",\s*"length",\s*"repetition",\s*"perplexity"\s*\)',
+        r'\(\s*"sample",\s*"filter",\s*"teacher"\s*\)',
+        r'"zero-shot",\s*"Finetune",\s*"SERT"',
+        r'\(\s*"sample",\s*"filter",\s*"self-train"',
+    ]
+    hits = []
+    for path in (ROOT / d for d in ("engine", "db", "sert_tui")):
+        for f in path.rglob("*.py"):
+            if f.name == "vocabulary.py":
+                continue
+            text = f.read_text(encoding="utf-8")
+            hits += [f"{f.relative_to(ROOT)}: {p}" for p in patterns if re.search(p, text)]
+    assert hits == []
