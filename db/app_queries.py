@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from db.models import Checkpoint, Dataset, Evaluation, Job, JobEvent, Metric, Model, Path, Prediction, Question
+from db.models import Checkpoint, Dataset, Job, JobEvent, Metric, Model, Path, Prediction, Question
 from db.vocabulary import PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
 
 
@@ -413,68 +413,7 @@ def job_checkpoints(conn: Connection, job_id: int) -> list[tuple[int, str, bool]
     ]
 
 
-# -- results ------------------------------------------------------------------------------------------------
-#: Column order of the paper's Table II, the zero-shot base model first.
-LABEL_ORDER = ("zero-shot", "Finetune", "SERT", "RD", "SERT+RD")
-
-
-@dataclass
-class EvalRow:
-    id: int
-    job_id: int
-    label: str
-    model_ref: str
-    dataset: str
-    split: str
-    n: int
-    acc: float | None
-    fmt: float | None
-    len: float | None
-    rep: float | None
-    scores: dict[str, Any]
-    checkpoint_step: int | None
-    created_at: datetime | None
-
-
-def evaluations(conn: Connection) -> list[EvalRow]:
-    rows = conn.execute(
-        select(
-            Evaluation.id,
-            Evaluation.job_id,
-            Evaluation.label,
-            Evaluation.model_ref,
-            func.coalesce(Dataset.name, ""),
-            Evaluation.split,
-            Evaluation.n,
-            Evaluation.acc,
-            Evaluation.fmt,
-            Evaluation.len,
-            Evaluation.rep,
-            Evaluation.scores,
-            Checkpoint.step,
-            Evaluation.created_at,
-        )
-        .outerjoin(Dataset, Dataset.id == Evaluation.dataset_id)
-        .outerjoin(Checkpoint, Checkpoint.id == Evaluation.checkpoint_id)
-        .order_by(Evaluation.id)
-    )
-    return [EvalRow(*r) for r in rows]
-
-
-def table_two(rows: list[EvalRow]) -> tuple[list[str], list[tuple[str, dict[str, EvalRow]]]]:
-    """Pivot evaluations like the paper's Table II: one line per dataset/split, one column per label.
-
-    Labels outside ``LABEL_ORDER`` get their own columns after the known ones; the newest evaluation of a
-    label wins.
-    """
-    labels = [lbl for lbl in LABEL_ORDER if any(r.label == lbl for r in rows)]
-    labels += sorted({r.label or "(unlabelled)" for r in rows} - set(labels))
-    lines: dict[tuple[str, str], dict[str, EvalRow]] = {}
-    for r in rows:
-        lines.setdefault((r.dataset, r.split), {})[r.label or "(unlabelled)"] = r
-    return labels, [(f"{ds} / {split}", by_label) for (ds, split), by_label in lines.items()]
-
-
+# -- results (the evaluations and Table II: engine.evaluation.report) ---------------------------------------
 @dataclass
 class PredictionPair:
     question_id: int

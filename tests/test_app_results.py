@@ -22,9 +22,12 @@ pytestmark = pytest.mark.anyio
 SIZE = (200, 50)
 
 
-def evaluation(engine, dataset: int, label: str, correct: list[bool], scores: dict | None = None) -> int:
+def evaluation(
+    engine, dataset: int, label: str, correct: list[bool], scores: dict | None = None, student: str | None = None
+) -> int:
     """An eval job with its Evaluation row and one Prediction per test question, as the eval stage writes them."""
-    job = create_job(engine, "eval", {}, dataset_id=dataset, label=label).id
+    config = {"student": {"model": student}} if student else {}
+    job = create_job(engine, "eval", config, dataset_id=dataset, label=label).id
     qids = question_ids(engine, dataset, "test")
     with session_scope(engine) as s:
         ev = Evaluation(
@@ -71,16 +74,19 @@ async def test_table_two_and_predictions_side_by_side(engine, db_path):
         await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.loaded)
         results = app.screen
         text = screen_text(app)
-        # Table II: one line per dataset/split, the paper's column order, accuracy in %.
-        assert "arith / test | 25.00 (n=4) | 50.00 (n=4) | 75.00 (n=4) | 25.00 (n=4) | 100.00 (n=4)" in text
+        # Table II: one line per student/dataset/split, the paper's column order, accuracy % [95% Wilson], majority
+        line = "arith / test | 50.0 [15.0, 85.0] n=4 | 75.0 [30.1, 95.4] n=4 | 25.0 [4.6, 69.9] n=4 | "
+        assert line + "100.0 [51.0, 100.0] n=4 | 25.0 [4.6, 69.9] n=4 | 25.0 [4.6, 69.9] n=4" in text
         labels = [str(c.label) for c in results.query_one("#table-two").columns.values()]
-        assert labels == ["dataset / split", "zero-shot", "Finetune", "SERT", "RD", "SERT+RD"]
+        assert labels == ["student", "dataset / split", "Finetune", "SERT", "RD", "SERT+RD", "zero-shot", "majority"]
+        plot = results.query_one("#acc-plot").plt.build()  # one interval bar per label, the majority line
+        assert all(label in plot for label in ("Finetune", "SERT+RD", "zero-shot")) and "●" in plot
         # Every evaluation with Acc/Fmt/Len/Rep and the judge scores where present.
         assert f"| {sert} |" in text and "| SERT | /ckpt/SERT |" in text
         row = next(line for line in text.splitlines() if line.startswith(f" | {sert} |"))
-        assert row.endswith("| 75.00 | 75.00 | 41.5 | 0.123 | 7.50 | 6.00")  # coherence, completeness (sorted)
+        assert row.endswith("| 75.0 [30.1, 95.4] | 75.0 [30.1, 95.4] | 41.5 | 0.123 | 7.50 | 6.00")  # judge scores
         other = next(line for line in text.splitlines() if line.startswith(f" | {zero} |"))
-        assert other.endswith("| 25.00 | 75.00 | 41.5 | 0.123 | – | –")  # no judge scores for this one
+        assert other.endswith("| 25.0 [4.6, 69.9] | 75.0 [30.1, 95.4] | 41.5 | 0.123 | – | –")  # no judge scores
         # Mark zero-shot as A, open SERT beside it.
         table = results.query_one("#evals")
         table.move_cursor(row=results._index(zero))
@@ -122,3 +128,25 @@ async def test_eval_job_opens_results_on_its_evaluation(engine, db_path):
         assert second in [r.id for r in app.screen.rows]
         empty = ResultsScreen()
         assert empty.rows == []
+
+
+async def test_two_students_on_one_dataset_are_two_table_lines(engine, db_path, capsys):
+    """The app and `report runs` pivot with the same function: one line per (student, dataset, split)."""
+    from sert_tui.cli import main
+
+    dataset = make_dataset(engine, n_train=2, n_test=4)
+    evaluation(engine, dataset, "SERT", [True, True, True, False], student="default")
+    evaluation(engine, dataset, "SERT", [False, False, False, True], student="HuggingFaceTB/SmolLM2-360M-Instruct")
+    app = SertApp(db_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen) and app.screen.loaded)
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.loaded)
+        text = screen_text(app)
+    lines = [line for line in text.splitlines() if "arith / test" in line]
+    assert len(lines) == 2, lines
+    assert any(line.startswith("default ") and "75.0 [30.1, 95.4] n=4" in line for line in lines), lines
+    assert any("SmolLM2-360M-Instruct" in line and "25.0 [4.6, 69.9] n=4" in line for line in lines), lines
+    assert main(["--db", str(db_path), "report", "runs"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith(("default ", "HuggingFaceTB/SmolLM2-360M-Instruct ")) for line in out) >= 2

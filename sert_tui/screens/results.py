@@ -1,5 +1,9 @@
-"""Results: the paper's Table II comparison across runs, every evaluation with its metrics, and per-question
-predictions of one evaluation or of two side by side."""
+"""Results: the paper's Table II comparison across runs with 95% intervals and the majority baseline (a table and
+a plot of interval bars), every evaluation with its metrics, and per-question predictions of one evaluation or of
+two side by side (``d``: only the questions where they disagree).
+
+The table, the intervals and the majority row come from engine.evaluation.report, the functions behind
+``sert-tui report runs``: the app and the CLI show the same numbers."""
 
 from __future__ import annotations
 
@@ -11,8 +15,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
+from textual_plotext import PlotextPlot
 
-from db.app_queries import EvalRow, PredictionPair, table_two
+from db.app_queries import PredictionPair
+from db.vocabulary import MAJORITY
+from engine.evaluation.report import EvalRow, TableLine, majority_rows, table_two
+from engine.evaluation.stats import fmt_interval
 from sert_tui.context import workspace_app
 
 POLL_SECONDS = 2.0
@@ -67,22 +75,29 @@ class ResultsScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, rows: list[EvalRow]) -> None:
+        def __init__(self, rows: list[EvalRow], majority: list[EvalRow]) -> None:
             super().__init__()
             self.rows = rows
+            self.majority = majority
 
     def __init__(self, focus_job: int | None = None) -> None:
         super().__init__()
         self.focus_job = focus_job
         self.rows: list[EvalRow] = []
+        self.majority: list[EvalRow] = []
         self.marked: int | None = None
         self.loaded = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="results"):
-            yield Label("Accuracy % (the paper's Table II layout)", classes="section-title")
+            yield Label(
+                "Accuracy % [95% Wilson interval] (the paper's Table II layout; majority: always the most common "
+                "gold answer)",
+                classes="section-title",
+            )
             yield DataTable(id="table-two", cursor_type="row", zebra_stripes=True)
+            yield PlotextPlot(id="acc-plot")
             yield Label(
                 "Evaluations (Acc / Fmt in %, Len in tokens, Rep as a rate; judge scores 0–10)", classes="section-title"
             )
@@ -98,22 +113,24 @@ class ResultsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="results-read", exit_on_error=False)
     def reload(self) -> None:
-        from db import app_queries as q
+        from engine.evaluation.report import evaluations
 
         try:
             with workspace_app(self).db.connect() as conn:
-                rows = q.evaluations(conn)
+                rows = evaluations(conn)
+                majority = majority_rows(conn, rows)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"could not read evaluations: {exc}", severity="error")
             return
-        self.post_message(self.Loaded(rows))
+        self.post_message(self.Loaded(rows, majority))
 
     def on_results_screen_loaded(self, message: Loaded) -> None:
         first = not self.loaded
         self.loaded = True
-        if [r.id for r in message.rows] == [r.id for r in self.rows] and message.rows == self.rows:
+        if message.rows == self.rows and message.majority == self.majority:
             return
         self.rows = message.rows
+        self.majority = message.majority
         self._draw()
         if first and self.focus_job is not None:
             ids = [r.id for r in self.rows if r.job_id == self.focus_job]
@@ -124,18 +141,20 @@ class ResultsScreen(Screen):
         return next(i for i, r in enumerate(self.rows) if r.id == eval_id)
 
     def _draw(self) -> None:
-        labels, lines = table_two(self.rows)
+        labels, lines = table_two(self.rows + self.majority)
         t2 = self.query_one("#table-two", DataTable)
         t2.clear(columns=True)
+        t2.add_column("student", key="student")
         t2.add_column("dataset / split", key="dataset")
         for label in labels:
             t2.add_column(label, key=label)
-        for name, by_label in lines:
-            cells = [name]
+        for line in lines:
+            cells = [line.student, f"{line.dataset} / {line.split}"]
             for label in labels:
-                r = by_label.get(label)
-                cells.append(f"{pct(r.acc)} (n={r.n})" if r else "–")
+                r = line.cells.get(label)
+                cells.append(f"{fmt_interval(r.acc, r.acc_ci)} n={r.n}" if r else "–")
             t2.add_row(*cells)
+        self._plot(labels, lines)
 
         table = self.query_one("#evals", DataTable)
         cursor = table.cursor_row
@@ -170,8 +189,8 @@ class ResultsScreen(Screen):
                 r.dataset,
                 r.split,
                 str(r.n),
-                pct(r.acc),
-                pct(r.fmt),
+                fmt_interval(r.acc, r.acc_ci),
+                fmt_interval(r.fmt, r.fmt_ci),
                 num(r.len, ".1f"),
                 num(r.rep, ".3f"),
                 *(num((r.scores or {}).get(k)) for k in keys),
@@ -187,6 +206,38 @@ class ResultsScreen(Screen):
                 "m marks an evaluation as A; p (or enter) opens predictions, beside A when marked.", style="dim"
             )
         self.query_one("#results-hint", Static).update(hint)
+
+    def _plot(self, labels: list[str], lines: list[TableLine]) -> None:
+        """Accuracy with its interval bar per label, for each Table II line, and the majority line."""
+        widget = self.query_one("#acc-plot", PlotextPlot)
+        plt = widget.plt
+        plt.clear_figure()
+        plt.title("Accuracy % with 95% intervals (dots: accuracy; bars: interval; horizontal line: majority)")
+        models = [lbl for lbl in labels if lbl != MAJORITY]
+        if not lines or not models:
+            widget.refresh()
+            return
+        width = 0.8 / max(1, len(lines))
+        for li, line in enumerate(lines):
+            xs, ys = [], []
+            for xi, label in enumerate(models):
+                r = line.cells.get(label)
+                if r is None or r.acc is None or r.acc_ci is None:
+                    continue
+                x = xi + 1 + (li - (len(lines) - 1) / 2) * width
+                lo, hi = (100 * v for v in r.acc_ci)
+                plt.plot([x, x], [lo, hi], marker="braille")
+                xs.append(x)
+                ys.append(100 * r.acc)
+            if xs:
+                plt.scatter(xs, ys, marker="●", label=f"{line.student} · {line.dataset}/{line.split}")
+            maj = line.cells.get(MAJORITY)
+            if maj is not None and maj.acc is not None:
+                plt.hline(100 * maj.acc)
+        plt.xticks(list(range(1, len(models) + 1)), models)
+        plt.ylim(0, 100)
+        plt.xlim(0.4, len(models) + 0.6)
+        widget.refresh()
 
     def current(self) -> EvalRow | None:
         table = self.query_one("#evals", DataTable)
