@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from db.models import Checkpoint, Dataset, Job, JobEvent, Metric, Model, Path, Prediction, Question
-from db.vocabulary import PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
+from db.vocabulary import FILTER, PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
 
 
 # -- paths ---------------------------------------------------------------------------------------------
@@ -207,13 +207,22 @@ def decisions_of(conn: Connection, path_ids: list[int]) -> dict[int, str | None]
 
 
 def paths_job_id(conn: Connection, job_id: int) -> int:
-    """The job whose paths a job's screen shows: its own, else its parent's (a filter job on its sample job)."""
-    if conn.execute(select(Path.id).where(Path.job_id == job_id).limit(1)).first() is not None:
-        return job_id
-    parent = conn.execute(select(Job.parent_id).where(Job.id == job_id)).scalar()
-    if parent is not None and conn.execute(select(Path.id).where(Path.job_id == parent).limit(1)).first():
-        return parent
+    """The job whose paths a job shows: a filter job shows its sample job's (the filter writes its verdicts on
+    them), every other job its own. The paths screen, ``paths list`` and the exports all ask this."""
+    row = conn.execute(select(Job.kind, Job.parent_id).where(Job.id == job_id)).first()
+    if row is not None and row[0] == FILTER and row[1] is not None:
+        return int(row[1])
     return job_id
+
+
+def in_training_set():
+    """The one rule for "the training set" of stage 2 (DESIGN.md section 1): selected by the rules unless a
+    person rejected it, plus every path a person accepted. The SERT set is built with it
+    (engine.training.datasets); :class:`PathCounts` counts the same rule through the decision index."""
+    return or_(
+        Path.decision == "accepted",
+        and_(Path.selected == True, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]  # noqa: E712
+    )
 
 
 @dataclass
@@ -233,7 +242,7 @@ class PathCounts:
 
     @property
     def training_set(self) -> int:
-        """What training will use: selected-not-rejected plus accepted by hand.
+        """What training will use (:func:`in_training_set`): selected-not-rejected plus accepted by hand.
 
         The filter stage selects among the student's own paths only, and a job's paths come from one source
         (a sample job: self; a teacher job: teacher), so no per-row source check is needed here.

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from db.vocabulary import METRIC_MEMORY_MB, METRIC_MEMORY_RESERVED_MB
+
 #: Optimizer steps from which compiling the decoder pays for its compilation time.
 COMPILE_MIN_STEPS = 200
 
@@ -52,8 +54,8 @@ def memory_metrics(device: str) -> dict[str, float]:
     if not torch.cuda.is_available():
         return {}
     return {
-        "memory_mb": torch.cuda.max_memory_allocated() / 2**20,
-        "memory_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+        METRIC_MEMORY_MB: torch.cuda.max_memory_allocated() / 2**20,
+        METRIC_MEMORY_RESERVED_MB: torch.cuda.max_memory_reserved() / 2**20,
     }
 
 

@@ -10,21 +10,24 @@ from typing import Any
 
 
 def paths_job(session: Any, job_id: int):
-    """The job whose paths ``job_id`` shows: the job itself, or a filter job's sample job."""
+    """The job whose paths ``job_id`` shows (db.app_queries.paths_job_id: a filter job's sample job, else the
+    job itself), with a clear error when either is missing."""
+    from db.app_queries import paths_job_id
     from db.errors import UserError
     from db.models import Job
 
     job = session.get(Job, job_id)
     if job is None:
         raise UserError(f"no job with id {job_id}")
-    if job.kind == "filter":
-        if job.parent_id is None:
-            raise UserError(f"filter job {job_id} has no sample job")
-        parent = session.get(Job, job.parent_id)
-        if parent is None:
-            raise UserError(f"filter job {job_id}: its sample job {job.parent_id} is gone")
-        return parent
-    return job
+    if job.kind == "filter" and job.parent_id is None:
+        raise UserError(f"filter job {job_id} has no sample job")
+    shown = paths_job_id(session.connection(), job_id)
+    if shown == job_id:
+        return job
+    parent = session.get(Job, shown)
+    if parent is None:
+        raise UserError(f"filter job {job_id}: its sample job {shown} is gone")
+    return parent
 
 
 def replaced_verdicts(session: Any, job_id: int, sample_job: Any) -> dict[int, Any] | None:

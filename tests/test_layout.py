@@ -78,3 +78,30 @@ def test_vocabulary_is_spelled_once() -> None:
             text = f.read_text(encoding="utf-8")
             hits += [f"{f.relative_to(ROOT)}: {p}" for p in patterns if re.search(p, text)]
     assert hits == []
+
+
+def test_one_training_set_rule_counted_and_built_alike(engine) -> None:
+    """The paths screen's count of the training set and the SERT set training builds agree, whatever the mix of
+    selections and decisions (both follow db.app_queries.in_training_set)."""
+    import random
+
+    from sqlmodel import select
+
+    from db.app_queries import path_counts
+    from db.models import Path as PathRow
+    from db.paths_repo import set_decision
+    from db.session import session_scope
+    from engine.training.datasets import training_paths
+    from tests.test_app_helpers import make_dataset, make_sample_job
+
+    job = make_sample_job(engine, make_dataset(engine), n_questions=3, per_question=25)
+    rng = random.Random(7)
+    with session_scope(engine) as s:
+        ids = s.exec(select(PathRow.id).where(PathRow.job_id == job)).all()
+        for pid in ids:
+            set_decision(s, pid, rng.choice([None, None, "accepted", "rejected", "ignored"]))
+    with session_scope(engine) as s:
+        built = {p.id for p, _q in training_paths(s, job)}
+    with engine.connect() as conn:
+        counted = path_counts(conn, job).training_set
+    assert counted == len(built) > 0

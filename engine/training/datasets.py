@@ -49,9 +49,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_
 from sqlmodel import Session, select
 
+from db.app_queries import in_training_set
 from db.models import Dataset, Job, Path, Question
 from engine import answers
 from engine.prompts import ANSWER_MARKER, COT_TRIGGER, clean, training_prompt
@@ -160,10 +160,7 @@ def training_paths(session: Session, sample_job_id: int) -> list[tuple[Path, Que
         .where(
             Path.job_id == sample_job_id,
             Path.source == "self",
-            or_(
-                Path.decision == "accepted",
-                (Path.selected == True) & or_(Path.decision.is_(None), Path.decision != "rejected"),  # type: ignore[union-attr]  # noqa: E712
-            ),
+            in_training_set(),
         )
         .order_by(Question.position, Path.id)
     )

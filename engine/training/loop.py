@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from db import vocabulary as vocab
 from db.errors import UserError, first_line
 from engine.jobs import JobCancelled, JobContext
 from engine.training import checkpoints
@@ -160,11 +161,11 @@ def fit(
         tokens += last.tokens
         if ctx is not None:
             values = {
-                "loss": last.loss,
-                "lr": last.lr,
-                "grad_norm": last.grad_norm,
-                "tokens_per_s": last.tokens_per_s,
-                "epoch": last.epoch,
+                vocab.METRIC_LOSS: last.loss,
+                vocab.METRIC_LR: last.lr,
+                vocab.METRIC_GRAD_NORM: last.grad_norm,
+                vocab.METRIC_TOKENS_PER_S: last.tokens_per_s,
+                vocab.METRIC_EPOCH: last.epoch,
                 **(extra_metrics or {}),
                 **memory_metrics(sft.device),
             }

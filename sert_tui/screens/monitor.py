@@ -20,15 +20,15 @@ from textual_plotext import PlotextPlot
 
 from db.app_queries import JobInfo
 from db.errors import first_line
+from db.vocabulary import METRIC_EPOCH, METRIC_LOSS, METRIC_LR, METRIC_MEMORY_MB, METRIC_TOKENS_PER_S
 from sert_tui.context import workspace_app
 
 POLL_SECONDS = 1.0
-#: Metric names the engine may use for the two curves (the first present wins).
-LOSS_NAMES = ("loss", "train_loss", "train/loss")
-LR_NAMES = ("lr", "learning_rate", "train/learning_rate")
-TOKENS_NAMES = ("tokens_per_s", "tokens_per_second", "tok_s", "train_tokens_per_second")
-MEMORY_GB_NAMES = ("memory_gb", "mem_gb", "gpu_memory_gb")
-MEMORY_MB_NAMES = ("memory_mb", "gpu_memory_mb")  # the training engine: peak CUDA memory, on a GPU
+#: The metric names the training loop writes (db.vocabulary): the two charts and the stats line read these.
+LOSS_NAMES = (METRIC_LOSS,)
+LR_NAMES = (METRIC_LR,)
+TOKENS_NAMES = (METRIC_TOKENS_PER_S,)
+MEMORY_MB_NAMES = (METRIC_MEMORY_MB,)  # peak CUDA memory, on a GPU
 
 
 def rss_gb(pid: int | None) -> float | None:
@@ -211,7 +211,7 @@ class MonitorScreen(Screen):
                 t.append(f" · step {max(steps)}")
             if info.progress:
                 t.append(f" · {info.progress}")
-            for names, label in ((("epoch",), "epoch"), (TOKENS_NAMES, "tokens/s"), (MEMORY_GB_NAMES, "GPU memory GB")):
+            for names, label in (((METRIC_EPOCH,), "epoch"), (TOKENS_NAMES, "tokens/s")):
                 xs, ys = self._curve(job_id, names)
                 if ys:
                     t.append(f" · {label} {_fmt(ys[-1])}")
