@@ -44,9 +44,11 @@ test-deps:
 test: setup test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff, and the layers as import-linter contracts (pyproject.toml [tool.importlinter]): sert_tui -> engine -> db.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python benchmarks/sampling.py
