@@ -322,7 +322,7 @@ def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
 ):
     from engine.config import load_config
     from engine.jobs import request_cancel
-    from engine.jobs import sample as sample_stage
+    from engine.sampling import stage as sample_stage
 
     monkeypatch.setattr(sample_stage, "CANCEL_CHECK_S", 0.0)  # look at the flag at every decode step
     config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25))
@@ -352,7 +352,7 @@ def test_failed_sample_job_is_resumed_not_redone(engine, db_path, sqa, tmp_path,
     """A job that failed half-way (here: the database write of the second question raises) keeps its finished
     question; the next run resumes that job and samples only the rest."""
     from engine.config import load_config
-    from engine.jobs import sample as sample_stage
+    from engine.sampling import stage as sample_stage
 
     config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25))
     real_write = sample_stage.write_question_paths
