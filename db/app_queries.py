@@ -8,13 +8,13 @@ worker thread while a job writes. Paging is keyset (``WHERE id > ? ORDER BY id L
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from db.models import Checkpoint, Dataset, Job, JobEvent, Metric, Model, Path, Prediction, Question
+from db.models import Checkpoint, Dataset, Job, JobEvent, Metric, Model, Path, Prediction, Question, utcnow
 from db.vocabulary import FILTER, PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
 
 
@@ -225,6 +225,10 @@ def in_training_set():
     )
 
 
+#: The window of the review speed the paths screen shows (decisions per minute over the last 5 minutes).
+REVIEW_WINDOW_S = 300
+
+
 @dataclass
 class PathCounts:
     total: int = 0
@@ -239,6 +243,8 @@ class PathCounts:
     selected_kept: int = 0  # selected by the rules and not rejected
     accepted_extra: int = 0  # accepted by hand and not already counted as selected
     correct: int | None = None  # counted only on request (teacher jobs: no index serves it)
+    recent_decisions: int = 0  # decisions made in the last REVIEW_WINDOW_S seconds (review speed)
+    coverage: dict[str, Any] | None = None  # engine.filtering.coverage of a sample job, when the screen asks
 
     @property
     def training_set(self) -> int:
@@ -278,6 +284,8 @@ def path_counts(conn: Connection, job_id: int, with_correct: bool = False) -> Pa
     c.accepted_extra = _count(conn, Path.job_id == job_id, Path.decision == "accepted", not_indexed_selected == 0)
     if with_correct:
         c.correct = _count(conn, Path.job_id == job_id, Path.correct == True)  # noqa: E712
+    cutoff = utcnow() - timedelta(seconds=REVIEW_WINDOW_S)
+    c.recent_decisions = _count(conn, Path.job_id == job_id, Path.decision.is_not(None), Path.decided_at >= cutoff)  # type: ignore[union-attr, operator]
     return c
 
 

@@ -94,6 +94,7 @@ def path_rows(
                 "verdicts": path_verdicts,
                 "selected": is_selected,
                 "decision": p.decision,
+                "decided_at": p.decided_at.isoformat() if p.decided_at else None,
             }
         )
     return rows

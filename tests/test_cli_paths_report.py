@@ -25,6 +25,7 @@ PATH_KEYS = [
     "verdicts",
     "selected",
     "decision",
+    "decided_at",
 ]
 
 

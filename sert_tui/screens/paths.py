@@ -21,7 +21,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
-from db.app_queries import RULES, JobInfo, Page, PathCounts, PathFilter, PathRow
+from db.app_queries import REVIEW_WINDOW_S, RULES, JobInfo, Page, PathCounts, PathFilter, PathRow
+from db.vocabulary import FILTER, SAMPLE
 from sert_tui.context import workspace_app
 from sert_tui.services.decisions import Change, DecisionWriter
 from sert_tui.widgets.path_table import Column, PathTable
@@ -158,6 +159,27 @@ def detail_text(r: PathRow, require_correct: bool | None = None) -> Text:
 class CursorSpec:
     kind: str = "keep"  # keep | id | undecided | index | last
     value: int = 0
+
+
+def review_line(c: PathCounts) -> str:
+    """Review speed, the share of the training set decided by hand, and the latent-reasoning coverage."""
+    per_minute = c.recent_decisions / (REVIEW_WINDOW_S / 60)
+    parts = [f"review: {per_minute:.1f} decisions/min (last {REVIEW_WINDOW_S // 60} min)"]
+    if c.training_set:
+        parts.append(f"{100 * c.accepted / c.training_set:.0f}% of the training set accepted by hand")
+    cov = c.coverage
+    if cov and cov.get("questions"):
+
+        def share(key: str) -> str:
+            return "–" if cov.get(key) is None else f"{100 * cov[key]:.0f}%"
+
+        zero = cov.get("zero_shot_acc")
+        parts.append(
+            f"a correct path: {share('any_correct')} of questions, {share('any_correct_filtered')} after the filters, "
+            f"selected correct {share('selected_correct')}"
+            + ("" if zero is None else f" (greedy zero-shot {100 * zero:.0f}%)")
+        )
+    return " · ".join(parts)
 
 
 class PathsScreen(Screen):
@@ -399,6 +421,10 @@ class PathsScreen(Screen):
                 counts = None
                 if key != self._counts_key or time.monotonic() - self._counts_at > COUNTS_MAX_AGE:
                     counts = q.path_counts(conn, job, with_correct=info is not None and info.kind == "teacher")
+                    if info is not None and info.kind in (SAMPLE, FILTER):
+                        from engine.filtering.coverage import coverage
+
+                        counts.coverage = coverage(conn, self.job_id)
                     self._counts_key, self._counts_at = key, time.monotonic()
             self.post_message(self.Loaded(request, poll, flt, page, counts, info, committed, cursor))
         except Exception as exc:
@@ -516,6 +542,7 @@ class PathsScreen(Screen):
             f"{c.accepted:,} accepted · {c.rejected:,} rejected · {c.ignored:,} ignored · {c.undecided:,} undecided",
             style="dim",
         )
+        t.append("\n" + review_line(c), style="dim")
         return t
 
     def status_text(self) -> Text:
