@@ -63,6 +63,13 @@ def seed_filtered_paths(engine, dataset, config_path: Path) -> int:
     return filt.id
 
 
+def _default_sigint() -> None:
+    """A suite started in the background by a non-interactive shell (``cmd &``, nohup) inherits SIGINT as
+    ignored, and Python then installs no KeyboardInterrupt handler: give the job process the terminal's default,
+    so that the Ctrl-C test sends what a person's Ctrl-C would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(db_path: Path, config: Path, stage: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sert_tui", "--db", str(db_path), "run", str(config), "--stage", stage],
@@ -71,6 +78,7 @@ def start(db_path: Path, config: Path, stage: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,
     )
 
 
