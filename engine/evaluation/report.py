@@ -148,6 +148,25 @@ def evaluations(conn: Connection) -> list[EvalRow]:
     return out
 
 
+def majority_of(conn: Connection, eval_ids: list[int]) -> tuple[str | None, int, int]:
+    """The majority answer of the questions these evaluations answered, how many have it, and how many there are."""
+    golds = [
+        g
+        for (g,) in conn.execute(
+            select(Question.answer)
+            .where(
+                Question.id.in_(  # type: ignore[union-attr]
+                    select(Prediction.question_id)
+                    .where(Prediction.evaluation_id.in_(eval_ids))  # type: ignore[attr-defined]
+                    .distinct()
+                )
+            )
+            .order_by(Question.id)
+        )
+    ]
+    return majority(golds)
+
+
 def majority_rows(conn: Connection, rows: list[EvalRow]) -> list[EvalRow]:
     """One ``majority`` row per evaluated (dataset, split), over the questions its evaluations answered."""
     out = []
@@ -155,21 +174,7 @@ def majority_rows(conn: Connection, rows: list[EvalRow]) -> list[EvalRow]:
     for r in rows:
         seen.setdefault((r.dataset_id, r.split), []).append(r.id)
     for (dataset_id, split), eval_ids in seen.items():
-        golds = [
-            g
-            for (g,) in conn.execute(
-                select(Question.answer)
-                .where(
-                    Question.id.in_(  # type: ignore[union-attr]
-                        select(Prediction.question_id)
-                        .where(Prediction.evaluation_id.in_(eval_ids))  # type: ignore[attr-defined]
-                        .distinct()
-                    )
-                )
-                .order_by(Question.id)
-            )
-        ]
-        answer, count, n = majority(golds)
+        answer, count, n = majority_of(conn, eval_ids)
         if not n:
             continue
         name = next(r.dataset for r in rows if r.dataset_id == dataset_id)

@@ -26,13 +26,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from db.errors import UserError
-from db.models import Evaluation, Prediction, Question
+from db.models import Evaluation
 from db.queries import get_dataset
 from db.session import session_scope
 from db.vocabulary import EVAL, MAJORITY, TABLE_ORDER
 from engine.config import ExperimentConfig
-from engine.evaluation.report import DEFAULT_PAIRS
-from engine.evaluation.stats import majority, mean_sd, paired_compare, wilson_interval
+from engine.evaluation.report import DEFAULT_PAIRS, majority_of
+from engine.evaluation.stats import mean_sd, paired_compare, wilson_interval
 
 Echo = Callable[[str], None]
 
@@ -196,19 +196,7 @@ def _majority_cell(conn: Any, dataset: str, cells: list[Cell]) -> dict[str, Any]
     eval_ids = [eid for c in cells for eid in c.evaluations.values()]
     if not eval_ids:
         return None
-    golds = [
-        g
-        for (g,) in conn.execute(
-            select(Question.answer).where(
-                Question.id.in_(  # type: ignore[union-attr]
-                    select(Prediction.question_id)
-                    .where(Prediction.evaluation_id.in_(eval_ids))  # type: ignore[attr-defined]
-                    .distinct()
-                )
-            )
-        )
-    ]
-    _answer, count, n = majority(golds)
+    _answer, count, n = majority_of(conn, eval_ids)
     if not n:
         return None
     return {
