@@ -146,13 +146,14 @@ def worker(method: str, questions: int, tokens: int, seed: int, threads: int) ->
         torch.set_num_threads(threads)
 
     from engine.models import load_model
+    from engine.precision import cpu_bf16_fast
     from engine.sampling.hf import eos_token_ids
-    from engine.sampling.ops import choose_dtype, cpu_has_fast_bf16
+    from engine.sampling.ops import choose_dtype
 
     if method == "naive":
         dtype = torch.float32
     elif method == "strong":
-        dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        dtype = torch.bfloat16 if cpu_bf16_fast() else torch.float32
     else:
         dtype = choose_dtype("auto", "cpu")
     model, tokenizer = load_model("default", device="cpu", dtype=str(dtype).removeprefix("torch."))

@@ -116,13 +116,14 @@ def main() -> None:
 
     from engine.config import SamplingConfig
     from engine.models import load_model
-    from engine.sampling.ops import choose_dtype, cpu_has_fast_bf16
+    from engine.precision import cpu_bf16_fast
+    from engine.sampling.ops import choose_dtype
 
     items = load_items(args.questions)
     shards = [items[0::2], items[1::2]]  # what data.shard = "0/2" and "1/2" take
     result: dict = {
         "cpu": cpu_name(),
-        "fast_bf16": cpu_has_fast_bf16(),
+        "fast_bf16": cpu_bf16_fast(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "questions": len(items),

@@ -4,11 +4,11 @@ The compile decision is a pure function of the setting and the hardware (passed 
 a CPU-only machine; the functions that touch CUDA (:func:`memory_metrics`, :func:`maybe_compile`) do nothing
 off CUDA.
 
-The precision choices live where they are used and are tested there (tests/test_scale_gpu_gates.py):
-``engine.training.trainer.use_bf16`` -- bf16 autocast where the hardware does bf16 natively (CUDA with bf16:
-Ampere and newer; CPUs with AMX / AVX512-BF16), else fp32 without autocast; fp16 is never used for training
-(it would need loss scaling) -- and ``engine.sampling.ops.choose_dtype`` for sampling: bf16 where native,
-fp16 on CUDA GPUs without bf16 (V100, T4), fp32 elsewhere.
+The precision choices are made in :mod:`engine.precision` (measured on a CPU) and tested in
+tests/test_scale_gpu_gates.py: training autocasts to bf16 where bf16 is fast (CUDA with bf16: Ampere and newer;
+CPUs where a bf16 GEMM measurably beats fp32), else fp32 without autocast, never fp16 (it would need loss
+scaling); sampling and evaluation compute in bf16 where fast, fp16 on CUDA GPUs without bf16 (V100, T4), fp32
+elsewhere.
 
 - ``torch.compile`` pays only on CUDA (Inductor/Triton kernels) and only for runs long enough to amortise
   the compilation (about a minute): ``train.compile = "auto"`` compiles the decoder on CUDA from

@@ -34,24 +34,17 @@ def test_tensor_parallel_size_is_validated_and_left_out_of_the_sample_fingerprin
 
 
 def _hardware(monkeypatch, *, cuda: bool, cuda_bf16: bool, cpu_flags: str, cpu_fast_bf16: bool) -> None:
-    """Pretend hardware for the precision decisions of the product code: CUDA (with or without bf16), the
-    CPU flags the trainer reads from /proc/cpuinfo and the CPU probe of the sampler."""
+    """Pretend hardware for the precision decisions of the product code (``engine.precision``): CUDA (with or
+    without bf16) and the CPU's measured GEMM rates, as they come out on a CPU with ``cpu_flags``."""
     import torch
 
-    from engine.sampling import ops
-    from engine.training import trainer
+    from engine import precision
 
-    class CpuInfo:
-        def __init__(self, _path):
-            pass
-
-        def read_text(self):
-            return f"flags\t: fpu sse avx2 {cpu_flags}\n"
-
+    fast = cpu_fast_bf16 or any(f in cpu_flags for f in ("amx_bf16", "avx512_bf16"))
+    rates = precision.Rates(float32=300.0, bfloat16=1200.0 if fast else 60.0)  # GFLOP/s as measured on such CPUs
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
-    monkeypatch.setattr(trainer, "Path", CpuInfo)
-    monkeypatch.setattr(ops, "cpu_has_fast_bf16", lambda: cpu_fast_bf16)
+    monkeypatch.setattr(precision, "cpu_rates", lambda: rates)
 
 
 @pytest.mark.parametrize(
@@ -132,3 +125,15 @@ def test_gated_calls_do_nothing_on_cpu() -> None:
     if not torch.cuda.is_available():
         assert memory_metrics("cuda") == {}
         reset_memory_peak("cuda")
+
+
+def test_auto_measures_the_cpu() -> None:
+    """The real probe: both rates measured on this CPU, and the decision and its reason follow them."""
+    from engine import precision
+
+    rates = precision.cpu_rates()
+    assert rates.float32 > 1 and rates.bfloat16 > 1
+    assert precision.auto_bf16("cpu") is (rates.bfloat16 >= precision.FAST_MARGIN * rates.float32)
+    chosen = precision.inference_dtype_name("cpu")
+    assert chosen == ("bfloat16" if rates.bf16_fast else "float32")
+    assert f"{rates.bfloat16:.0f} GFLOP/s in bf16" in precision.describe("cpu", chosen)

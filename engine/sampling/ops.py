@@ -75,11 +75,29 @@ def sample_top_k_top_p(
     token's log-probability under the model's plain distribution, ``log_softmax(logits)`` at temperature 1
     over the full vocabulary -- the statistic the perplexity filter uses, independent of the truncation.
     """
+    tokens, logprobs, _margins = sample_step(logits, uniforms, top_k, top_p, temperature)
+    return tokens, logprobs
+
+
+def sample_step(
+    logits: torch.Tensor,
+    uniforms: torch.Tensor,
+    top_k: int,
+    top_p: float,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sample_top_k_top_p` plus each row's margin ``p(top-1) - p(top-2)`` ([B] float32) of the same plain
+    distribution (softmax of ``logits`` at temperature 1 over the full vocabulary), from the top-k values and the
+    log-sum-exp the sampling computes anyway: the per-token statistic of path confidence (CoT-decoding)."""
     import torch
 
     k = min(top_k, logits.shape[-1])
-    top_values, top_index = topk_values(logits, k)  # sorted, descending
+    top_values, top_index = topk_values(logits, max(k, min(2, logits.shape[-1])))  # sorted, descending
     top_values = top_values.float()
+    lse = torch.logsumexp(logits.float(), dim=-1)
+    plain = torch.exp(top_values[:, :2] - lse.unsqueeze(-1))
+    margins = plain[:, 0] - plain[:, 1] if plain.shape[-1] > 1 else plain[:, 0]
+    top_values, top_index = top_values[:, :k], top_index[:, :k]
     probs = torch.softmax(top_values / temperature, dim=-1)
     if top_p < 1.0:
         # keep a candidate while the mass of the more probable ones is still below top_p (the first always stays)
@@ -92,8 +110,17 @@ def sample_top_k_top_p(
     choice = torch.minimum((cdf <= target).sum(dim=-1), last_kept)
     tokens = top_index.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
     chosen = top_values.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
-    logprobs = chosen - torch.logsumexp(logits.float(), dim=-1)
-    return tokens, logprobs
+    logprobs = chosen - lse
+    return tokens, logprobs, margins
+
+
+def plain_margins(logprobs: torch.Tensor) -> torch.Tensor:
+    """``p(top-1) - p(top-2)`` of each row of full-vocabulary log-probs ([..., V] -> [...]); the prefill's
+    counterpart of :func:`sample_step`'s margins (the branch token's position)."""
+    import torch
+
+    top = torch.exp(torch.topk(logprobs.float(), min(2, logprobs.shape[-1]), dim=-1).values)
+    return top[..., 0] - top[..., 1] if top.shape[-1] > 1 else top[..., 0]
 
 
 def truncated_distribution(logits: torch.Tensor, top_k: int, top_p: float, temperature: float = 1.0) -> torch.Tensor:
@@ -110,38 +137,14 @@ def truncated_distribution(logits: torch.Tensor, top_k: int, top_p: float, tempe
     return torch.zeros_like(logits, dtype=torch.float32).scatter_(-1, top_index, probs)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where bf16 matrix products beat fp32 on this CPU (AMX tiles or AVX512-BF16 dot products).
-
-    Without them PyTorch emulates bf16 and it is several times slower than fp32 (measured 40 vs 140 GFLOP/s
-    on an AVX512 Xeon without BF16).
-    """
-    import torch
-
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        if fn is not None:
-            try:
-                if fn():
-                    return True
-            except Exception:  # pragma: no cover - private API
-                pass
-    return False
-
-
 def choose_dtype(requested: str, device: str, student_dtype: str = "auto") -> torch.dtype:
     """The compute dtype of sampling: an explicit ``sampling.dtype`` wins, then an explicit ``student.dtype``;
-    ``auto`` is bf16 on CUDA with bf16 support and on CPUs with fast bf16, fp32 elsewhere."""
-    import torch
-
+    ``auto`` is :func:`engine.precision.inference_dtype_name` (bf16 where it is measurably fast)."""
     from engine.models import resolve_dtype
+    from engine.precision import inference_dtype_name
 
     if requested != "auto":
         return resolve_dtype(requested, device)
     if student_dtype != "auto":
         return resolve_dtype(student_dtype, device)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return torch.float32
+    return resolve_dtype(inference_dtype_name(device), device)

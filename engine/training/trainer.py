@@ -38,7 +38,6 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import TrainConfig
@@ -118,27 +117,14 @@ def split_micro(batch: list[int], parts: int) -> list[list[int]]:
     return [batch[i : i + size] for i in range(0, len(batch), size)]
 
 
-def bf16_native(device: str) -> bool:
-    """Whether bf16 matmuls run natively (not emulated) on ``device``."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device == "cpu":
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return "amx_bf16" in flags or "avx512_bf16" in flags
-    return False
-
-
 def use_bf16(setting: str, device: str) -> bool:
     if setting == "on":
         return True
     if setting == "off":
         return False
-    return bf16_native(device)
+    from engine.precision import auto_bf16
+
+    return auto_bf16(device)
 
 
 def collate(
