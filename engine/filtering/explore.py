@@ -10,15 +10,65 @@ correct; then the selection (one path per question) and how many selected paths 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, fields
 from typing import Any
 
 from db.errors import UserError
 from db.models import Dataset, Job
-from db.vocabulary import FILTER, SAMPLE
+from db.vocabulary import FILTER, LENGTH, PERPLEXITY, REPETITION, SAMPLE
 from engine.config import FiltersConfig
+from engine.filtering.rules import AnswerSpec, Fixed, JobInputs, PathInput
 
 #: ``--set`` keys start with this section.
 SECTION = "filters."
+
+
+# -- the thresholds a person moves ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Threshold:
+    """A rule with one threshold: its verdict key, its ``filters`` setting, the stored number it reads (a
+    column of ``paths`` and a field of :class:`~engine.filtering.rules.PathInput`), and the explorer's step."""
+
+    rule: str
+    setting: str
+    column: str
+    label: str
+    step: float  # one key press; shift: ten
+    drops: str  # "below" (a minimum) or "above" (a maximum)
+    fmt: str  # how a value is shown
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The setting's own limits (``ge`` / ``le`` of :class:`FiltersConfig`)."""
+        low = high = None
+        for m in FiltersConfig.model_fields[self.setting].metadata:
+            low = getattr(m, "ge", low)
+            high = getattr(m, "le", high)
+        return low, high
+
+    def moved(self, value: float, steps: int) -> float:
+        """``value`` moved by ``steps`` steps, kept within the setting's limits (an int setting stays an int)."""
+        low, high = self.bounds()
+        new = round(value + steps * self.step, 6)
+        new = max(new, low) if low is not None else new
+        new = min(new, high) if high is not None else new
+        return int(round(new)) if FiltersConfig.model_fields[self.setting].annotation is int else float(new)
+
+
+#: The filter explorer's histograms, in the order the rules apply. The one table of them: a row shows only
+#: where its setting and its stored number exist (:func:`thresholds`), so confidence appears with
+#: ``filters.min_confidence`` and ``Path.confidence``.
+THRESHOLDS: tuple[Threshold, ...] = (
+    Threshold(LENGTH, "min_tokens", "tokens", "length (tokens)", 1, "below", "d"),
+    Threshold(REPETITION, "max_rep2", "rep2", "rep-2", 0.01, "above", ".2f"),
+    Threshold(PERPLEXITY, "min_perplexity", "perplexity", "perplexity", 0.1, "below", ".2f"),
+    Threshold("confidence", "min_confidence", "confidence", "confidence", 0.01, "below", ".2f"),
+)
+
+
+def thresholds() -> list[Threshold]:
+    """The rows of :data:`THRESHOLDS` this build has: the setting exists and the rules read the number."""
+    read = {f.name for f in fields(PathInput)}
+    return [t for t in THRESHOLDS if t.setting in FiltersConfig.model_fields and t.column in read]
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -40,7 +90,11 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 def settings_of(job: Job, overrides: dict[str, Any]) -> FiltersConfig:
     """The job's own filter settings (a filter job's frozen ones, a sample job's config) with ``overrides``."""
-    base = dict((job.config or {}).get("filters") or {})
+    return settings_over(dict((job.config or {}).get("filters") or {}), overrides)
+
+
+def settings_over(base: dict[str, Any], overrides: dict[str, Any]) -> FiltersConfig:
+    """``base`` (a job's ``filters`` section) with ``overrides``, validated; a bad key or value is a UserError."""
     unknown = sorted(set(overrides) - set(FiltersConfig.model_fields))
     if unknown:
         known = ", ".join(sorted(FiltersConfig.model_fields))
@@ -57,37 +111,90 @@ def settings_of(job: Job, overrides: dict[str, Any]) -> FiltersConfig:
 
 def what_if(session: Any, job_id: int, overrides: dict[str, Any]) -> dict[str, Any]:
     """The counts of the module docstring for the sample job of ``job_id`` under its settings + ``overrides``."""
-    from engine.filtering.rules import judge_job, rules_in_order
+    return load_job_paths(session, job_id).counts(overrides)
+
+
+@dataclass
+class JobPaths:
+    """A sample job's stored paths, read once, with what of their judgement no threshold moves, so that the
+    counts of other thresholds are computed in memory (the filter explorer recounts on every key)."""
+
+    job_id: int  # the job whose filter settings the counts start from (``settings_of``)
+    sample_id: int
+    sample_status: str
+    base: dict[str, Any]  # that job's ``filters`` section
+    spec: AnswerSpec
+    inputs: JobInputs
+    fixed: dict[int, list[Fixed]]
+    decisions: dict[str, int]  # the sample job's paths per human decision (accepted, rejected, ignored)
+
+    def settings(self, overrides: dict[str, Any] | None = None) -> FiltersConfig:
+        return settings_over(self.base, overrides or {})
+
+    def values(self, column: str) -> list[float | None]:
+        """One stored number of every path (a :class:`Threshold`'s ``column``), in the rules' order."""
+        return [getattr(p, column, None) for _question, paths in self.inputs.values() for p in paths]
+
+    def counts(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What :func:`what_if` returns for these settings + ``overrides``."""
+        from engine.filtering.rules import judge_inputs, rules_in_order
+
+        cfg = self.settings(overrides)
+        results, _counts = judge_inputs(self.inputs, cfg, self.spec, self.fixed)
+        return count_survivors(results, cfg, rules_in_order(cfg), self.job_id, self.sample_id)
+
+
+def load_job_paths(session: Any, job_id: int, current: bool = False) -> JobPaths:
+    """The paths of the sample job of ``job_id`` (a sample or filter job), starting from ``job_id``'s settings;
+    ``current``: for a sample job, from the settings of the filter job whose verdicts its paths carry now."""
+    from sqlmodel import func, select
+
+    from db.models import Path
+    from engine.filtering.rules import fixed_part, job_inputs
     from engine.sampling.stage import answer_spec
 
     job = session.get(Job, job_id)
     if job is None:
         raise UserError(f"no job with id {job_id}")
     if job.kind not in (SAMPLE, FILTER):
-        raise UserError(f"job {job_id} is a {job.kind!r} job; report filters needs a filter or sample job")
+        raise UserError(f"job {job_id} is a {job.kind!r} job; filter counts need a filter or sample job")
     sample = session.get(Job, job.parent_id) if job.kind == FILTER else job
     if sample is None:
         raise UserError(f"filter job {job_id}: its sample job is gone")
-    cfg = settings_of(job, overrides)
-    results, _counts = judge_job(session, sample.id, cfg, answer_spec(session.get(Dataset, sample.dataset_id)))
-    return count_survivors(results, cfg, rules_in_order(cfg), job_id, sample.id)
+    if current and job.kind == SAMPLE:
+        filter_id = (sample.summary or {}).get("filter_job")
+        job = (session.get(Job, filter_id) if filter_id is not None else None) or job
+    base = dict((job.config or {}).get("filters") or {})
+    settings_over(base, {})  # a stored section that no longer validates is reported here, once
+    spec = answer_spec(session.get(Dataset, sample.dataset_id))
+    inputs = job_inputs(session, sample.id)
+    fixed = {qid: [fixed_part(p, question, spec) for p in paths] for qid, (question, paths) in inputs.items()}
+    decided = session.exec(
+        select(Path.decision, func.count())
+        .where(Path.job_id == sample.id, Path.decision.is_not(None))  # type: ignore[union-attr]
+        .group_by(Path.decision)
+    ).all()
+    return JobPaths(job.id, sample.id, sample.status, base, spec, inputs, fixed, {str(d): int(n) for d, n in decided})  # type: ignore[arg-type]
 
 
 def count_survivors(results: list, cfg: FiltersConfig, rules: list[str], job_id: int, sample_id: int) -> dict:
     alive = list(results)
+    questions = len({r.question_id for r in alive})
     steps = []
     for rule in rules:
         kept = [r for r in alive if r.verdicts.get(rule, {}).get("pass", True)]
+        left = len({r.question_id for r in kept})
         steps.append(
             {
                 "rule": rule,
                 "removed": len(alive) - len(kept),
+                "questions_removed": questions - left,  # questions this rule leaves without a path
                 "paths_left": len(kept),
-                "questions_left": len({r.question_id for r in kept}),
+                "questions_left": left,
                 "correct_left": sum(bool(r.correct) for r in kept),
             }
         )
-        alive = kept
+        alive, questions = kept, left
     selected = [r for r in results if r.selected]
     return {
         "job": job_id,

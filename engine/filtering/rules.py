@@ -246,16 +246,38 @@ def parse_path_answer(text: str, gold: str, spec: AnswerSpec) -> tuple[str | Non
     return answer, answers.is_correct(answer, gold, spec.answer_type)
 
 
+@dataclass(frozen=True)
+class Fixed:
+    """What of a path's judgement no threshold moves: the pattern verdict and the parsed answer. The filter
+    explorer computes it once per path and then re-runs only the threshold rules (``judge_question(fixed=)``)."""
+
+    pattern: Verdict
+    answer: str | None
+    correct: bool
+
+
+def fixed_part(path: PathInput, question: QuestionInput, spec: AnswerSpec) -> Fixed:
+    answer, correct = parse_path_answer(path.text, question.answer, spec)
+    return Fixed(pattern_verdict(path.text, question.choices, spec.letters), answer, correct)
+
+
 def judge_question(
-    paths: Sequence[PathInput], question: QuestionInput, cfg: FiltersConfig, spec: AnswerSpec | None = None
+    paths: Sequence[PathInput],
+    question: QuestionInput,
+    cfg: FiltersConfig,
+    spec: AnswerSpec | None = None,
+    fixed: Sequence[Fixed] | None = None,
 ) -> list[PathResult]:
-    """Every rule's verdict on every path of one question, plus the selection (at most one path)."""
+    """Every rule's verdict on every path of one question, plus the selection (at most one path).
+
+    ``fixed``: the paths' :func:`fixed_part`, in the order of ``paths``, when the caller has them already."""
     spec = spec or AnswerSpec()
     results: list[PathResult] = []
-    for path in paths:
-        answer, correct = parse_path_answer(path.text, question.answer, spec)
+    for i, path in enumerate(paths):
+        pre = fixed[i] if fixed is not None else fixed_part(path, question, spec)
+        answer, correct = pre.answer, pre.correct
         verdicts = {
-            "pattern": pattern_verdict(path.text, question.choices, spec.letters),
+            "pattern": pre.pattern,
             "length": length_verdict(path.tokens, cfg.min_tokens),
             "repetition": repetition_verdict(path.rep2, cfg.max_rep2),
             "perplexity": perplexity_verdict(path.perplexity, cfg.min_perplexity),
@@ -385,6 +407,15 @@ def judge_job(
 ) -> tuple[list[PathResult], dict[str, Any]]:
     """The rules' results on every self-sampled path of ``job_id`` from its stored texts and numbers, and their
     counts; reads only (``apply_to_job`` writes them; ``paths list`` shows an older filter job's with it)."""
+    return judge_inputs(job_inputs(session, job_id), cfg, spec)
+
+
+#: A job's paths as the rules read them: question id -> (the question, its paths in branch/sample order).
+JobInputs = dict[int, tuple[QuestionInput, list[PathInput]]]
+
+
+def job_inputs(session: Any, job_id: int) -> JobInputs:
+    """What the rules read of every self-sampled path of ``job_id``, per question (one read)."""
     from sqlmodel import select
 
     from db.models import Path, Question
@@ -411,11 +442,18 @@ def judge_job(
     for pid, qid, branch, sample, text, tokens, r2, ppl, qtext, gold, choices in rows:
         entry = by_question.setdefault(qid, (QuestionInput(qtext, gold, choices), []))
         entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl))
+    return by_question
 
+
+def judge_inputs(
+    by_question: JobInputs, cfg: FiltersConfig, spec: AnswerSpec, fixed: dict[int, list[Fixed]] | None = None
+) -> tuple[list[PathResult], dict[str, Any]]:
+    """:func:`judge_question` over every question of ``by_question`` (``fixed``: per question id), and the counts."""
     counts = FilterCounts(rules_in_order(cfg))
     results: list[PathResult] = []
     for qid, (question, paths) in by_question.items():
-        for result in judge_question(paths, question, cfg, spec):
+        pre = fixed.get(qid) if fixed is not None else None
+        for result in judge_question(paths, question, cfg, spec, pre):
             result.question_id = qid
             counts.add(qid, result.verdicts, result.selected)
             results.append(result)

@@ -16,7 +16,8 @@ from sqlmodel import select
 from db.errors import UserError
 from db.models import Dataset, Job
 from db.session import session_scope
-from engine.config import ExperimentConfig
+from db.vocabulary import SAMPLE
+from engine.config import ExperimentConfig, FiltersConfig, config_from_dict
 from engine.filtering import rules as filters
 from engine.jobs import JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
 from engine.sampling.stage import answer_spec, sample_fingerprint
@@ -77,6 +78,35 @@ def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentCo
 def run_filter(database: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
     dataset = config_dataset(database, config)
     parent = sample_job_for(database, config, dataset)
+    return filter_sample_job(database, config, dataset, parent, echo)
+
+
+def refilter(database: Engine, sample_job_id: int, settings: FiltersConfig, echo: Callable[[str], None]) -> Job:
+    """A filter job over the paths of ``sample_job_id`` with ``settings`` (the filter explorer's apply).
+
+    Its config is the sample job's own with these ``filters``, so it is the job ``run --stage filter`` would
+    run for that config. People's decisions stay on the paths, and training follows the new filter job (the
+    sample job names it: ``filter_job``)."""
+    with session_scope(database) as s:
+        parent = s.get(Job, sample_job_id)
+        if parent is None or parent.kind != SAMPLE:
+            raise UserError(f"job {sample_job_id} is not a sample job")
+        if parent.status != "completed":
+            raise UserError(
+                f"sample job {sample_job_id} is {parent.status}, not completed: apply the filters when it has finished"
+            )
+        dataset = s.get(Dataset, parent.dataset_id)
+        if dataset is None:
+            raise UserError(f"sample job {sample_job_id}: its dataset is gone")
+    source = f"the config of sample job {sample_job_id}"
+    config = config_from_dict({**(parent.config or {}), "filters": settings.model_dump()}, source)
+    return filter_sample_job(database, config, dataset, parent, echo)[0]
+
+
+def filter_sample_job(
+    database: Engine, config: ExperimentConfig, dataset: Dataset, parent: Job, echo: Callable[[str], None]
+) -> list[Job]:
+    """Find (a current completed one), resume or create the filter job of ``config`` over ``parent``, and run it."""
     assert parent.id is not None
     fp = filter_fingerprint(config, parent.id)
     job, done = find_or_create_job(
