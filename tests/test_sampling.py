@@ -178,11 +178,14 @@ def _run(model, tokenizer, items=QUESTIONS, **kw):
     return calls, sampler
 
 
-def _teacher_forced_mean_logprob(model, prompt_ids: list[int], token_ids: list[int]) -> float:
+def _teacher_forced(model, prompt_ids: list[int], token_ids: list[int]) -> tuple[float, list[float]]:
+    """The path's mean log-prob and its per-token margins p(top-1) - p(top-2), by a separate plain forward."""
     with torch.inference_mode():
         logits = model(torch.tensor([prompt_ids + token_ids])).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)[len(prompt_ids) - 1 : -1]
-    return logprobs.gather(-1, torch.tensor(token_ids).unsqueeze(-1)).mean().item()
+    top2 = torch.topk(logprobs.exp(), 2, dim=-1).values
+    mean = logprobs.gather(-1, torch.tensor(token_ids).unsqueeze(-1)).mean().item()
+    return mean, (top2[:, 0] - top2[:, 1]).tolist()
 
 
 def _expected_branches(model, tokenizer, prompt: list[int], eos: set[int], first_tokens: int = 5) -> list[int]:
@@ -212,7 +215,9 @@ def _check_paths(model, tokenizer, calls, cfg_max_new=12, first_tokens=5, per_br
                 p.token_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
             )
             assert p.perplexity == pytest.approx(math.exp(-p.mean_logprob))
-            assert p.mean_logprob == pytest.approx(_teacher_forced_mean_logprob(model, prompt, p.token_ids), abs=2e-4)
+            forced_lp, forced_margins = _teacher_forced(model, prompt, p.token_ids)
+            assert p.mean_logprob == pytest.approx(forced_lp, abs=2e-4)
+            assert p.margins == pytest.approx(forced_margins, abs=2e-4)  # path confidence's per-token margins
 
 
 def test_tiny_llama_structure_logprobs_and_determinism(tokenizer, tiny_llama) -> None:
@@ -467,7 +472,7 @@ def test_vllm_request_parameters() -> None:
         "top_p": 0.95,
         "temperature": 1.0,
         "max_tokens": 127,  # max_new_tokens counts the branch token
-        "logprobs": 0,
+        "logprobs": 2,  # the top two of every position: the margins of path confidence
         "seed": branch_seed(5, 42, 1),
     }
     assert branch_seed(5, 42, 1) == branch_seed(5, 42, 1) != branch_seed(5, 42, 2)
@@ -509,3 +514,22 @@ def test_vllm_results_become_paths() -> None:
     assert paths[2].mean_logprob == pytest.approx(-1.0)
     assert paths[0].text == "7|5|6" and paths[0].branch_token == "7" and paths[0].tokens == 3
     assert paths[1].perplexity == pytest.approx(math.exp((0.5 + 0.2 + 0.4) / 3))
+    assert all(p.margins is None for p in paths)  # no ranks in these tables: no margins, no confidence
+
+
+def test_vllm_ranked_tables_give_margins() -> None:
+    from engine.sampling.vllm_backend import paths_from_branch_outputs, ranked_margin
+
+    lp = lambda value, rank=None: SimpleNamespace(logprob=value, rank=rank)  # noqa: E731
+    first = {7: lp(math.log(0.6), 1), 8: lp(math.log(0.25), 2), 9: lp(math.log(0.1), 3)}
+    assert ranked_margin(first) == pytest.approx(0.35)
+    assert ranked_margin({7: lp(-0.1, 1)}) is None
+    # the sampled token (rank 3) besides the top two; then a position where it is the top one
+    cont = [
+        {5: lp(math.log(0.1), 3), 4: lp(math.log(0.5), 1), 6: lp(math.log(0.3), 2)},
+        {6: lp(math.log(0.9), 1), 3: lp(math.log(0.05), 2)},
+    ]
+    out = SimpleNamespace(outputs=[SimpleNamespace(token_ids=[5, 6], logprobs=cont, finish_reason="length")])
+    paths = paths_from_branch_outputs([(7, math.log(0.6))], [out], {2}, decode=str, first_margin=0.35)
+    assert paths[0].token_ids == [7, 5, 6]
+    assert paths[0].margins == pytest.approx([0.35, 0.2, 0.85])

@@ -4,7 +4,8 @@ Per question: one prefill of the prompt (batch 1), the top-``first_tokens`` next
 out) become the branches, the prompt's keys/values are copied into ``first_tokens * per_branch`` rows of the shared
 decode cache, and the rows join the running batch. Every decode step runs the model's own forward on one token per
 active row (any decoder-only transformers model with a standard KV cache), samples top-k then top-p inside the k,
-and records the token's log-probability from those same logits. Finished rows (EOS or ``max_new_tokens``) leave the
+and records the token's log-probability and the margin p(top-1) - p(top-2) of the plain distribution (path
+confidence) from those same logits. Finished rows (EOS or ``max_new_tokens``) leave the
 batch at once -- the last rows move into their slots -- and new questions are admitted as soon as there is room for
 all their rows. A question's paths are handed to ``on_done`` as soon as its last row finishes.
 
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from db.errors import first_line
 from engine.sampling.cache import output_cache
 from engine.sampling.decoders import make_decoder
-from engine.sampling.ops import branch_tokens, question_generator, sample_top_k_top_p
+from engine.sampling.ops import branch_tokens, plain_margins, question_generator, sample_step
 from engine.sampling.paths import branch_excluded_ids
 from engine.sampling.threads import ThreadTuner
 
@@ -243,6 +244,7 @@ class HFSampler:
         row_last = torch.zeros(rows, dtype=torch.long)  # the next input token
         tok_buf = torch.zeros(qslots * rpq, max_new, dtype=torch.long)
         lp_buf = torch.zeros(qslots * rpq, max_new, dtype=torch.float32)
+        mg_buf = torch.zeros(qslots * rpq, max_new, dtype=torch.float32)  # p(top-1) - p(top-2) per token
         final_len = torch.zeros(qslots * rpq, dtype=torch.long)
         uniforms = torch.zeros(qslots, rpq, dtype=torch.float32)
         eos = torch.tensor(self.eos_ids or [-1], dtype=torch.long)
@@ -255,7 +257,7 @@ class HFSampler:
         decoded_tokens = 0
 
         def finish(question: _Question) -> None:
-            paths = self._paths(question, tok_buf, lp_buf, final_len)
+            paths = self._paths(question, tok_buf, lp_buf, final_len, mg_buf)
             del active[question.slot]
             free_slots.append(question.slot)
             on_done(question.key, paths)
@@ -280,6 +282,7 @@ class HFSampler:
                 gids = slot * rpq + local
                 tok_buf[gids, 0] = top_tok.cpu()[branch]
                 lp_buf[gids, 0] = top_lp.float().cpu()[branch]
+                mg_buf[gids, 0] = float(plain_margins(logprobs))
                 if max_new <= 1:
                     final_len[gids] = 1
                     question.remaining = 0
@@ -309,8 +312,8 @@ class HFSampler:
                 torch.set_num_threads(threads)
             step_started = time.perf_counter()
             logits = decoder.step(row_last[:n].to(self.device), pos.to(self.device), kv_len)
-            tokens, token_lp = sample_top_k_top_p(logits, u.to(self.device), cfg.top_k, cfg.top_p, cfg.temperature)
-            tokens, token_lp = tokens.cpu(), token_lp.cpu()
+            tokens, token_lp, margins = sample_step(logits, u.to(self.device), cfg.top_k, cfg.top_p, cfg.temperature)
+            tokens, token_lp, margins = tokens.cpu(), token_lp.cpu(), margins.cpu()
             tuner.record(time.perf_counter() - step_started, n)
             steps += 1
             row_pos[:n] += 1
@@ -319,6 +322,7 @@ class HFSampler:
             ntok = row_ntok[:n]
             tok_buf[gid[keep], ntok[keep]] = tokens[keep]
             lp_buf[gid[keep], ntok[keep]] = token_lp[keep]
+            mg_buf[gid[keep], ntok[keep]] = margins[keep]
             decoded_tokens += int(keep.sum())
             ntok += keep.long()
             row_last[:n] = torch.where(keep, tokens, row_last[:n])
@@ -391,12 +395,15 @@ class HFSampler:
                 return
             ids = self.tokenizer(sampling_prompt(text)).input_ids
             logits, layer_kv = self._prefill(ids)
-            top_lp, top_tok = branch_tokens(torch.log_softmax(logits.float(), dim=-1), cfg.first_tokens, excluded)
+            first_lp = torch.log_softmax(logits.float(), dim=-1)
+            top_lp, top_tok = branch_tokens(first_lp, cfg.first_tokens, excluded)
             question = _Question(key, 0, question_generator(cfg.seed, key), top_tok.tolist(), rpq)
             tok_buf = torch.zeros(rpq, max_new, dtype=torch.long)
             lp_buf = torch.zeros(rpq, max_new, dtype=torch.float32)
             tok_buf[:, 0] = top_tok.cpu()[branch]
             lp_buf[:, 0] = top_lp.float().cpu()[branch]
+            mg_buf = torch.zeros(rpq, max_new, dtype=torch.float32)
+            mg_buf[:, 0] = float(plain_margins(first_lp))
             ntok = torch.ones(rpq, dtype=torch.long)
             if max_new > 1:
                 length = len(ids) + max_new
@@ -416,14 +423,15 @@ class HFSampler:
                     u = torch.rand(rpq, generator=question.generator)
                     pos = torch.full((rpq,), len(ids) + step, dtype=torch.long)
                     logits = decoder.step(last.to(self.device), pos.to(self.device), len(ids) + step + 1)
-                    tokens, token_lp = sample_top_k_top_p(
+                    tokens, token_lp, margins = sample_step(
                         logits, u.to(self.device), cfg.top_k, cfg.top_p, cfg.temperature
                     )
-                    tokens, token_lp = tokens.cpu(), token_lp.cpu()
+                    tokens, token_lp, margins = tokens.cpu(), token_lp.cpu(), margins.cpu()
                     steps += 1
                     keep = running & ~torch.isin(tokens, eos)
                     tok_buf[keep, ntok[keep]] = tokens[keep]
                     lp_buf[keep, ntok[keep]] = token_lp[keep]
+                    mg_buf[keep, ntok[keep]] = margins[keep]
                     decoded_tokens += int(keep.sum())
                     ntok += keep.long()
                     last = torch.where(keep, tokens, last)
@@ -431,7 +439,7 @@ class HFSampler:
                     if not bool(running.any()):
                         break
             question.remaining = 0
-            on_done(key, self._paths(question, tok_buf, lp_buf, ntok))
+            on_done(key, self._paths(question, tok_buf, lp_buf, ntok, mg_buf))
         self.stats = {
             "steps": steps,
             "seconds": time.perf_counter() - started,
@@ -439,7 +447,7 @@ class HFSampler:
             "threads": [torch.get_num_threads()],
         }
 
-    def _paths(self, question: _Question, tok_buf, lp_buf, final_len) -> list[SampledPath]:
+    def _paths(self, question: _Question, tok_buf, lp_buf, final_len, mg_buf) -> list[SampledPath]:
         from engine.sampling.paths import SampledPath
 
         cfg = self.cfg
@@ -462,6 +470,7 @@ class HFSampler:
                     tokens=n,
                     mean_logprob=mean_lp,
                     perplexity=_perplexity(mean_lp),
+                    margins=mg_buf[gid, :n].tolist(),
                 )
             )
         return paths

@@ -7,6 +7,11 @@ every branch is one request ``prompt + branch token`` with ``SamplingParams(n=pe
 max_tokens=max_new_tokens - 1, logprobs=0, seed)``. Prefix caching shares the prompt's KV blocks between the
 branches and samples; vLLM returns each sampled token's log-probability from the same forward pass (its default
 ``raw_logprobs`` mode: the model's distribution before temperature/top-k/top-p, as in the HF backend).
+``logprobs=2`` adds the two most probable tokens of every position, ranked, so each token's margin
+p(top-1) - p(top-2) of that raw distribution (path confidence, :func:`engine.sampling.paths.path_confidence`) comes
+from the same pass, as in the HF backend; the branch token's comes from the branch request's ranked table. Where
+vLLM gives no ranks (rank 1 and rank 2 not both in a position's table) the path's margins, and so its confidence,
+are None.
 
 vLLM is imported only inside :class:`VLLMSampler`; the request construction and the conversion of results into
 :class:`SampledPath` work on plain objects and are unit-tested without a GPU.
@@ -59,7 +64,7 @@ def continuation_kwargs(cfg: SamplingConfig, seed: int) -> dict[str, Any]:
         "top_p": cfg.top_p,
         "temperature": cfg.temperature,
         "max_tokens": cfg.max_new_tokens - 1,
-        "logprobs": 0,
+        "logprobs": 2,  # the top two of each position besides the sampled token: the margins of path confidence
         "seed": seed,
     }
 
@@ -83,6 +88,17 @@ def branches_from_first_output(
     return kept[:first_tokens]
 
 
+def ranked_margin(table: Any) -> float | None:
+    """``p(top-1) - p(top-2)`` from one position's vLLM log-prob table (token id -> object with ``logprob`` and
+    ``rank``); None unless ranks 1 and 2 are both there."""
+    import math
+
+    by_rank = {getattr(lp, "rank", None): float(lp.logprob) for lp in table.values()}
+    if 1 not in by_rank or 2 not in by_rank:
+        return None
+    return math.exp(by_rank[1]) - math.exp(by_rank[2])
+
+
 def _rank(logprob: Any) -> int:
     rank = getattr(logprob, "rank", None)
     return rank if rank is not None else 1 << 30
@@ -93,9 +109,12 @@ def paths_from_branch_outputs(
     outputs: Sequence[Any],
     eos_ids: set[int],
     decode: Callable[[list[int]], str],
+    first_margin: float | None = None,
 ) -> list[SampledPath]:
     """Turn one question's branch requests (``outputs[b]`` answers branch ``b``; ``None`` where no continuation
-    was requested) into its ``len(branches) * n`` paths, branch-major."""
+    was requested) into its ``len(branches) * n`` paths, branch-major. ``first_margin``: the margin of the branch
+    position (:func:`ranked_margin` of the branch request); with it and ranked continuation tables the paths carry
+    their margins."""
     from engine.sampling.hf import _perplexity
     from engine.sampling.paths import SampledPath
 
@@ -105,6 +124,7 @@ def paths_from_branch_outputs(
         for s, completion in enumerate(completions):
             ids = [branch_tok]
             lps = [branch_lp]
+            margins: list[float | None] = [first_margin]
             if completion is not None:
                 cont = list(completion.token_ids)
                 cont_lps = completion.logprobs or []
@@ -112,6 +132,7 @@ def paths_from_branch_outputs(
                     cont = cont[:-1]
                 ids += cont
                 lps += [float(cont_lps[i][tok].logprob) for i, tok in enumerate(cont)]
+                margins += [ranked_margin(cont_lps[i]) for i in range(len(cont))]
             mean_lp = sum(lps) / len(lps)
             paths.append(
                 SampledPath(
@@ -123,6 +144,7 @@ def paths_from_branch_outputs(
                     tokens=len(ids),
                     mean_logprob=mean_lp,
                     perplexity=_perplexity(mean_lp),
+                    margins=None if None in margins else [float(m) for m in margins if m is not None],
                 )
             )
     return paths
@@ -198,7 +220,8 @@ class VLLMSampler:
             for (qi, b), out in zip(owners, outputs, strict=True):
                 per_question[qi][b] = out
             for qi, (key, _text) in enumerate(part):
-                paths = paths_from_branch_outputs(branches[qi], per_question[qi], self.eos_ids, self._decode)
+                margin = ranked_margin(firsts[qi].outputs[0].logprobs[0])
+                paths = paths_from_branch_outputs(branches[qi], per_question[qi], self.eos_ids, self._decode, margin)
                 if cfg.max_new_tokens <= 1:  # nothing to sample: every sample of a branch is its branch token
                     paths = [replace(p, sample=s) for p in paths for s in range(cfg.per_branch)]
                 on_done(key, paths)
