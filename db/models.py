@@ -128,6 +128,8 @@ class Path(SQLModel, table=True):
     mean_logprob: float | None = None
     perplexity: float | None = None
     rep2: float | None = None
+    # CoT-decoding's Δ: mean p(top-1) - p(top-2) over the answer's tokens (engine.sampling.paths.path_confidence)
+    confidence: float | None = None
     verdicts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     passed: bool | None = None  # every rule passed (None: not filtered yet)
     selected: bool = False

@@ -13,6 +13,7 @@ whose gold answer is yes).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from db.errors import brief
 from engine.prompts import ANSWER_MARKER
@@ -48,7 +49,7 @@ TASK_CHOICE_LETTERS: dict[str, str] = {
 MARKER_RE = re.compile(r"(?:so |therefore,? )?the answer(?: \([^)]*\))? is:?", re.IGNORECASE)
 _TRAINED_MARKER_RE = re.compile(re.escape(ANSWER_MARKER) + ":?", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
-_YES_NO_SPLIT_RE = re.compile(r"[\"'\n.\s:,]+")  # the Fine-tune-CoT splitter, for comparable Acc
+_YES_NO_WORD_RE = re.compile(r"[^\"'\n.\s:,]+")  # what the Fine-tune-CoT splitter keeps, for comparable Acc
 _STRING_STRIP_RE = re.compile(r"[\"'.\s]")
 
 
@@ -56,24 +57,42 @@ def answer_type_for_task(task: str) -> str:
     return TASK_ANSWER_TYPES.get(task, "string")
 
 
-def _split_at_marker(text: str) -> tuple[str | None, str]:
-    """Return (text after the first "So the answer is", else after the first other marker, or None; whole text)."""
+class AnswerSpan(NamedTuple):
+    """A parsed answer and where it stands in the text: ``text[start:end]`` is what the parser read it from."""
+
+    value: str
+    start: int
+    end: int
+
+
+def _split_at_marker(text: str) -> int | None:
+    """Where the text after the first "So the answer is" starts, else after the first other marker; None."""
     match = _TRAINED_MARKER_RE.search(text) or MARKER_RE.search(text)
-    if match is None:
-        return None, text
-    return text[match.end() :], text
+    return None if match is None else match.end()
 
 
-def _yes_no_candidates(text: str) -> list[str]:
-    return [w for w in _YES_NO_SPLIT_RE.split(text.lower()) if w in ("yes", "no")]
+def _yes_no_candidates(text: str, base: int = 0) -> list[AnswerSpan]:
+    # the pieces the Fine-tune-CoT splitter leaves are the maximal runs of non-separators
+    return [
+        AnswerSpan(m.group().lower(), base + m.start(), base + m.end())
+        for m in _YES_NO_WORD_RE.finditer(text)
+        if m.group().lower() in ("yes", "no")
+    ]
 
 
-def _choice_candidates(text: str, letters: str) -> list[str]:
-    return re.findall(rf"\b([{letters}])\b", text)
+def _choice_candidates(text: str, letters: str, base: int = 0) -> list[AnswerSpan]:
+    return [
+        AnswerSpan(m.group(1), base + m.start(1), base + m.end(1)) for m in re.finditer(rf"\b([{letters}])\b", text)
+    ]
 
 
-def _number_candidates(text: str) -> list[str]:
-    return [_canonical_number(m) for m in _NUMBER_RE.findall(text.replace(",", ""))]
+def _number_candidates(text: str, base: int = 0) -> list[AnswerSpan]:
+    """Numbers with thousands separators read through (``1,234.5``); the span covers the commas."""
+    kept = [i for i, ch in enumerate(text) if ch != ","]  # position in ``text`` of each char of the stripped text
+    return [
+        AnswerSpan(_canonical_number(m.group()), base + kept[m.start()], base + kept[m.end() - 1] + 1)
+        for m in _NUMBER_RE.finditer(text.replace(",", ""))
+    ]
 
 
 def _canonical_number(value: str) -> str:
@@ -83,36 +102,62 @@ def _canonical_number(value: str) -> str:
     return repr(number)
 
 
-def _string_candidate(text: str, after_marker: bool) -> list[str]:
+def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` without the quotes, dots and spaces the string family strips at either end."""
+    while start < end and _STRING_STRIP_RE.match(text[start]):
+        start += 1
+    while end > start and _STRING_STRIP_RE.match(text[end - 1]):
+        end -= 1
+    return start, end
+
+
+def _string_candidate(text: str, after_marker: bool, base: int = 0) -> list[AnswerSpan]:
     if after_marker:
-        first_line = text.strip().split("\n", 1)[0]
-        cleaned = _STRING_STRIP_RE.sub("", first_line)
-        return [cleaned] if cleaned else []
-    words = [_STRING_STRIP_RE.sub("", w) for w in text.split()]
-    return [w for w in words if w]
+        begin = len(text) - len(text.lstrip())
+        stop = text.find("\n", begin)
+        stop = len(text.rstrip()) if stop < 0 else stop
+        cleaned = _STRING_STRIP_RE.sub("", text[begin:stop])
+        if not cleaned:
+            return []
+        start, end = _trimmed(text, begin, stop)
+        return [AnswerSpan(cleaned, base + start, base + end)]
+    found = []
+    for m in re.finditer(r"\S+", text):
+        cleaned = _STRING_STRIP_RE.sub("", m.group())
+        if cleaned:
+            start, end = _trimmed(text, m.start(), m.end())
+            found.append(AnswerSpan(cleaned, base + start, base + end))
+    return found
 
 
-def _candidates(text: str, answer_type: str, letters: str, after_marker: bool) -> list[str]:
+def _candidates(text: str, answer_type: str, letters: str, after_marker: bool, base: int = 0) -> list[AnswerSpan]:
     if answer_type == "yes_no":
-        return _yes_no_candidates(text)
+        return _yes_no_candidates(text, base)
     if answer_type == "choice":
-        return _choice_candidates(text, letters)
+        return _choice_candidates(text, letters, base)
     if answer_type == "number":
-        return _number_candidates(text)
-    return _string_candidate(text, after_marker)
+        return _number_candidates(text, base)
+    return _string_candidate(text, after_marker, base)
+
+
+def find_answer(text: str, answer_type: str, letters: str = "ABCDE") -> AnswerSpan | None:
+    """The answer a model wrote in ``text`` and its character span; None when none is found. The one parsing
+    rule: the first candidate after the answer marker, else the last candidate in the whole text."""
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer type {answer_type!r}")
+    after = _split_at_marker(text)
+    if after is not None:
+        found = _candidates(text[after:], answer_type, letters, after_marker=True, base=after)
+        if found:
+            return found[0]
+    found = _candidates(text, answer_type, letters, after_marker=False)
+    return found[-1] if found else None
 
 
 def parse_answer(text: str, answer_type: str, letters: str = "ABCDE") -> str | None:
     """The answer a model wrote in ``text``, normalised like gold answers; None when none is found."""
-    if answer_type not in ANSWER_TYPES:
-        raise ValueError(f"unknown answer type {answer_type!r}")
-    after, whole = _split_at_marker(text)
-    if after is not None:
-        found = _candidates(after, answer_type, letters, after_marker=True)
-        if found:
-            return found[0]
-    found = _candidates(whole, answer_type, letters, after_marker=False)
-    return found[-1] if found else None
+    found = find_answer(text, answer_type, letters)
+    return found.value if found is not None else None
 
 
 def has_marker(text: str) -> bool:
@@ -140,7 +185,7 @@ def normalize_gold(answer: object, answer_type: str) -> str:
         found = _number_candidates(value)
         if not found:
             raise ValueError(f"not a number: {brief(value)}")
-        return found[0]
+        return found[0].value
     cleaned = _STRING_STRIP_RE.sub("", value)
     if not cleaned:
         raise ValueError("empty answer")

@@ -95,6 +95,50 @@ def test_upgrade_from_first_revision_keeps_rows(db_path: Path) -> None:
         assert conn.execute(text("SELECT COUNT(*) FROM evaluations")).scalar() == 0
 
 
+def test_upgrade_from_0002_adds_path_confidence_and_keeps_paths(db_path: Path) -> None:
+    """A workspace of revision 0002 with sampled paths upgrades: its paths stay, their confidence is NULL (not
+    measured when they were sampled), and new paths can carry one."""
+    engine = make_engine(db_path)
+    migrate(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO datasets (name, task, answer_type, source, origin, created_at, meta) "
+                "VALUES ('old', 'strategy_qa', 'yes_no', 'jsonl', 'f', '2026-01-01 00:00:00', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                'INSERT INTO questions (dataset_id, split, "index", position, text, answer, meta) '
+                "VALUES (1, 'train', 0, 0, 'Is it?', 'yes', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO jobs (kind, status, config, label, fingerprint, cancel_requested, created_at, "
+                "progress_done, progress_total, message, host, summary) "
+                "VALUES ('sample', 'completed', '{}', '', 'f', 0, '2026-01-01 00:00:00', 1, 1, '', '', '{}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO paths (job_id, question_id, source, branch, sample, branch_token, text, tokens, "
+                "rep2, verdicts, selected, answer, created_at) "
+                "VALUES (1, 1, 'self', 0, 0, ' Yes', ' Yes, it is.', 5, 0.1, '{}', 0, 'yes', '2026-01-01 00:00:00')"
+            )
+        )
+        columns = {r[1] for r in conn.execute(text("PRAGMA table_info(paths)"))}
+    assert "confidence" not in columns
+    engine.dispose()
+
+    upgraded = open_workspace(db_path)
+    assert current_revision(upgraded) == head_revision()
+    with upgraded.begin() as conn:
+        assert conn.execute(text("SELECT text, answer, confidence FROM paths")).one() == (" Yes, it is.", "yes", None)
+        conn.execute(text("UPDATE paths SET confidence = 0.25"))
+        assert conn.execute(text("SELECT confidence FROM paths")).scalar() == 0.25
+
+
 def test_newer_schema_is_refused_and_left_untouched(db_path: Path) -> None:
     open_workspace(db_path).dispose()
     con = sqlite3.connect(db_path)

@@ -23,6 +23,7 @@ from db.session import session_scope
 from engine.config import ExperimentConfig
 from engine.filtering import rules as filters
 from engine.jobs import JobCancelled, JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
+from engine.sampling.paths import text_decoder
 
 #: Sampling settings meant for speed: left out of the fingerprint so that changing them resumes the same job.
 #: They do not change which paths are sampled (keys, counts, seeds); in the default mode a different batch
@@ -53,10 +54,23 @@ def answer_spec(dataset: Dataset) -> filters.AnswerSpec:
     return filters.AnswerSpec(dataset.answer_type, (dataset.meta or {}).get("choice_letters") or "ABCDE")
 
 
-def path_row(path: Any, gold: str, spec: filters.AnswerSpec) -> dict[str, Any]:
-    """The stored columns of one sampled path (a ``SampledPath``): rep-2 over its token ids, parsed answer."""
+def path_row(
+    path: Any, gold: str, spec: filters.AnswerSpec, decode: Callable[[list[int]], str] | None = None
+) -> dict[str, Any]:
+    """The stored columns of one sampled path (a ``SampledPath``): rep-2 over its token ids, parsed answer, and
+    its confidence (:func:`engine.sampling.paths.path_confidence`; ``decode``: the sampler's own decoding of token
+    ids, which made ``path.text``; without it, or without margins, None)."""
+    from engine.answers import find_answer
+    from engine.sampling.paths import path_confidence
+
     token_ids: Sequence[int] = path.token_ids
     answer, correct = filters.parse_path_answer(path.text, gold, spec)
+    confidence = None
+    margins = getattr(path, "margins", None)
+    if decode is not None and margins is not None:
+        found = find_answer(path.text, spec.answer_type, spec.letters)
+        span = (found.start, found.end) if found is not None else None
+        confidence = path_confidence(margins, list(token_ids), decode, span)
     return {
         "branch": path.branch,
         "sample": path.sample,
@@ -66,6 +80,7 @@ def path_row(path: Any, gold: str, spec: filters.AnswerSpec) -> dict[str, Any]:
         "mean_logprob": path.mean_logprob,
         "perplexity": path.perplexity,
         "rep2": filters.rep2(token_ids),
+        "confidence": confidence,
         "answer": answer,
         "correct": correct,
     }
@@ -105,12 +120,13 @@ def sample_body(
         ctx.progress(len(done), total, "questions", force=True)
         if todo:
             sampler = make_sampler(config.student, config.sampling, log=ctx.log)
+            decode = text_decoder(sampler.tokenizer)
             should_stop, stopped = _cancel_poll(ctx)
             t0 = time.monotonic()
             counters = {"done": len(done), "paths": 0, "tokens": 0}
 
             def on_done(question_id: int, paths: list[Any]) -> None:
-                rows = [path_row(p, gold[question_id], spec) for p in paths]
+                rows = [path_row(p, gold[question_id], spec, decode) for p in paths]
                 with session_scope(database) as s:
                     write_question_paths(s, job_id, question_id, rows)
                 counters["done"] += 1

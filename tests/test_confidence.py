@@ -1,0 +1,130 @@
+"""Path confidence (CoT-decoding's Δ, Wang & Zhou 2024) and self-consistency agreement: the per-token margins of
+the sampling kernel by hand, the answer's character span and its tokens, Δ on real paths of the bundled student
+against a separate plain forward, agreement on a hand-built set, and the ``filters.select = "confidence"``
+selection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from engine.answers import find_answer, parse_answer
+from engine.config import SamplingConfig
+from engine.filtering.rules import AnswerSpec
+from engine.prompts import sampling_prompt
+from engine.sampling.backends import make_sampler_from_model
+from engine.sampling.ops import plain_margins, sample_step, sample_top_k_top_p
+from engine.sampling.paths import answer_token_span, path_confidence, text_decoder
+from engine.sampling.stage import path_row
+from tests.conftest import rt_files
+
+# -- the kernel's margins ------------------------------------------------------------------------------------
+
+
+def test_margin_is_the_plain_distributions_top_two_gap() -> None:
+    # probabilities 0.5, 0.3, 0.1, ... and a second row 0.4, 0.4, ...: margins 0.2 and 0
+    logits = torch.tensor([[0.5, 0.3, 0.1, 0.05, 0.03, 0.02], [0.4, 0.4, 0.1, 0.05, 0.03, 0.02]]).log() + 3.0
+    u = torch.tensor([0.7, 0.2])
+    for top_k, temperature in [(3, 1.0), (1, 1.0), (10, 0.5)]:
+        tokens, logprobs, margins = sample_step(logits, u, top_k, 0.8, temperature)
+        # truncation and temperature shape the sampling, never the margin (temperature 1, full vocabulary)
+        assert margins.tolist() == pytest.approx([0.2, 0.0], abs=1e-6)
+        plain = sample_top_k_top_p(logits, u, top_k, 0.8, temperature)
+        assert torch.equal(tokens, plain[0]) and torch.equal(logprobs, plain[1])
+    assert float(plain_margins(torch.log_softmax(logits[0], dim=-1))) == pytest.approx(0.2, abs=1e-6)
+
+
+# -- the answer's span and its tokens ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "piece"),
+    [
+        (" Yes, frost is common. So the answer is: No.", "yes_no", "No"),
+        (" I think yes. Actually, no", "yes_no", "no"),
+        (" The answer is (B) enforce.", "choice", "B"),
+        (" Total is 1,234.50 dollars", "number", "1,234.50"),
+        (' So the answer is "nkta".\nmore', "string", "nkta"),
+        (" just words here.", "string", "here"),
+    ],
+)
+def test_find_answer_points_at_what_the_parser_read(text: str, kind: str, piece: str) -> None:
+    found = find_answer(text, kind)
+    assert found is not None and text[found.start : found.end] == piece
+    assert found.value == parse_answer(text, kind)
+    assert find_answer(" nothing here", "yes_no") is None
+
+
+def test_answer_token_span_on_the_real_tokenizer(student) -> None:
+    _model, tokenizer = student
+    decode = text_decoder(tokenizer)
+    text = " Frost is rare in May, so the answer is yes unless 1,234 it"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert decode(ids) == text
+    for piece in (" yes", "yes", "1,234", " Frost", " it", "s"):
+        start = text.index(piece)
+        end = start + len(piece)
+        ends = [len(decode(ids[: i + 1])) for i in range(len(ids))]
+        starts = [0] + ends[:-1]
+        expected = [i for i in range(len(ids)) if starts[i] < end and ends[i] > start]  # every prefix, one by one
+        assert list(answer_token_span(decode, ids, start, end)) == expected
+    assert path_confidence([0.1] * len(ids), ids, decode, None) is None  # no answer: no confidence
+    assert path_confidence(None, ids, decode, (0, 3)) is None  # no margins: no confidence
+
+
+# -- Δ on real paths of the bundled student --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def student_fp32():
+    from engine.models import load_model
+
+    return load_model("default", device="cpu", dtype="float32")
+
+
+@pytest.mark.model
+def test_confidence_of_real_paths_matches_a_plain_forward(student_fp32) -> None:
+    """Three StrategyQA questions, 25 paths each: the Δ stored for a path (from the sampling passes' own logits)
+    equals the mean p(top-1) - p(top-2) of a separate plain forward over prompt + path, at the tokens overlapping
+    the parser's answer, every prefix decoded by hand."""
+    model, tokenizer = student_fp32
+    dataset_file, split_file = rt_files("strategy_qa")
+    rows = json.loads(dataset_file.read_text())
+    train = json.loads(split_file.read_text())["train"]
+    items = [(i, rows[i]["question"]) for i in train[:3]]
+    sampler = make_sampler_from_model(model, tokenizer, SamplingConfig(max_new_tokens=20, seed=0), threads=1)
+    calls: list[tuple[int, list]] = []
+    sampler.sample(items, lambda key, paths: calls.append((key, paths)))
+    spec = AnswerSpec("yes_no")
+    decode = text_decoder(tokenizer)
+    checked = 0
+    for key, paths in calls:
+        prompt = tokenizer(sampling_prompt(rows[key]["question"])).input_ids
+        # one plain forward over prompt + path for all 25 paths (right-padded: a pad after a path changes nothing
+        # before it)
+        width = max(p.tokens for p in paths)
+        batch = torch.full((len(paths), len(prompt) + width), tokenizer.pad_token_id)
+        for i, p in enumerate(paths):
+            batch[i, : len(prompt) + p.tokens] = torch.tensor(prompt + p.token_ids)
+        with torch.inference_mode():
+            all_logits = model(batch).logits.float()
+        for p, logits in zip(paths, all_logits, strict=True):
+            row = path_row(p, "yes", spec, decode)
+            found = find_answer(p.text, "yes_no")
+            if found is None:
+                assert row["answer"] is None and row["confidence"] is None
+                continue
+            probs = torch.softmax(logits[len(prompt) - 1 : len(prompt) - 1 + p.tokens], dim=-1)
+            top2 = torch.topk(probs, 2, dim=-1).values
+            margins = (top2[:, 0] - top2[:, 1]).tolist()
+            ends = [len(decode(p.token_ids[: i + 1])) for i in range(p.tokens)]
+            starts = [0] + ends[:-1]
+            answer_tokens = [i for i in range(p.tokens) if starts[i] < found.end and ends[i] > found.start]
+            assert answer_tokens
+            expected = sum(margins[i] for i in answer_tokens) / len(answer_tokens)
+            assert row["confidence"] == pytest.approx(expected, abs=1e-4)
+            assert 0.0 <= row["confidence"] <= 1.0
+            checked += 1
+    assert checked >= 10  # enough paths state an answer to check
