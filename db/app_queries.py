@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
+from db import duplicates
 from db.models import Checkpoint, Dataset, Job, JobEvent, Metric, Model, Path, Prediction, Question, utcnow
 from db.vocabulary import FILTER, PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
 
@@ -72,6 +73,7 @@ class PathRow:
     correct: bool | None
     decision: str | None
     decided_at: datetime | None
+    duplicate_of: int | None = None  # not a column: the original's id (db.duplicates), set by page_paths
 
 
 @dataclass
@@ -155,11 +157,15 @@ def _page_select(cond: list, limit: int, descending: bool = False):
 
 
 def page_paths(conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, size: int = 100) -> Page:
-    """The page of paths starting at ``id >= anchor`` (keyset, never OFFSET)."""
+    """The page of paths starting at ``id >= anchor`` (keyset, never OFFSET); each row carries its duplicate
+    mark, read from the paths of the page's questions."""
     cond = _conditions(conn, job_id, flt)
     rows = [_row(r) for r in conn.execute(_page_select([*cond, Path.id >= anchor], size + 1))]
     has_next = len(rows) > size
     rows = rows[:size]
+    marks = duplicates.find(conn, job_id, {r.question_id for r in rows}).of if rows else {}
+    for r in rows:
+        r.duplicate_of = marks.get(r.id)
     first = rows[0].id if rows else anchor
     has_prev = (
         conn.execute(select(Path.id).where(and_(*cond, Path.id < first)).order_by(Path.id.desc()).limit(1)).first()

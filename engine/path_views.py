@@ -55,9 +55,11 @@ def path_rows(
     verdicts: dict[int, Any] | None = None,
 ) -> list[dict]:
     """Paths of a job in question order, as the JSON objects of ``paths list --json``; ``verdicts``: results
-    that replace the stored verdicts and selection (see :func:`replaced_verdicts`)."""
+    that replace the stored verdicts and selection (see :func:`replaced_verdicts`). ``duplicate_of``: the id
+    of the path this one duplicates (same question, same normalised text: db.duplicates), else None."""
     from sqlmodel import select
 
+    from db import duplicates
     from db.models import Path, Question
 
     stmt = (
@@ -72,6 +74,7 @@ def path_rows(
         stmt = stmt.where(Path.decision == decision)
     if selected and verdicts is None:
         stmt = stmt.where(Path.selected.is_(True))  # type: ignore[attr-defined]
+    duplicate_of = duplicates.find(session.connection(), job_id).of  # of the whole job, whatever is listed
     rows = []
     for p, index in session.exec(stmt).all():
         if verdicts is None:
@@ -95,6 +98,7 @@ def path_rows(
                 "selected": is_selected,
                 "decision": p.decision,
                 "decided_at": p.decided_at.isoformat() if p.decided_at else None,
+                "duplicate_of": duplicate_of.get(p.id),
             }
         )
     return rows

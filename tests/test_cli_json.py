@@ -36,6 +36,7 @@ TESTED = {
     ("data", "list"): "test_data",
     ("jobs", "list"): "test_reports_and_exports",
     ("paths", "list"): "test_reports_and_exports",
+    ("paths", "reject-duplicates"): "test_reports_and_exports",
     ("report", "filters"): "test_reports_and_exports",
     ("report", "runs"): "test_reports_and_exports",
     ("report", "compare"): "test_reports_and_exports",
@@ -263,6 +264,7 @@ def test_reports_and_exports(workspace, tmp_path: Path) -> None:
     assert [j["kind"] for j in doc["jobs"]][:4] == ["sample", "filter", "finetune", "eval"]
     doc, _ = cli("paths", "list", "--job", sample, db=db)
     assert len(doc) == 4 * 25
+    undecided_duplicates = sorted(r["id"] for r in doc if r["duplicate_of"] is not None and r["decision"] is None)
     doc, _ = cli("report", "filters", "--job", filt, db=db)
     assert doc["paths"] == 100
     doc, _ = cli("report", "runs", db=db)
@@ -275,9 +277,12 @@ def test_reports_and_exports(workspace, tmp_path: Path) -> None:
     assert doc["records"] == 4
     doc, _ = cli("export", "paths", "--job", sample, "--out", tmp_path / "paths.jsonl", db=db)
     assert doc["records"] == 100
+    doc, _ = cli("paths", "reject-duplicates", "--job", filt, db=db)  # last: it decides paths
+    assert doc["paths_job"] == sample and doc["rejected"] == undecided_duplicates
 
     for argv in (
         ("paths", "list", "--job", 999),
+        ("paths", "reject-duplicates", "--job", 999),
         ("report", "filters", "--job", 999),
         ("report", "coverage", "--job", 999),
         ("report", "compare", "--a", "Finetune"),
@@ -370,6 +375,7 @@ def _argv_for(command: tuple[str, ...], tmp_path: Path, config: Path) -> list[An
         ("data", "import", "hf"): ["--name", "x", "--path", tmp_path],
         ("data", "generate"): ["basic_arithmetic", "--train", 1, "--test", 1],
         ("paths", "list"): ["--job", 1],
+        ("paths", "reject-duplicates"): ["--job", 1],
         ("report", "filters"): ["--job", 1],
         ("report", "coverage"): ["--job", 1],
         ("export", "set"): [config, "--stage", "finetune", "--out", tmp_path / "out.jsonl"],

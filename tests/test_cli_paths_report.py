@@ -26,6 +26,7 @@ PATH_KEYS = [
     "selected",
     "decision",
     "decided_at",
+    "duplicate_of",
 ]
 
 

@@ -1,4 +1,4 @@
-"""``sert-tui paths``: list the reasoning paths of a job."""
+"""``sert-tui paths``: list the reasoning paths of a job; reject its duplicates."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--selected", action="store_true", help="only paths the rules selected")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
+    dup = paths_sub.add_parser(
+        "reject-duplicates",
+        help="reject every undecided duplicate path of a job (same question, same normalised text as an earlier "
+        "path: db.duplicates); decisions already made are kept. JSON: {job, paths_job, duplicates, undecided, "
+        "decided, rejected: [path ids]}",
+    )
+    dup.add_argument("--job", type=int, required=True, help="sample or filter job id")
+    dup.add_argument("--json", action="store_true")
+    dup.set_defaults(func=cmd_reject_duplicates)
 
 
 def _first_failure(verdicts: dict) -> str | None:
@@ -77,11 +86,33 @@ def cmd_list(args: argparse.Namespace) -> int:
             "filters": _first_failure(r["verdicts"]),
             "sel": "*" if r["selected"] else "",
             "decision": r["decision"],
+            "dup": "" if r["duplicate_of"] is None else f"={r['duplicate_of']}",
             "text": r["text"].strip(),
         }
         for r in rows
     ]
     print_table(
-        table, ["id", "question", "branch", "sample", "tokens", "rep2", "ppl", "filters", "sel", "decision", "text"]
+        table,
+        ["id", "question", "branch", "sample", "tokens", "rep2", "ppl", "filters", "sel", "decision", "dup", "text"],
+    )
+    return 0
+
+
+def cmd_reject_duplicates(args: argparse.Namespace) -> int:
+    """The paths screen's bulk reject of duplicates, headless: one transaction, undecided duplicates only."""
+    from db.duplicates import reject_undecided
+    from db.session import session_scope
+    from engine.path_views import paths_job
+
+    with session_scope(open_paths_db(args)) as session:
+        job = paths_job(session, args.job)
+        found = reject_undecided(session, job.id)
+    if args.json:
+        print_json({"job": args.job, "paths_job": job.id, **found.as_dict(), "rejected": found.undecided})
+        return 0
+    of_job = f"job {job.id}" + ("" if job.id == args.job else f" (the sample job of filter job {args.job})")
+    print(
+        f"rejected {len(found.undecided)} undecided duplicate paths of {of_job}; "
+        f"{len(found.of)} duplicates in all, {found.decided} already decided (kept)"
     )
     return 0

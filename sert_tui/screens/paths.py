@@ -65,6 +65,7 @@ COLUMNS = (
     Column("rules", "rules", 5),
     Column("sel", "sel", 3),
     Column("ok", "ok", 2),
+    Column("dup", "dup", 7),
     Column("decision", "decision", 9),
 )
 
@@ -96,6 +97,7 @@ def row_cells(r: PathRow) -> list[list[tuple[str, str]]]:
         [_badge_piece(verdicts.get(name)) for name in rule_names(verdicts)],
         [("★", "bold yellow")] if r.selected else [],
         [] if r.correct is None else [("✓", "green") if r.correct else ("✗", "red")],
+        [] if r.duplicate_of is None else [(f"={r.duplicate_of}", "yellow")],
         [DECISION_PIECE[r.decision]] if r.decision in DECISION_PIECE else [],
     ]
 
@@ -146,6 +148,9 @@ def detail_text(r: PathRow, require_correct: bool | None = None) -> Text:
         t.append(f" ({selection['reason']})", style="dim")
     t.append("   Decision: ", style="bold")
     t.append(*DECISION_PIECE.get(r.decision or "", ("none", "dim")))
+    if r.duplicate_of is not None:
+        t.append(f"\nDuplicate of path {r.duplicate_of}", style="bold yellow")
+        t.append(" (same question, same text after normalisation; D rejects the undecided ones)", style="dim")
     t.append("\n\n")
     t.append("Path (wrapped)\n", style="bold underline")
     t.append(r.text + "\n\n")
@@ -218,6 +223,15 @@ class PathsScreen(Screen):
             id="paths.accept_page",
         ),
         Binding(
+            "D",
+            "reject_duplicates",
+            "Reject duplicates",
+            show=False,
+            tooltip="reject every undecided duplicate path (dup column: same question, same normalised text as "
+            "an earlier path) of the job, or of the question when f shows one; decisions made are kept (one undo)",
+            id="paths.reject_duplicates",
+        ),
+        Binding(
             "right_square_bracket", "next_page", "Next page", tooltip="the next page of paths", id="paths.next_page"
         ),
         Binding(
@@ -274,6 +288,14 @@ class PathsScreen(Screen):
             id="paths.this_question",
         ),
         Binding(
+            "w",
+            "explore",
+            "Filter explorer",
+            tooltip="the filter explorer of this sample job: histograms with the thresholds, what-if counts, "
+            "apply as a new filter job (decisions are kept)",
+            id="paths.explore",
+        ),
+        Binding(
             "slash",
             "search",
             "Search",
@@ -321,6 +343,13 @@ class PathsScreen(Screen):
         def __init__(self, error: str) -> None:
             super().__init__()
             self.error = error
+
+    class OpenExplorer(Message):
+        """The filter explorer of this screen's sample (or filter) job; the app opens it."""
+
+        def __init__(self, job_id: int) -> None:
+            super().__init__()
+            self.job_id = job_id
 
     def __init__(self, job_id: int, page_size: int = PAGE_SIZE) -> None:
         super().__init__()
@@ -691,6 +720,36 @@ class PathsScreen(Screen):
             f"accepted {len(ids)} paths of question #{row.question_index} that passed the rules (backspace undoes)"
         )
 
+    def action_reject_duplicates(self) -> None:
+        if self.paths_job is None:
+            return
+        self._find_duplicates(self.paths_job, self.flt.question_id, self.writer.submitted)
+
+    @work(thread=True, exit_on_error=False, group="paths-duplicates")
+    def _find_duplicates(self, job: int, question_id: int | None, seq: int) -> None:
+        """Read the undecided duplicates (a pass over the job's paths: off the UI thread) once the decisions
+        made before the key press are settled, then reject them on the UI thread."""
+        from db import duplicates
+
+        self.writer.wait_for(seq, timeout=30)
+        try:
+            with workspace_app(self).db.connect() as conn:
+                found = duplicates.find(conn, job, None if question_id is None else [question_id])
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, f"could not read the workspace: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self._reject_duplicates, found.undecided, question_id)
+
+    def _reject_duplicates(self, ids: list[int], question_id: int | None) -> None:
+        scope = "of the job" if question_id is None else "of this question"
+        # A decision made on screen meanwhile (or not yet written) wins: only what is still undecided here.
+        ids = [pid for pid in ids if self._decision_of(pid) is None]
+        if not ids:
+            self.notify(f"no undecided duplicate path {scope}")
+            return
+        self.apply_changes([(pid, "rejected") for pid in ids])
+        self.notify(f"rejected {len(ids)} duplicate paths {scope} (backspace undoes)")
+
     # -- paging and filters ------------------------------------------------------------------------------
     def action_next_page(self) -> None:
         if self.has_next and self.rows:
@@ -738,6 +797,12 @@ class PathsScreen(Screen):
         box.display = False
         self.table.focus()
         self.set_filter(replace(self.flt, search=event.value.strip()))
+
+    def action_explore(self) -> None:
+        if self.info is not None and self.info.kind not in (SAMPLE, FILTER):
+            self.notify(f"job {self.job_id} is a {self.info.kind} job: the filter explorer opens a sample job's paths")
+            return
+        self.post_message(self.OpenExplorer(self.job_id))
 
     def action_back(self) -> None:
         box = self.query_one("#paths-search", Input)
