@@ -34,9 +34,12 @@ PATTERN = "pattern"
 LENGTH = "length"
 REPETITION = "repetition"
 PERPLEXITY = "perplexity"
+CONFIDENCE = "confidence"  # optional (filters.min_confidence > 0), not in the paper: CoT-decoding's answer confidence
 CORRECTNESS = "correctness"  # optional, not in the paper
 #: The paper's filter rules in the order the filter stage applies them; selection follows.
 RULES: tuple[str, ...] = (PATTERN, LENGTH, REPETITION, PERPLEXITY)
+#: The optional rules, applied after RULES (in this order) where they are switched on.
+OPTIONAL_RULES: tuple[str, ...] = (CONFIDENCE, CORRECTNESS)
 
 # -- run labels (the paper's Table II) -----------------------------------------------------------------------
 ZERO_SHOT = "zero-shot"

@@ -80,6 +80,16 @@ class FiltersConfig(Section):
     max_rep2: float = Field(0.20, ge=0, le=1, description="drop paths whose bigram repetition rep-2 is above this")
     min_perplexity: float = Field(5.0, ge=0, description="drop fluent-but-trivial paths with perplexity below this")
     require_correct: bool = Field(False, description="extra, not in the paper: drop paths whose answer is wrong")
+    min_confidence: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="extra, not in the paper: drop paths whose answer confidence (CoT-decoding) is below this; 0 = off",
+    )
+    select: Literal["rep2", "confidence"] = Field(
+        "rep2",
+        description="one path per question: the lowest rep-2 (the paper) or the highest answer confidence",
+    )
 
 
 class TrainConfig(Section):

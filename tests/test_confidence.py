@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from engine.answers import find_answer, parse_answer
-from engine.config import SamplingConfig
-from engine.filtering.rules import AnswerSpec
+from engine.config import FiltersConfig, SamplingConfig
+from engine.filtering import rules as filters
+from engine.filtering.rules import AnswerSpec, PathInput, QuestionInput
 from engine.prompts import sampling_prompt
 from engine.sampling.backends import make_sampler_from_model
 from engine.sampling.ops import plain_margins, sample_step, sample_top_k_top_p
@@ -128,3 +129,116 @@ def test_confidence_of_real_paths_matches_a_plain_forward(student_fp32) -> None:
             assert 0.0 <= row["confidence"] <= 1.0
             checked += 1
     assert checked >= 10  # enough paths state an answer to check
+
+
+# -- selection by confidence and the min_confidence rule ---------------------------------------------------------
+
+REASONING = (
+    " Frost forms when the ground cools below freezing overnight, and many universities hold their "
+    "commencement ceremonies in early spring when cold mornings are still common in northern states."
+)
+QUESTION = QuestionInput("Is it common to see frost during some college commencements?", "yes")
+
+
+def _path(i: int, rep2: float = 0.1, confidence: float | None = 0.5, tokens: int = 30) -> PathInput:
+    return PathInput(i, i, 0, REASONING, tokens, rep2, 8.0, confidence)
+
+
+def test_select_confidence_keeps_the_highest_delta_among_survivors() -> None:
+    paths = [
+        _path(1, rep2=0.01, confidence=0.2),  # lowest rep-2: the paper's choice
+        _path(2, rep2=0.10, confidence=0.9),  # highest Δ of the survivors
+        _path(3, rep2=0.15, confidence=0.95, tokens=5),  # higher Δ, but the length rule removes it
+        _path(4, rep2=0.12, confidence=None),  # no answer: never above a path with a confidence
+    ]
+    assert [r.id for r in filters.judge_question(paths, QUESTION, FiltersConfig()) if r.selected] == [1]
+    results = filters.judge_question(paths, QUESTION, FiltersConfig(select="confidence"))
+    by_id = {r.id: r for r in results}
+    assert [r.id for r in results if r.selected] == [2]
+    assert by_id[2].verdicts["selection"]["reason"] == "highest confidence (0.900) of 3 surviving paths"
+    assert by_id[4].verdicts["selection"]["reason"] == "branch 2 sample 0 was kept (confidence 0.900 vs none)"
+    assert "confidence" not in by_id[1].verdicts  # min_confidence 0: the rule is off
+    # ties on Δ: the lowest rep-2, then the key order; a question whose survivors have no confidence: key order
+    tied = [_path(5, 0.10, 0.7), _path(6, 0.05, 0.7), _path(7, 0.05, 0.7)]
+    for order in (tied, tied[::-1]):
+        assert _selected(order, FiltersConfig(select="confidence")) == [6]
+    assert _selected([_path(9, 0.2, None), _path(8, 0.1, None)], FiltersConfig(select="confidence")) == [8]
+
+
+def _selected(paths: list[PathInput], cfg: FiltersConfig) -> list[int]:
+    return [r.id for r in filters.judge_question(paths, QUESTION, cfg) if r.selected]
+
+
+def test_min_confidence_is_an_optional_rule_after_perplexity() -> None:
+    paths = [_path(1, confidence=0.3), _path(2, confidence=0.6, rep2=0.2), _path(3, confidence=None, rep2=0.0)]
+    cfg = FiltersConfig(min_confidence=0.5)
+    assert filters.rules_in_order(cfg) == ["pattern", "length", "repetition", "perplexity", "confidence"]
+    assert filters.rules_in_order(FiltersConfig(min_confidence=0.5, require_correct=True))[-2:] == [
+        "confidence",
+        "correctness",
+    ]
+    results = filters.judge_question(paths, QUESTION, cfg)
+    assert list(results[0].verdicts) == ["pattern", "length", "repetition", "perplexity", "confidence", "selection"]
+    assert results[0].verdicts["confidence"] == {"pass": False, "reason": "confidence 0.300 < 0.5"}
+    assert not results[2].verdicts["confidence"]["pass"]  # no confidence recorded: dropped while the rule is on
+    assert [r.id for r in results if r.passed] == [2] and [r.id for r in results if r.selected] == [2]
+    counts = filters.count_verdicts([(1, r.verdicts, r.selected) for r in results], filters.rules_in_order(cfg))
+    assert counts["removed"]["confidence"] == 2
+
+
+def test_filter_fingerprint_changes_only_off_the_defaults() -> None:
+    from engine.config import config_from_dict
+    from engine.filtering.stage import filter_fingerprint
+    from engine.jobs import fingerprint
+
+    base = config_from_dict({"data": {"dataset": "sqa"}})
+    # what an older sert-tui computed: the four settings it had
+    old = {"min_tokens": 25, "max_rep2": 0.2, "min_perplexity": 5.0, "require_correct": False}
+    assert filter_fingerprint(base, 7) == fingerprint("filter", {"filters": old, "parent": 7})
+    for change in ({"select": "confidence"}, {"min_confidence": 0.3}):
+        other = config_from_dict({"data": {"dataset": "sqa"}, "filters": change})
+        assert filter_fingerprint(other, 7) != filter_fingerprint(base, 7)
+
+
+def test_filter_stage_select_confidence_on_a_workspace(engine, sqa) -> None:
+    """The filter stage reads Path.confidence: with select = "confidence" it keeps the highest-Δ survivor of each
+    question, with the default the lowest rep-2 one; the two are different jobs, the default's fingerprint the
+    same as before these settings existed."""
+    from sqlmodel import select
+
+    from db.models import Path
+    from db.paths_repo import write_question_paths
+    from db.queries import split_questions
+    from db.session import session_scope
+    from engine.config import config_from_dict
+    from engine.jobs import create_job
+    from engine.pipeline import run_stage
+    from engine.sampling.stage import sample_fingerprint
+
+    def config(**filters_section):
+        return config_from_dict({"data": {"dataset": "sqa", "train_limit": 2}, "filters": filters_section})
+
+    base = config()
+    job = create_job(
+        engine, "sample", base.model_dump(mode="json"), fp=sample_fingerprint(base, sqa), dataset_id=sqa.id
+    )
+    with session_scope(engine) as s:
+        for q in split_questions(s, sqa.id, "train", 2):
+            rows = [
+                dict(branch=b, sample=0, text=REASONING, tokens=30, rep2=r2, perplexity=9.0, confidence=c)
+                for b, (r2, c) in enumerate([(0.02, 0.1), (0.10, 0.8), (0.05, None), (0.15, 0.6)])
+            ]
+            write_question_paths(s, job.id, q.id, rows)
+        s.get(type(job), job.id).status = "completed"
+
+    def selected() -> list[tuple[int, float | None]]:
+        with session_scope(engine) as s:
+            rows = s.exec(select(Path).where(Path.job_id == job.id, Path.selected).order_by(Path.question_id)).all()
+            return [(p.branch, p.confidence) for p in rows]
+
+    [by_rep2] = run_stage(engine, base, "filter", print)
+    assert selected() == [(0, 0.1), (0, 0.1)]
+    [by_conf] = run_stage(engine, config(select="confidence"), "filter", print)
+    assert by_conf.id != by_rep2.id and selected() == [(1, 0.8), (1, 0.8)]
+    [strict] = run_stage(engine, config(select="confidence", min_confidence=0.7), "filter", print)
+    assert strict.summary["removed"]["confidence"] == 6 and selected() == [(1, 0.8), (1, 0.8)]

@@ -1,13 +1,15 @@
 """The paper's path filters (DESIGN.md section 1) and the pass that applies them to a sample job's paths.
 
-Rules, in the order applied: pattern -> length -> repetition -> perplexity (-> correctness, optional and off
-by default: not in the paper) -> selection. Every path gets a verdict from every rule, even after an earlier
-rule dropped it, so the independent failure counts of an ablation can be read back; the "removed by" counts
-attribute a path to the first rule that dropped it. Selection keeps, per question, the surviving path with
-the lowest rep-2 (ties: branch, then sample, then id).
+Rules, in the order applied: pattern -> length -> repetition -> perplexity (-> confidence -> correctness,
+optional and off by default: not in the paper) -> selection. Every path gets a verdict from every rule, even
+after an earlier rule dropped it, so the independent failure counts of an ablation can be read back; the
+"removed by" counts attribute a path to the first rule that dropped it. Selection keeps, per question, the
+surviving path with the lowest rep-2 (``filters.select = "rep2"``, the paper; ties: branch, then sample, then id)
+or the highest confidence (``"confidence"``: CoT-decoding's Δ of the answer; ties: lowest rep-2, then branch,
+sample, id; a path without a confidence ranks below every path with one).
 
-The rules read only what the sample stage stored (text, token count, rep-2, perplexity), so re-filtering
-with new thresholds needs no model.
+The rules read only what the sample stage stored (text, token count, rep-2, perplexity, confidence), so
+re-filtering with new thresholds needs no model.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.vocabulary import CORRECTNESS, RULES
+from db.vocabulary import CONFIDENCE, CORRECTNESS, OPTIONAL_RULES, RULES
 from engine import answers
 from engine.config import FiltersConfig
 
-#: The filter rules are RULES, in the order applied; "correctness" follows "perplexity" when it is switched on.
+#: The filter rules are RULES, in the order applied; "confidence" and "correctness" follow "perplexity" where they are
+#: switched on (OPTIONAL_RULES).
 SELECTION = "selection"
 
 #: A bare answer leaves fewer than this many words once answers and filler are removed.
@@ -73,6 +76,14 @@ def perplexity_verdict(value: float | None, min_perplexity: float) -> Verdict:
         return Verdict(False, "no perplexity recorded")
     if value < min_perplexity:
         return Verdict(False, f"perplexity {value:.2f} < {min_perplexity:g}")
+    return PASS
+
+
+def confidence_verdict(value: float | None, min_confidence: float) -> Verdict:
+    if value is None:
+        return Verdict(False, "no confidence recorded (no answer found, or sampled without margins)")
+    if value < min_confidence:
+        return Verdict(False, f"confidence {value:.3f} < {min_confidence:g}")
     return PASS
 
 
@@ -209,6 +220,7 @@ class PathInput:
     tokens: int
     rep2: float | None
     perplexity: float | None
+    confidence: float | None = None
 
 
 @dataclass
@@ -238,7 +250,8 @@ class AnswerSpec:
 
 
 def rules_in_order(cfg: FiltersConfig) -> list[str]:
-    return [*RULES, CORRECTNESS] if cfg.require_correct else list(RULES)
+    on = {CONFIDENCE: cfg.min_confidence > 0, CORRECTNESS: cfg.require_correct}
+    return [*RULES, *(rule for rule in OPTIONAL_RULES if on[rule])]
 
 
 def parse_path_answer(text: str, gold: str, spec: AnswerSpec) -> tuple[str | None, bool]:
@@ -282,6 +295,8 @@ def judge_question(
             "repetition": repetition_verdict(path.rep2, cfg.max_rep2),
             "perplexity": perplexity_verdict(path.perplexity, cfg.min_perplexity),
         }
+        if cfg.min_confidence > 0:
+            verdicts[CONFIDENCE] = confidence_verdict(path.confidence, cfg.min_confidence)
         if cfg.require_correct:
             verdicts[CORRECTNESS] = correctness_verdict(answer, correct, question.answer)
         passed = all(v.passed for v in verdicts.values())
@@ -295,27 +310,46 @@ def judge_question(
                 correct=correct,
             )
         )
-    _select(paths, results)
+    _select(paths, results, cfg.select)
     return results
 
 
-def _select(paths: Sequence[PathInput], results: list[PathResult]) -> None:
+def selection_key(path: PathInput, select: str = "rep2") -> tuple:
+    """The order of the selection, best first (the smallest key is kept): see the module docstring."""
+    order = (path.branch, path.sample, path.id)
+    if select == "confidence":
+        missing = path.confidence is None
+        return (missing, -(path.confidence or 0.0), path.rep2, *order)
+    return (path.rep2, *order)
+
+
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3f}"
+
+
+def _select(paths: Sequence[PathInput], results: list[PathResult], select: str = "rep2") -> None:
     survivors = [(p, r) for p, r in zip(paths, results, strict=True) if r.passed]
     if not survivors:
         for r in results:
             r.verdicts[SELECTION] = Verdict(False, "no path of this question passed the filters").as_json()
         return
-    best_path, best = min(survivors, key=lambda pr: (pr[0].rep2, pr[0].branch, pr[0].sample, pr[0].id))
+    best_path, best = min(survivors, key=lambda pr: selection_key(pr[0], select))
     best.selected = True
     n = len(survivors)
+    by_confidence = select == "confidence"
+    measure, column = ("confidence", "confidence") if by_confidence else ("rep-2", "rep2")
     for path, r in zip(paths, results, strict=True):
         if r is best:
-            v = Verdict(True, f"lowest rep-2 ({path.rep2:.3f}) of {n} surviving path{'s' if n > 1 else ''}")
+            extreme = "highest" if by_confidence else "lowest"
+            v = Verdict(
+                True,
+                f"{extreme} {measure} ({_number(getattr(path, column))}) of {n} surviving path{'s' if n > 1 else ''}",
+            )
         elif r.passed:
             v = Verdict(
                 False,
                 f"branch {best_path.branch} sample {best_path.sample} was kept "
-                f"(rep-2 {best_path.rep2:.3f} vs {path.rep2:.3f})",
+                f"({measure} {_number(getattr(best_path, column))} vs {_number(getattr(path, column))})",
             )
         else:
             v = Verdict(False, "did not pass the filters")
@@ -370,7 +404,7 @@ def count_verdicts(rows: Iterable[tuple[int, dict[str, Any], bool]], rules: Sequ
 
 def rules_of(verdicts: dict[str, Any]) -> list[str]:
     """The filter rules a stored verdicts dict holds, in the order applied."""
-    order = [*RULES, CORRECTNESS]
+    order = [*RULES, *OPTIONAL_RULES]
     return [r for r in order if r in verdicts]
 
 
@@ -430,6 +464,7 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
             Path.tokens,
             Path.rep2,
             Path.perplexity,
+            Path.confidence,
             Question.text,
             Question.answer,
             Question.choices,
@@ -439,9 +474,9 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
         .order_by(Path.question_id, Path.branch, Path.sample, Path.id)
     ).all()
     by_question: dict[int, tuple[QuestionInput, list[PathInput]]] = {}
-    for pid, qid, branch, sample, text, tokens, r2, ppl, qtext, gold, choices in rows:
+    for pid, qid, branch, sample, text, tokens, r2, ppl, conf, qtext, gold, choices in rows:
         entry = by_question.setdefault(qid, (QuestionInput(qtext, gold, choices), []))
-        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl))
+        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl, conf))
     return by_question
 
 

@@ -46,8 +46,17 @@ def sample_job_for(database: Engine, config: ExperimentConfig, dataset: Dataset)
     return job
 
 
+#: Filter settings added after filter jobs existed: at their defaults they leave the fingerprint out, so a job of
+#: an older sert-tui is found and resumed as before; set to anything else they make a new job.
+LATER_SETTINGS = ("min_confidence", "select")
+
+
 def filter_fingerprint(config: ExperimentConfig, parent_id: int) -> str:
-    return fingerprint("filter", {"filters": config.filters.model_dump(), "parent": parent_id})
+    settings = config.filters.model_dump()
+    for key in LATER_SETTINGS:
+        if settings[key] == FiltersConfig.model_fields[key].default:
+            del settings[key]
+    return fingerprint("filter", {"filters": settings, "parent": parent_id})
 
 
 def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentConfig, dataset: Dataset):
@@ -57,7 +66,8 @@ def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentCo
         cfg = config.filters
         ctx.log(
             f"filtering the paths of sample job {parent.id}: min_tokens {cfg.min_tokens}, max_rep2 {cfg.max_rep2}, "
-            f"min_perplexity {cfg.min_perplexity}, require_correct {cfg.require_correct}"
+            f"min_perplexity {cfg.min_perplexity}, min_confidence {cfg.min_confidence}, "
+            f"require_correct {cfg.require_correct}, select {cfg.select}"
         )
         with session_scope(database) as s:
             counts = filters.apply_to_job(s, parent.id, cfg, spec)  # type: ignore[arg-type]
