@@ -316,15 +316,30 @@ def test_one_token_paths_are_the_branch_tokens(tokenizer, tiny_llama) -> None:
     assert all(p.tokens == 1 for _k, paths in calls for p in paths)
 
 
-def test_fused_packed_decoder_step_equals_the_model_forward(tokenizer, tiny_llama) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "extra"),
+    [("float32", 40), ("float32", 2), ("bfloat16", 40), ("bfloat16", 2)],
+    ids=["fp32-sliced", "fp32-full-length", "bf16-sliced", "bf16-full-length"],
+)
+def test_fused_packed_decoder_step_equals_the_model_forward(tokenizer, tiny_llama, dtype, extra) -> None:
+    """Both key layouts (transposed in fp32, plain in bf16) and both attention lengths (a slice of the cache, the
+    whole cache once the rows fill more than half of it)."""
+    import copy
+
     from engine.sampling.decoders import FusedLlamaDecoder, HFDecoder, make_decoder
 
+    model = copy.deepcopy(tiny_llama).to(getattr(torch, dtype))
+    # bf16 rounds every product to 8 bits of mantissa: ~1% of a logit after the layers (a wrong layout or
+    # position is off by whole units)
+    atol, rtol = (1e-4, 1e-5) if dtype == "float32" else (0.25, 0.02)
     prompt = tokenizer(sampling_prompt("Is the sky green?")).input_ids
+    max_len = len(prompt) + extra
     with torch.inference_mode():
-        out = tiny_llama(torch.tensor([prompt]), use_cache=True)
+        out = model(torch.tensor([prompt]), use_cache=True)
         layer_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        fused = make_decoder(tiny_llama, 8, 64, fused=True, pack=True)
-        plain = make_decoder(tiny_llama, 8, 64, fused=False)
+        fused = make_decoder(model, 8, max_len, fused=True, pack=True)
+        plain = make_decoder(model, 8, max_len, fused=False)
+        assert fused.keys_transposed is (dtype == "float32")
         assert isinstance(fused, FusedLlamaDecoder) and isinstance(plain, HFDecoder)
         tokens = torch.tensor([5, 6, 7, 8])
         positions = torch.full((4,), len(prompt))
@@ -337,10 +352,10 @@ def test_fused_packed_decoder_step_equals_the_model_forward(tokenizer, tiny_llam
             second = dec.step(tokens.flip(0), positions + 1, len(prompt) + 2)
             steps.append((first, second))
         # the same tokens through the model's own forward on the whole sequence
-        full = tiny_llama(torch.tensor([prompt + [5, 8], prompt + [8, 5]])).logits[:, -2:]
+        full = model(torch.tensor([prompt + [5, 8], prompt + [8, 5]])).logits[:, -2:].float()
     for first, second in steps:
-        assert torch.allclose(first[[0, 3]], full[:, 0], atol=1e-4)
-        assert torch.allclose(second[[0, 3]], full[:, 1], atol=1e-4)
+        assert torch.allclose(first[[0, 3]].float(), full[:, 0], atol=atol, rtol=rtol)
+        assert torch.allclose(second[[0, 3]].float(), full[:, 1], atol=atol, rtol=rtol)
 
 
 def test_packed_linear_matches_f_linear() -> None:
