@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from db.app_queries import JobInfo
+    from sert_tui.screens.paths import PathsScreen
     from sert_tui.services.decisions import DecisionWriter
 
 
@@ -40,7 +41,7 @@ class SertCommands(Provider):
         cmds: list[tuple[str, str, object]] = [
             (
                 "Start the default job",
-                "bundled student, generated reasoning-gym data: sample then filter",
+                "bundled student, generated reasoning-gym data: sample, filter, self-train, eval; then the results",
                 app.action_start_default,
             ),
             ("New job…", "a form with the paper's defaults", app.action_new_job),
@@ -222,6 +223,7 @@ class SertApp(WorkspaceApp):
     # -- the keymap ------------------------------------------------------------------------------------
     def help_classes(self) -> list[type]:
         """Every class whose bindings the help lists (and a keymap may name), in the help's order."""
+        from sert_tui.screens.explorer import FilterExplorerScreen
         from sert_tui.screens.help import HelpScreen
         from sert_tui.screens.modals import ConfirmScreen, FormScreen, QuitScreen, TextScreen
         from sert_tui.screens.monitor import MonitorScreen
@@ -234,6 +236,7 @@ class SertApp(WorkspaceApp):
             HomeScreen,
             PathsScreen,
             PathTable,
+            FilterExplorerScreen,
             MonitorScreen,
             ResultsScreen,
             PredictionsScreen,
@@ -300,6 +303,12 @@ class SertApp(WorkspaceApp):
 
         self.push_screen(PathsScreen(job_id))
 
+    def open_explorer(self, job_id: int) -> None:
+        """The filter explorer of a sample job (or of the sample job of a filter job)."""
+        from sert_tui.screens.explorer import FilterExplorerScreen
+
+        self.push_screen(FilterExplorerScreen(job_id))
+
     def open_monitor(self, job_ids: list[int]) -> None:
         from sert_tui.screens.monitor import MonitorScreen
 
@@ -322,6 +331,12 @@ class SertApp(WorkspaceApp):
     # What the home screen asks for (it posts these upward rather than calling the app).
     def on_home_screen_open_job(self, message: HomeScreen.OpenJob) -> None:
         self.open_job(message.job_id, message.kind, also=message.also)
+
+    def on_home_screen_open_explorer(self, message: HomeScreen.OpenExplorer) -> None:
+        self.open_explorer(message.job_id)
+
+    def on_paths_screen_open_explorer(self, message: PathsScreen.OpenExplorer) -> None:
+        self.open_explorer(message.job_id)
 
     def on_home_screen_open_monitor(self, message: HomeScreen.OpenMonitor) -> None:
         self.open_monitor(message.job_ids)
@@ -349,10 +364,36 @@ class SertApp(WorkspaceApp):
             self.notify(f"could not start the default job: {exc}", severity="error", timeout=10)
             return
         self.notify(
-            f"started the default job (pid {launch.pid}): {' then '.join(DEFAULT_STAGES)} · config {launch.config}",
+            f"started the default job (pid {launch.pid}): {' then '.join(DEFAULT_STAGES)} · config {launch.config}"
+            " · the results open when it ends",
             timeout=6,
         )
         self.action_refresh()
+        self._open_results_when_done(launch)
+
+    def _open_results_when_done(self, launch) -> None:
+        """Poll the default loop's process (never wait on it: the UI thread stays free) and open the results,
+        zero-shot beside SERT, when it ends well."""
+
+        def check() -> None:
+            code = launch.returncode
+            if code is None:
+                return
+            timer.stop()
+            if code == 0:
+                from sert_tui.screens.results import ResultsScreen
+
+                self.notify("the default job is done: zero-shot and SERT side by side", timeout=8)
+                if not isinstance(self.screen, ResultsScreen):
+                    self.action_results()
+            else:
+                self.notify(
+                    f"the default job ended with status {code}: l on the home screen shows its log",
+                    severity="warning",
+                    timeout=10,
+                )
+
+        timer = self.set_interval(DEFAULT_POLL_SECONDS, check)
 
     def start(self, config: Path, stages: list[str]) -> None:
         try:
@@ -472,6 +513,8 @@ class SertApp(WorkspaceApp):
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: How often the app looks whether the default loop it started has ended (a non-blocking poll).
+DEFAULT_POLL_SECONDS = 1.0
 
 
 def run_app(workspace: Path) -> int:

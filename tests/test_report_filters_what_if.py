@@ -53,6 +53,8 @@ def test_what_if_counts_by_hand_and_writes_nothing(db_path, engine, sample_job, 
     assert steps["repetition"]["removed"] == 1  # rep-2 0.30
     # perplexity >= 5 keeps only question 1's first path; the rest of the survivors (3.0, 4.0, 2.5) go
     assert steps["perplexity"]["removed"] == 3 and steps["perplexity"]["questions_left"] == 1
+    assert steps["perplexity"]["questions_removed"] == 1  # question 2 keeps no path
+    assert [s["questions_removed"] for s in out["rules"][:3]] == [0, 0, 0]
     assert (out["survivors"], out["survivors_correct"], out["selected"], out["selected_correct"]) == (1, 1, 1, 1)
     assert out["removed"] == {s["rule"]: s["removed"] for s in out["rules"]}
 

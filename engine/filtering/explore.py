@@ -15,7 +15,7 @@ from typing import Any
 
 from db.errors import UserError
 from db.models import Dataset, Job
-from db.vocabulary import FILTER, LENGTH, PERPLEXITY, REPETITION, SAMPLE
+from db.vocabulary import CONFIDENCE, FILTER, LENGTH, PERPLEXITY, REPETITION, SAMPLE
 from engine.config import FiltersConfig
 from engine.filtering.rules import AnswerSpec, Fixed, JobInputs, PathInput
 
@@ -61,7 +61,7 @@ THRESHOLDS: tuple[Threshold, ...] = (
     Threshold(LENGTH, "min_tokens", "tokens", "length (tokens)", 1, "below", "d"),
     Threshold(REPETITION, "max_rep2", "rep2", "rep-2", 0.01, "above", ".2f"),
     Threshold(PERPLEXITY, "min_perplexity", "perplexity", "perplexity", 0.1, "below", ".2f"),
-    Threshold("confidence", "min_confidence", "confidence", "confidence", 0.01, "below", ".2f"),
+    Threshold(CONFIDENCE, "min_confidence", "confidence", "confidence", 0.01, "below", ".2f"),
 )
 
 
@@ -127,6 +127,7 @@ class JobPaths:
     inputs: JobInputs
     fixed: dict[int, list[Fixed]]
     decisions: dict[str, int]  # the sample job's paths per human decision (accepted, rejected, ignored)
+    current_filter: int | None = None  # the filter job whose verdicts the paths carry now
 
     def settings(self, overrides: dict[str, Any] | None = None) -> FiltersConfig:
         return settings_over(self.base, overrides or {})
@@ -161,8 +162,8 @@ def load_job_paths(session: Any, job_id: int, current: bool = False) -> JobPaths
     sample = session.get(Job, job.parent_id) if job.kind == FILTER else job
     if sample is None:
         raise UserError(f"filter job {job_id}: its sample job is gone")
+    filter_id = (sample.summary or {}).get("filter_job")
     if current and job.kind == SAMPLE:
-        filter_id = (sample.summary or {}).get("filter_job")
         job = (session.get(Job, filter_id) if filter_id is not None else None) or job
     base = dict((job.config or {}).get("filters") or {})
     settings_over(base, {})  # a stored section that no longer validates is reported here, once
@@ -174,7 +175,8 @@ def load_job_paths(session: Any, job_id: int, current: bool = False) -> JobPaths
         .where(Path.job_id == sample.id, Path.decision.is_not(None))  # type: ignore[union-attr]
         .group_by(Path.decision)
     ).all()
-    return JobPaths(job.id, sample.id, sample.status, base, spec, inputs, fixed, {str(d): int(n) for d, n in decided})  # type: ignore[arg-type]
+    decisions = {str(d): int(n) for d, n in decided}
+    return JobPaths(job.id, sample.id, sample.status, base, spec, inputs, fixed, decisions, filter_id)  # type: ignore[arg-type]
 
 
 def count_survivors(results: list, cfg: FiltersConfig, rules: list[str], job_id: int, sample_id: int) -> dict:

@@ -29,6 +29,7 @@ from db.paths_repo import set_decision
 from db.session import session_scope
 from engine.jobs import JobContext, create_job
 from sert_tui.app import SertApp
+from sert_tui.screens.explorer import FilterExplorerScreen
 from sert_tui.screens.home import HomeScreen
 from sert_tui.screens.modals import ConfigFileScreen, ConfirmScreen, NewJobScreen, QuitScreen, TextScreen
 from sert_tui.screens.monitor import MonitorScreen
@@ -229,6 +230,23 @@ def test_filter_report_paths_the_filter_removed(snap_compare, engine, workspace)
         paths = pilot.app.screen
         await pilot.press("v", "v")
         await wait_for(pilot, lambda: paths.loads >= 3 and paths.flt.passed is False, what="the failed paths")
+        await steady(pilot)
+
+    assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=run_before)
+
+
+def test_filter_explorer(snap_compare, engine, workspace):
+    """The sample job's histograms (w on the home screen), the perplexity threshold moved from 5 to 7."""
+
+    async def run_before(pilot) -> None:
+        screen = await home(pilot)
+        screen.select_job(workspace["sample"])
+        await pilot.press("w")
+        app = pilot.app
+        await wait_for(pilot, lambda: isinstance(app.screen, FilterExplorerScreen) and app.screen.loads >= 1)
+        explorer = app.screen
+        await pilot.press("down", "down", "shift+right", "shift+right")
+        await wait_for(pilot, lambda: explorer.counted_for == explorer.values, what="the recount")
         await steady(pilot)
 
     assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=run_before)
