@@ -66,6 +66,7 @@ class PathRow:
     tokens: int
     rep2: float | None
     perplexity: float | None
+    confidence: float | None  # CoT-decoding's Δ of the answer (engine.sampling.paths.path_confidence)
     verdicts: dict[str, Any]
     passed: bool | None
     selected: bool
@@ -74,6 +75,7 @@ class PathRow:
     decision: str | None
     decided_at: datetime | None
     duplicate_of: int | None = None  # not a column: the original's id (db.duplicates), set by page_paths
+    agreement: int | None = None  # not a column: :func:`answer_agreement`, set by page_paths
 
 
 @dataclass
@@ -98,6 +100,7 @@ _PATH_COLUMNS = (
     Path.tokens,
     Path.rep2,
     Path.perplexity,
+    Path.confidence,
     Path.verdicts,
     Path.passed,
     Path.selected,
@@ -164,14 +167,47 @@ def page_paths(conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, 
     has_next = len(rows) > size
     rows = rows[:size]
     marks = duplicates.find(conn, job_id, {r.question_id for r in rows}).of if rows else {}
+    agree = answer_agreement(conn, job_id, {r.question_id for r in rows}) if rows else {}
     for r in rows:
         r.duplicate_of = marks.get(r.id)
+        r.agreement = agreement_of(agree, r.question_id, r.source, r.answer)
     first = rows[0].id if rows else anchor
     has_prev = (
         conn.execute(select(Path.id).where(and_(*cond, Path.id < first)).order_by(Path.id.desc()).limit(1)).first()
         is not None
     )
     return Page(rows, anchor, has_prev, has_next)
+
+
+#: ``(question_id, source, parsed answer) -> paths``: what :func:`agreement_of` reads.
+AnswerCounts = dict[tuple[int, str, str], int]
+
+
+def answer_agreement(conn: Connection, job_id: int, question_ids: set[int] | None = None) -> AnswerCounts:
+    """How many paths of each question of ``job_id`` (of one source) give each parsed answer: one grouped count
+    over the ``(job_id, question_id, id)`` index, for the questions asked for (all: None)."""
+    counts: AnswerCounts = {}
+    base = (
+        select(Path.question_id, Path.source, Path.answer, func.count())
+        .where(Path.job_id == job_id, Path.answer.is_not(None))  # type: ignore[union-attr]
+        .group_by(Path.question_id, Path.source, Path.answer)
+    )
+    if question_ids is None:
+        chunks = [base]
+    else:
+        ids = sorted(question_ids)
+        step = duplicates.CHUNK  # question ids per IN (...), below SQLite's limit of bound variables
+        chunks = [base.where(Path.question_id.in_(ids[i : i + step])) for i in range(0, len(ids), step)]  # type: ignore[attr-defined]
+    for stmt in chunks:
+        for question_id, source, answer, n in conn.execute(stmt):
+            counts[(question_id, source, answer)] = int(n)
+    return counts
+
+
+def agreement_of(counts: AnswerCounts, question_id: int, source: str, answer: str | None) -> int | None:
+    """Self-consistency agreement, the one rule: how many of the question's paths in the same job (and of the same
+    source) give the same parsed answer as this path, this path included; None when it gives none."""
+    return None if answer is None else counts.get((question_id, source, answer), 0)
 
 
 def previous_anchor(conn: Connection, job_id: int, flt: PathFilter, before: int, size: int = 100) -> int:

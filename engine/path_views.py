@@ -56,10 +56,14 @@ def path_rows(
 ) -> list[dict]:
     """Paths of a job in question order, as the JSON objects of ``paths list --json``; ``verdicts``: results
     that replace the stored verdicts and selection (see :func:`replaced_verdicts`). ``duplicate_of``: the id
-    of the path this one duplicates (same question, same normalised text: db.duplicates), else None."""
+    of the path this one duplicates (same question, same normalised text: db.duplicates), else None.
+    ``confidence``: CoT-decoding's Δ of the path's answer (engine.sampling.paths.path_confidence), None where no
+    answer was found or the sampler gave no margins; ``agreement``: how many of the question's paths in this job
+    give the same parsed answer, this one included (db.app_queries.agreement_of), None without an answer."""
     from sqlmodel import select
 
     from db import duplicates
+    from db.app_queries import agreement_of, answer_agreement
     from db.models import Path, Question
 
     stmt = (
@@ -75,6 +79,7 @@ def path_rows(
     if selected and verdicts is None:
         stmt = stmt.where(Path.selected.is_(True))  # type: ignore[attr-defined]
     duplicate_of = duplicates.find(session.connection(), job_id).of  # of the whole job, whatever is listed
+    answers = answer_agreement(session.connection(), job_id)
     rows = []
     for p, index in session.exec(stmt).all():
         if verdicts is None:
@@ -94,6 +99,9 @@ def path_rows(
                 "tokens": p.tokens,
                 "rep2": p.rep2,
                 "perplexity": p.perplexity,
+                "confidence": p.confidence,
+                "answer": p.answer,
+                "agreement": agreement_of(answers, p.question_id, p.source, p.answer),
                 "verdicts": path_verdicts,
                 "selected": is_selected,
                 "decision": p.decision,

@@ -323,3 +323,62 @@ async def test_teacher_job_shows_its_rationales(engine, db_path):
         await pilot.press("x")  # a person can reject a rationale like any path
         app.decision_writer.flush()
         assert decisions(engine, teacher)[screen.rows[0].id] == "rejected"
+
+
+async def test_confidence_and_agreement_columns_sort_the_page(engine, db_path):
+    """conf and agr show each path's Δ and how many of its question's paths give its answer; S orders the page's
+    rows by confidence, then agreement (highest first, missing last), then back to ids; paging still walks the
+    keyset pages of ids."""
+    from engine.jobs import create_job
+
+    dataset = make_dataset(engine, n_train=3)
+    job = create_job(engine, "sample", {"name": "t"}, dataset_id=dataset, label="conf")
+    answers = ["1", "2", "1", None, "1", "2", "3", None]
+    confidence = [0.2, 0.9, 0.5, None, 0.7, 0.1, 0.95, None]
+    for number, qid in enumerate(question_ids(engine, dataset)[:2]):
+        rows = [
+            dict(branch=k, sample=0, text=f" path {k} of {number}", tokens=30, rep2=0.0, answer=a, confidence=c)
+            for k, (a, c) in enumerate(zip(answers, confidence, strict=True))
+        ]
+        with session_scope(engine) as s:
+            write_question_paths(s, job.id, qid, rows)
+    app = SertApp(db_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_paths(app, pilot, job.id, page_size=10)
+        ids = [r.id for r in screen.rows]
+        assert ids == sorted(ids) and len(ids) == 10
+        table = screen.table
+        first = screen.rows[:8]  # question 0, in branch order
+        assert [cell_text(table, r.id, "conf") for r in first] == [
+            "0.200",
+            "0.900",
+            "0.500",
+            "",
+            "0.700",
+            "0.100",
+            "0.950",
+            "",
+        ]
+        assert [cell_text(table, r.id, "agr") for r in first] == ["3", "2", "3", "", "3", "2", "1", ""]
+        screen.table.move_cursor(row=2)
+        place = screen.current_row()
+
+        await pilot.press("S")
+        assert screen.sort == "confidence"
+        shown = [r.confidence for r in screen.rows]
+        known = [c for c in shown if c is not None]
+        assert known == sorted(known, reverse=True) and shown[len(known) :] == [None] * (len(shown) - len(known))
+        assert screen.current_row().id == place.id  # the cursor stays on its path
+        assert "sorted by confidence" in screen_text(app)
+
+        await pilot.press("S")
+        agreement = [r.agreement for r in screen.rows]
+        assert screen.sort == "agreement" and agreement[:3] == [3, 3, 3] and agreement[-1] is None
+        # the next page starts after the largest id of this one, whatever the order on screen
+        before = screen.loads
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: screen.loads > before, what="next page")
+        assert min(r.id for r in screen.rows) == max(ids) + 1 and len(screen.rows) == 6
+
+        await pilot.press("S")
+        assert screen.sort == "id" and [r.id for r in screen.rows] == sorted(r.id for r in screen.rows)

@@ -264,6 +264,10 @@ def test_reports_and_exports(workspace, tmp_path: Path) -> None:
     assert [j["kind"] for j in doc["jobs"]][:4] == ["sample", "filter", "finetune", "eval"]
     doc, _ = cli("paths", "list", "--job", sample, db=db)
     assert len(doc) == 4 * 25
+    for r in doc:  # path confidence and self-consistency agreement, the latter recounted from the answers listed
+        same = sum(o["question_index"] == r["question_index"] and o["answer"] == r["answer"] for o in doc)
+        assert r["agreement"] == (None if r["answer"] is None else same)
+        assert r["confidence"] is None or 0.0 <= r["confidence"] <= 1.0
     undecided_duplicates = sorted(r["id"] for r in doc if r["duplicate_of"] is not None and r["decision"] is None)
     doc, _ = cli("report", "filters", "--job", filt, db=db)
     assert doc["paths"] == 100

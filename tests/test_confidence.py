@@ -242,3 +242,45 @@ def test_filter_stage_select_confidence_on_a_workspace(engine, sqa) -> None:
     assert by_conf.id != by_rep2.id and selected() == [(1, 0.8), (1, 0.8)]
     [strict] = run_stage(engine, config(select="confidence", min_confidence=0.7), "filter", print)
     assert strict.summary["removed"]["confidence"] == 6 and selected() == [(1, 0.8), (1, 0.8)]
+
+
+# -- agreement (self-consistency) -----------------------------------------------------------------------------
+
+
+def test_agreement_on_a_hand_built_job(engine, db_path, sqa, capsys) -> None:
+    """Agreement counts the paths of the same question and job with the same parsed answer (itself included),
+    None without an answer; ``paths list --json`` and the paths screen's page read give the same numbers."""
+    from db import app_queries as q
+    from db.paths_repo import write_question_paths
+    from db.queries import split_questions
+    from db.session import session_scope
+    from engine.jobs import create_job
+    from sert_tui.cli import main
+
+    job = create_job(engine, "sample", {}, dataset_id=sqa.id)
+    other = create_job(engine, "sample", {}, dataset_id=sqa.id)
+    answers = {0: ["yes", "yes", "no", None, "yes"], 1: ["no", "yes"]}
+    expected = {0: [3, 3, 1, None, 3], 1: [1, 1]}
+    with session_scope(engine) as s:
+        questions = split_questions(s, sqa.id, "train", 2)
+        for n, q_row in enumerate(questions):
+            rows = [
+                dict(branch=b, sample=0, text=f"path {b}", tokens=2, answer=a, confidence=0.5 if a else None)
+                for b, a in enumerate(answers[n])
+            ]
+            write_question_paths(s, job.id, q_row.id, rows)
+            # the same answers in another job count nothing here
+            write_question_paths(s, other.id, q_row.id, [dict(branch=0, sample=0, text="x", answer="yes")])
+    assert main(["--db", str(db_path), "paths", "list", "--job", str(job.id), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    by_question: dict[int, list] = {}
+    for row in listed:
+        by_question.setdefault(row["question_index"], []).append(row)
+    got = [[r["agreement"] for r in rows] for _index, rows in sorted(by_question.items())]
+    order = sorted(range(2), key=lambda n: questions[n].index)
+    assert got == [expected[n] for n in order]
+    assert [r["confidence"] for r in listed if r["answer"] is None] == [None]
+    with engine.connect() as conn:
+        page = q.page_paths(conn, job.id, q.PathFilter())
+    assert {r.id: r.agreement for r in page.rows} == {r["id"]: r["agreement"] for r in listed}
+    assert {r.id: r.confidence for r in page.rows} == {r["id"]: r["confidence"] for r in listed}

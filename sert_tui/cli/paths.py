@@ -83,6 +83,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             "tokens": r["tokens"],
             "rep2": r["rep2"],
             "ppl": r["perplexity"],
+            "conf": r["confidence"],
+            "agree": r["agreement"],
             "filters": _first_failure(r["verdicts"]),
             "sel": "*" if r["selected"] else "",
             "decision": r["decision"],
@@ -93,7 +95,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     print_table(
         table,
-        ["id", "question", "branch", "sample", "tokens", "rep2", "ppl", "filters", "sel", "decision", "dup", "text"],
+        [
+            "id",
+            "question",
+            "branch",
+            "sample",
+            "tokens",
+            "rep2",
+            "ppl",
+            "conf",
+            "agree",
+            "filters",
+            "sel",
+            "decision",
+            "dup",
+            "text",
+        ],
     )
     return 0
 

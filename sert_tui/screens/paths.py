@@ -10,6 +10,7 @@ the place is kept) and the training-set counts.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rich.text import Text
@@ -62,6 +63,8 @@ COLUMNS = (
     Column("tok", "tok", 4, right=True),
     Column("rep2", "rep-2", 6, right=True),
     Column("ppl", "ppl", 7, right=True),
+    Column("conf", "conf", 5, right=True),
+    Column("agr", "agr", 3, right=True),
     Column("rules", "rules", 5),
     Column("sel", "sel", 3),
     Column("ok", "ok", 2),
@@ -94,6 +97,8 @@ def row_cells(r: PathRow) -> list[list[tuple[str, str]]]:
         [(str(r.tokens), "")],
         [(_num(r.rep2, ".3f"), "")],
         [(_num(r.perplexity, ".1f"), "")],
+        [(_num(r.confidence, ".3f"), "")],
+        [("" if r.agreement is None else str(r.agreement), "")],
         [_badge_piece(verdicts.get(name)) for name in rule_names(verdicts)],
         [("★", "bold yellow")] if r.selected else [],
         [] if r.correct is None else [("✓", "green") if r.correct else ("✗", "red")],
@@ -121,7 +126,14 @@ def detail_text(r: PathRow, require_correct: bool | None = None) -> Text:
     t.append("\n\n")
     t.append("Rules", style="bold")
     t.append(
-        f"   tokens {r.tokens} · rep-2 {_num(r.rep2, '.3f') or '?'} · perplexity {_num(r.perplexity, '.2f') or '?'}\n"
+        f"   tokens {r.tokens} · rep-2 {_num(r.rep2, '.3f') or '?'} · perplexity {_num(r.perplexity, '.2f') or '?'}"
+        f" · confidence {_num(r.confidence, '.3f') or '–'}"
+        f" · agreement {'–' if r.agreement is None else r.agreement}\n"
+    )
+    t.append(
+        "  confidence: mean p(top-1) − p(top-2) over the answer's tokens (CoT-decoding); agreement: paths of "
+        "this question giving the same answer (self-consistency)\n",
+        style="dim",
     )
     verdicts = r.verdicts or {}
     if not verdicts:
@@ -157,6 +169,20 @@ def detail_text(r: PathRow, require_correct: bool | None = None) -> Text:
     t.append("Path (raw)\n", style="bold underline")
     t.append(repr(r.text), style="dim")
     return t
+
+
+#: The orders of the rows of a page (``S`` cycles them): name -> (what the status line says, the sort key).
+#: Missing values go last; ties keep the id order.
+SORTS: dict[str, tuple[str, Callable[[PathRow], tuple]]] = {
+    "id": ("id", lambda r: (r.id,)),
+    "confidence": ("confidence ↓", lambda r: (r.confidence is None, -(r.confidence or 0.0), r.id)),
+    "agreement": ("agreement ↓", lambda r: (r.agreement is None, -(r.agreement or 0), r.id)),
+}
+
+
+def sort_rows(rows: list[PathRow], order: str) -> list[PathRow]:
+    """The page's rows in ``order`` (:data:`SORTS`); the page itself stays the keyset page of ids."""
+    return sorted(rows, key=SORTS[order][1])
 
 
 # -- the screen --------------------------------------------------------------------------------------------
@@ -288,6 +314,15 @@ class PathsScreen(Screen):
             id="paths.this_question",
         ),
         Binding(
+            "S",
+            "cycle_sort",
+            "Sort page",
+            show=False,
+            tooltip="order the rows of this page: id → confidence (highest first) → agreement (highest first); "
+            "with f (one question) that orders the question's paths",
+            id="paths.sort",
+        ),
+        Binding(
             "w",
             "explore",
             "Filter explorer",
@@ -357,6 +392,7 @@ class PathsScreen(Screen):
         self.paths_job: int | None = None
         self.page_size = page_size
         self.flt = PathFilter()
+        self.sort = "id"  # the order of the page's rows (SORTS)
         self.anchor = 0
         self.rows: list[PathRow] = []
         self.by_id: dict[int, PathRow] = {}
@@ -497,6 +533,7 @@ class PathsScreen(Screen):
     def _show_rows(self, rows: list[PathRow], cursor: CursorSpec) -> None:
         table = self.table
         current = self.current_row()
+        rows = sort_rows(rows, self.sort)
         old_ids = [r.id for r in self.rows]
         new_ids = [r.id for r in rows]
         self.rows = rows
@@ -589,7 +626,9 @@ class PathsScreen(Screen):
         if self.paths_job is not None and self.paths_job != self.job_id:
             t.append(f" · paths of job {self.paths_job}")
         if self.rows:
-            t.append(f" · ids {self.rows[0].id}–{self.rows[-1].id}")
+            t.append(f" · ids {self._first_id()}–{self._last_id()}")
+            if self.sort != "id":
+                t.append(f" · sorted by {SORTS[self.sort][0]} (S)", style="bold")
         else:
             t.append(" · no paths" + (" match the filters" if self.flt != PathFilter() else " yet"))
         t.append(" · ")
@@ -599,11 +638,14 @@ class PathsScreen(Screen):
         new = self.counts.max_id - (self.first_max_id or 0)
         if new > 0:
             t.append(f" · +{new:,} new since opened", style="bold cyan")
-        t.append("\nrules column: pattern · length · repetition · perplexity (· correctness when on)", style="dim")
+        t.append(
+            "\nrules column: pattern · length · repetition · perplexity (· confidence · correctness when on)",
+            style="dim",
+        )
         t.append("\nfilters: ", style="bold")
         t.append(self.flt.describe())
         t.append(
-            "  (d decision · v verdict · s selected · o source · c correct · f question · / search · F clear)",
+            "  (d decision · v verdict · s selected · o source · c correct · f question · / search · F clear · S sort)",
             style="dim",
         )
         return t
@@ -678,7 +720,7 @@ class PathsScreen(Screen):
                 self.table.move_cursor(j)
                 return
         if self.has_next:
-            self._load(CursorSpec("undecided"), anchor=self.rows[-1].id + 1)
+            self._load(CursorSpec("undecided"), anchor=self._last_id() + 1)
         elif index + 1 < len(self.rows):
             self.table.move_cursor(index + 1)
 
@@ -751,13 +793,26 @@ class PathsScreen(Screen):
         self.notify(f"rejected {len(ids)} duplicate paths {scope} (backspace undoes)")
 
     # -- paging and filters ------------------------------------------------------------------------------
+    def _first_id(self) -> int:
+        return min(r.id for r in self.rows)
+
+    def _last_id(self) -> int:
+        return max(r.id for r in self.rows)
+
     def action_next_page(self) -> None:
         if self.has_next and self.rows:
-            self._load(CursorSpec("index", 0), anchor=self.rows[-1].id + 1)
+            self._load(CursorSpec("index", 0), anchor=self._last_id() + 1)
 
     def action_prev_page(self) -> None:
         if self.has_prev and self.rows:
-            self._load(CursorSpec("last"), mode="prev", before=self.rows[0].id)
+            self._load(CursorSpec("last"), mode="prev", before=self._first_id())
+
+    def action_cycle_sort(self) -> None:
+        orders = list(SORTS)
+        self.sort = orders[(orders.index(self.sort) + 1) % len(orders)]
+        current = self.current_row()
+        self._show_rows(self.rows, CursorSpec("id", current.id) if current else CursorSpec("index", 0))
+        self._update_static("#paths-status", self.status_text())
 
     def action_first_page(self) -> None:
         self._load(CursorSpec("index", 0), anchor=0)
