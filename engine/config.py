@@ -156,7 +156,13 @@ class JudgeConfig(Section):
 class EvalConfig(Section):
     split: str = Field("test", description="split to evaluate on")
     max_new_tokens: int = Field(128, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(
+        64, ge=1, description="questions decoded at once (fewer where their KV cache would not fit in memory)"
+    )
+    decoder: Literal["engine", "generate"] = Field(
+        "engine",
+        description='"engine": greedy on the continuous-batching decoder of sampling; "generate": model.generate',
+    )
     baselines: bool = Field(True, description="with --stage all: also zero-shot, Finetune and RD baselines")
     job: int | None = Field(
         None, ge=1, description="evaluate only this training job's model: its final checkpoint, else its newest"

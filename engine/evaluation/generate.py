@@ -19,7 +19,8 @@ class Generated:
     token_ids: list[int]  # generated tokens, without EOS and padding
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids that end a greedy output: the tokenizer's EOS and the generation config's (one or a list)."""
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
@@ -46,7 +47,7 @@ def greedy_batches(
     if not items:
         return
     device = next(model.parameters()).device
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     encoded = tokenizer([p for _k, p in items], add_special_tokens=True)["input_ids"]
     order = sorted(range(len(items)), key=lambda i: -len(encoded[i]))

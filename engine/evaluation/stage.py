@@ -144,13 +144,25 @@ def newest_targets(database: Engine, config: ExperimentConfig, dataset: Dataset)
     return [job_target(database, j) for j in ordered]
 
 
+def eval_dtype(config: ExperimentConfig) -> str:
+    """What the evaluation computes in: ``student.dtype``, or for ``auto`` the measured choice of
+    :func:`engine.precision.inference_dtype_name` (bf16 where this machine does it fast)."""
+    from engine.models import resolve_device
+    from engine.precision import inference_dtype_name
+
+    if config.student.dtype != "auto":
+        return config.student.dtype
+    return inference_dtype_name(resolve_device(config.student.device))
+
+
 def eval_fingerprint(config: ExperimentConfig, dataset: Dataset, target: Target) -> str:
     return fingerprint(
         "eval",
         {
             "model": target.model_ref,
             "checkpoint": target.checkpoint.id if target.checkpoint else None,
-            "dtype": config.student.dtype,
+            "dtype": eval_dtype(config),
+            "decoder": config.eval.decoder,
             "dataset_id": dataset.id,
             "split": config.eval.split,
             "test_limit": config.data.test_limit,
@@ -207,6 +219,26 @@ def _rescore_all(database: Engine, evaluation_id: int) -> list[Scored]:
     ]
 
 
+def greedy_outputs(model, tokenizer, items: list[tuple[int, str]], config: ExperimentConfig, log: Echo):
+    """The greedy outputs of ``items`` in batches, on the decoder ``eval.decoder`` names: the engine's
+    continuous batching (rows: ``eval.batch_size``, fewer where their KV cache would not fit in memory) or
+    ``model.generate`` in batches of ``eval.batch_size``."""
+    ev = config.eval
+    if ev.decoder == "generate":
+        from engine.evaluation.generate import greedy_batches
+
+        return greedy_batches(model, tokenizer, items, max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size)
+    from engine.evaluation.decode import greedy_engine
+    from engine.sampling.cache import rows_that_fit
+
+    param = next(model.parameters())
+    longest = max(len(tokenizer(p).input_ids) for _k, p in items)
+    rows = rows_that_fit(model.config, longest + ev.max_new_tokens, param.dtype, param.device, ev.batch_size)
+    if rows < ev.batch_size:
+        log(f"eval.batch_size = {ev.batch_size}: {rows} rows fit in memory, decoding {rows} at a time")
+    return greedy_engine(model, tokenizer, items, max_new_tokens=ev.max_new_tokens, rows=rows, log=log)
+
+
 def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: Dataset, target: Target):
     def body(ctx: JobContext) -> dict:
         from transformers.utils import logging as hf_logging
@@ -230,23 +262,20 @@ def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: 
         ctx.progress(len(done), total, "questions", force=True)
         if todo:
             device = resolve_device(config.student.device)
-            model, tokenizer = load_trained(target.model_ref, device=device, dtype=config.student.dtype)
+            dtype = eval_dtype(config)
+            if config.student.dtype == "auto":
+                from engine.precision import describe
+
+                ctx.log(f"dtype auto: {describe(device, dtype)}")
+            model, tokenizer = load_trained(target.model_ref, device=device, dtype=dtype)
             letters = (dataset.meta or {}).get("choice_letters") or "ABCDE"
             by_id: dict[int, Question] = {q.id: q for q in todo}  # type: ignore[misc]
 
             def tokenize(text: str) -> list[int]:
                 return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-            from engine.evaluation.generate import greedy_batches
-
             count = len(done)
-            batches = greedy_batches(
-                model,
-                tokenizer,
-                [(q.id, training_prompt(q.text)) for q in todo],
-                max_new_tokens=config.eval.max_new_tokens,
-                batch_size=config.eval.batch_size,
-            )
+            batches = greedy_outputs(model, tokenizer, [(q.id, training_prompt(q.text)) for q in todo], config, ctx.log)
             for batch in batches:
                 rows = []
                 for g in batch:

@@ -97,3 +97,52 @@ def output_cache(out: Any) -> Any:
     """The KV cache of a forward's output, under either name (see :func:`cache_argument`)."""
     cache = out.get("cache") if hasattr(out, "get") else getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+#: Share of the memory available when a decode batch is sized that its KV cache may take (the model, the
+#: activations and the rest of the process need the remainder).
+CACHE_MEMORY_SHARE = 0.5
+
+
+def available_memory_bytes(device: Any) -> int | None:
+    """Free memory on ``device`` now: CUDA's free bytes, on a CPU ``MemAvailable`` of /proc/meminfo (None where
+    neither can be read)."""
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def rows_that_fit(
+    config: Any, max_len: int, dtype: Any, device: Any, wanted: int, limit_mb: float | None = None
+) -> int:
+    """How many rows of ``max_len`` positions a decode batch takes: ``wanted``, fewer where their KV cache would
+    exceed ``limit_mb`` (a setting) or :data:`CACHE_MEMORY_SHARE` of the memory available now; at least one."""
+    per_row = kv_cache_bytes(config, 1, max_len, dtype)
+    budgets = [limit_mb * 2**20] if limit_mb else []
+    available = available_memory_bytes(device)
+    if available is not None:
+        budgets.append(available * CACHE_MEMORY_SHARE)
+    if not budgets:
+        return max(1, wanted)
+    return max(1, min(wanted, int(min(budgets) // per_row)))
+
+
+def kv_cache_bytes(config: Any, rows: int, max_len: int, dtype: Any) -> int:
+    """Bytes of the keys and values of ``rows`` sequences of ``max_len`` positions, all layers."""
+    import torch
+
+    heads = getattr(config, "num_attention_heads", 1) or 1
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    size = torch.empty((), dtype=dtype).element_size()
+    return 2 * config.num_hidden_layers * rows * kv_heads * max_len * head_dim * size

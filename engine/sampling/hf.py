@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from db.errors import first_line
-from engine.sampling.cache import output_cache
+from engine.sampling.cache import kv_cache_bytes, output_cache
 from engine.sampling.decoders import make_decoder
 from engine.sampling.ops import branch_tokens, plain_margins, question_generator, sample_step
 from engine.sampling.paths import branch_excluded_ids
@@ -497,17 +497,6 @@ def release_memory(device: Any) -> None:
     gc.collect()
     if getattr(device, "type", "") == "cuda":
         torch.cuda.empty_cache()
-
-
-def kv_cache_bytes(config: Any, rows: int, max_len: int, dtype: Any) -> int:
-    """Bytes of the keys and values of ``rows`` sequences of ``max_len`` positions, all layers."""
-    import torch
-
-    heads = getattr(config, "num_attention_heads", 1) or 1
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    size = torch.empty((), dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * rows * kv_heads * max_len * head_dim * size
 
 
 def _perplexity(mean_logprob: float) -> float:

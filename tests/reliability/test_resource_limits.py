@@ -29,7 +29,7 @@ QUESTIONS = [
 def limit_between(model, tokenizer, dtype, fits_rows: int, refused_rows: int, max_new: int, texts: list[str]) -> float:
     """A limit in MiB that lets ``fits_rows`` sequences through and refuses ``refused_rows``."""
     from engine.prompts import sampling_prompt
-    from engine.sampling.hf import kv_cache_bytes
+    from engine.sampling.cache import kv_cache_bytes
 
     max_len = max(len(tokenizer(sampling_prompt(t)).input_ids) for t in texts) + max_new
     low = kv_cache_bytes(model.config, fits_rows, max_len, dtype)
@@ -111,7 +111,7 @@ def test_the_sample_job_backs_off_and_says_so_in_its_log(sqa_template, tmp_path:
 
     from engine.models import prepare_model
     from engine.prompts import sampling_prompt
-    from engine.sampling.hf import kv_cache_bytes
+    from engine.sampling.cache import kv_cache_bytes
 
     db = copy_workspace(sqa_template, tmp_path / "w.db")
     texts = [

@@ -1,0 +1,135 @@
+"""Greedy evaluation on the engine's decoder (engine.evaluation.decode).
+
+Outputs are compared by a property that does not depend on float rounding: every token the engine chose is the
+argmax of the model's own forward over the prompt and the tokens before it (up to a rounding margin), each output
+ends exactly at EOS or at ``max_new_tokens``, and where it differs from ``model.generate`` the first difference
+is a near-tie of the two top logits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.evaluation.decode import greedy_engine
+from engine.evaluation.generate import eos_ids, greedy_batches
+from engine.prompts import training_prompt
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "reasoning-teacher"
+MARGIN = 1e-3  # fp32 rounding between batch shapes is ~1e-5 on these logits
+
+
+def strategyqa_prompts(n: int) -> list[tuple[int, str]]:
+    rows = json.loads((DATA / "dataset" / "strategy_qa.json").read_text())
+    split = json.loads((DATA / "split" / "strategy_qa__default.json").read_text())
+    return [(i, training_prompt(rows[i]["question"])) for i in split["test"][:n]]
+
+
+def check_greedy(model, tokenizer, items, outputs, max_new: int) -> None:
+    """Each output is the model's greedy continuation of its prompt, up to near-ties."""
+    eos = set(eos_ids(model, tokenizer))
+    prompts = dict(items)
+    assert set(outputs) == set(prompts)
+    for key, gen in outputs.items():
+        ids = tokenizer(prompts[key]).input_ids
+        new = gen.token_ids
+        assert len(new) <= max_new and not eos & set(new)
+        with torch.inference_mode():
+            logits = model(torch.tensor([ids + new])).logits[0, len(ids) - 1 :].float()
+        for step, tok in enumerate(new):
+            assert float(logits[step].max() - logits[step, tok]) < MARGIN, (key, step)
+        if len(new) < max_new:  # it stopped early: the next greedy token is an EOS (or a near-tie with one)
+            best = float(logits[len(new)].max())
+            assert any(best - float(logits[len(new), e]) < MARGIN for e in eos), key
+        assert gen.text == tokenizer.decode(new, skip_special_tokens=True)
+
+
+def check_against_generate(model, tokenizer, items, outputs, reference) -> None:
+    """Where the engine and ``generate`` differ, the first differing token is a near-tie."""
+    prompts = dict(items)
+    for key, ref in reference.items():
+        a, b = outputs[key].token_ids, ref.token_ids
+        if a == b:
+            continue
+        at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        ids = tokenizer(prompts[key]).input_ids + a[:at]
+        with torch.inference_mode():
+            top = torch.topk(model(torch.tensor([ids])).logits[0, -1].float(), 2).values
+        assert float(top[0] - top[1]) < MARGIN, key
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer_default):
+    from tests.conftest import tiny_llama
+
+    return tiny_llama(len(tokenizer_default), max_position_embeddings=256).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_default():
+    from engine.models import load_tokenizer
+
+    return load_tokenizer("default")
+
+
+ITEMS = [
+    (0, "Question: Is water wet? Answer:"),
+    (1, "Question: Would a pear sink in water if it were made of lead? Answer:"),
+    (2, "Question: Yes? Answer:"),
+    (3, "Question: Can a dolphin write a letter to the mayor of a small town in Norway? Answer:"),
+    (4, "Question: Is two more than one? Answer:"),
+]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
+def test_engine_greedy_is_greedy_on_a_tiny_model(tiny, tokenizer_default, rows, fused) -> None:
+    """Rows 1/2/5: questions join and leave the batch at every step (continuous batching, compaction)."""
+    stats: dict = {}
+    outputs = {
+        g.key: g
+        for chunk in greedy_engine(
+            tiny, tokenizer_default, ITEMS, max_new_tokens=9, rows=rows, fused=fused, stats=stats
+        )
+        for g in chunk
+    }
+    check_greedy(tiny, tokenizer_default, ITEMS, outputs, 9)
+    reference = {
+        g.key: g for b in greedy_batches(tiny, tokenizer_default, ITEMS, max_new_tokens=9, batch_size=5) for g in b
+    }
+    check_against_generate(tiny, tokenizer_default, ITEMS, outputs, reference)
+    assert stats["rows"] == rows and stats["decoded_tokens"] == sum(len(g.token_ids) for g in outputs.values())
+
+
+def test_engine_greedy_stops_at_eos(tiny, tokenizer_default) -> None:
+    """An EOS id the tiny model does emit (a greedy token of one prompt that it has not emitted before): that
+    output stops before it, exactly where ``generate`` stops."""
+    import copy
+
+    first = next(iter(greedy_batches(tiny, tokenizer_default, ITEMS[:1], max_new_tokens=9, batch_size=1)))[0].token_ids
+    cut = next(j for j in range(1, len(first)) if first[j] not in first[:j])
+    model = copy.deepcopy(tiny)
+    model.generation_config.eos_token_id = first[cut]
+    outputs = {g.key: g for c in greedy_engine(model, tokenizer_default, ITEMS, max_new_tokens=9, rows=2) for g in c}
+    assert outputs[0].token_ids == first[:cut]
+    check_greedy(model, tokenizer_default, ITEMS, outputs, 9)
+
+
+def test_engine_greedy_yields_chunks_as_questions_finish(tiny, tokenizer_default) -> None:
+    chunks = list(greedy_engine(tiny, tokenizer_default, ITEMS, max_new_tokens=4, rows=2, chunk=2))
+    assert sorted(g.key for c in chunks for g in c) == [0, 1, 2, 3, 4]
+    assert all(1 <= len(c) for c in chunks) and len(chunks) >= 2
+
+
+def test_engine_greedy_on_the_real_student(student) -> None:
+    """The bundled student on StrategyQA test prompts, fp32: greedy up to near-ties, and ``generate`` agrees but
+    for near-ties."""
+    model, tokenizer = student
+    items = strategyqa_prompts(6)
+    outputs = {g.key: g for c in greedy_engine(model, tokenizer, items, max_new_tokens=24, rows=4) for g in c}
+    check_greedy(model, tokenizer, items, outputs, 24)
+    reference = {g.key: g for b in greedy_batches(model, tokenizer, items, max_new_tokens=24, batch_size=6) for g in b}
+    check_against_generate(model, tokenizer, items, outputs, reference)
