@@ -7,7 +7,9 @@ which is also its EOS, never start a branch: see :func:`branch_excluded_ids`), a
 tokens, the branch token included. A path's ``mean_logprob`` is the mean over its tokens (branch token first, the
 terminating EOS excluded) of ``log_softmax(raw logits)`` -- the student's plain next-token distribution at
 temperature 1, whatever the sampling temperature -- taken from the very forward passes that sampled the path;
-``perplexity = exp(-mean_logprob)``.
+``perplexity = exp(-mean_logprob)``. The same passes give each token's margin p(top-1) - p(top-2) of that
+distribution, and the path's ``confidence`` is their mean over the answer's tokens
+(:func:`engine.sampling.paths.path_confidence`, CoT-decoding's Δ).
 
 Backends: ``hf`` (transformers, CPU or one GPU; :mod:`engine.sampling.hf`) and ``vllm`` (GPU servers;
 :mod:`engine.sampling.vllm_backend`), chosen by ``sampling.backend``; ``sampling.batch_invariant`` (a question's
