@@ -220,9 +220,14 @@ def test_end_to_end_sample_then_filter(engine, db_path, sqa, tmp_path, capsys, p
     with session_scope(engine) as s:
         questions = {q for q, _b, _s in keys}
         assert len(questions) == 2
-        for p in s.exec(select(Path).where(Path.job_id == sample_id)).all():
+        stored = s.exec(select(Path).where(Path.job_id == sample_id)).all()
+        assert sum(p.confidence is not None for p in stored) >= 5  # many of these paths state yes or no
+        for p in stored:
             assert p.tokens >= 1 and p.rep2 is not None and p.perplexity is not None and p.perplexity >= 1.0
             assert p.branch_token and p.text.startswith(p.branch_token)
+            # the stage stores the answer's confidence exactly where the parser finds an answer
+            assert (p.confidence is None) == (p.answer is None)
+            assert p.confidence is None or 0.0 <= p.confidence <= 1.0
 
     # Re-running the sample stage adds nothing.
     assert main(["--db", str(db_path), "run", str(config), "--stage", "sample", "--json"]) == 0
