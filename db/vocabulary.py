@@ -26,8 +26,9 @@ STAGE_NAMES: tuple[str, ...] = (*JOB_KINDS, ALL)
 TRAINING_KINDS: tuple[str, ...] = (SELF_TRAIN, DISTILL, FINETUNE_KIND)
 #: Jobs whose rows are paths (the paths screen opens them).
 PATH_KINDS: tuple[str, ...] = (SAMPLE, FILTER, TEACHER)
-#: What the app's ``d`` (the embedded default) runs on a fresh workspace.
-DEFAULT_STAGES: tuple[str, ...] = (SAMPLE, FILTER)
+#: What the app's ``d`` and ``sert-tui run --default`` (the embedded default) run on a fresh workspace: the whole
+#: loop, ending with the evaluation of the zero-shot base model and of the SERT model.
+DEFAULT_STAGES: tuple[str, ...] = (SAMPLE, FILTER, SELF_TRAIN, EVAL)
 
 # -- filter rules --------------------------------------------------------------------------------------------
 PATTERN = "pattern"
@@ -51,6 +52,25 @@ MAJORITY = "majority"  # the majority-class baseline beside the runs (not a mode
 UNLABELLED = "(unlabelled)"
 #: Table II's columns in the paper's order, then the zero-shot base model.
 TABLE_ORDER: tuple[str, ...] = (FINETUNE, SERT, RD, SERT_RD, ZERO_SHOT)
+#: The label of the model of self-training round r > 1 (``run --stage self-train --rounds N``): "SERT r2".
+#: Round 1 is the plain label, so that a single-round run and round 1 of several are the same job.
+ROUND_LABEL = "{label} r{round}"
+#: The key of a self-train job's summary that holds its round (absent: round 1); the lineage label reads it.
+ROUND_KEY = "round"
+
+
+def round_label(label: str, round_no: int) -> str:
+    """The label of round ``round_no`` of a run labelled ``label`` (round 1: ``label`` itself)."""
+    return label if round_no <= 1 else ROUND_LABEL.format(label=label, round=round_no)
+
+
+def label_round(label: str) -> tuple[str, int]:
+    """``(label of round 1, round)`` of a run label: ``("SERT", 2)`` for "SERT r2", ``(label, 1)`` otherwise."""
+    head, sep, tail = label.rpartition(" r")
+    if sep and head and tail.isdigit() and int(tail) > 1 and round_label(head, int(tail)) == label:
+        return head, int(tail)
+    return label, 1
+
 
 # -- metrics the training loop writes per step ---------------------------------------------------------------
 METRIC_LOSS = "loss"

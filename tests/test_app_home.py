@@ -16,6 +16,7 @@ from sqlmodel import select
 
 from db.models import Job
 from db.session import session_scope
+from db.vocabulary import DEFAULT_STAGES
 from engine.jobs import create_job
 from engine.pipeline.processes import default_config_path, logs_dir
 from sert_tui.app import SertApp
@@ -91,11 +92,12 @@ async def test_fresh_workspace_offers_the_default_job_and_quit_can_cancel_it(db_
         await pilot.press("d")
         assert len(app.launcher.launches) == 1
         launch = app.launcher.launches[0]
-        assert launch.running and launch.stages == ("sample", "filter")
+        assert launch.running and launch.stages == DEFAULT_STAGES and launch.default
         config = default_config_path(db_path)
         assert launch.config == config and 'model = "default"' in config.read_text()
         assert launch.log.parent == logs_dir(db_path)
-        await wait_for(pilot, lambda: "sample+filter | running" in screen_text(app), what="launch row")
+        stages = "+".join(DEFAULT_STAGES)
+        await wait_for(pilot, lambda: f"{stages} | running" in screen_text(app), what="launch row")
         await pilot.press("d")  # a second press does not start a second copy
         assert len(app.launcher.launches) == 1
         await pilot.press("q")

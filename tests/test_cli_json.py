@@ -27,7 +27,8 @@ from tests.conftest import SHARED_DATA, rt_files
 
 #: Each command with --json and the test that runs it (successful and failing); checked against the parser.
 TESTED = {
-    ("run",): "test_run, test_run_resumed_and_sharded, test_run_under_the_accelerate_launcher",
+    ("run",): "test_run, test_run_resumed_and_sharded, test_run_under_the_accelerate_launcher, "
+    "test_run_rounds_and_default",
     ("study",): "test_failures_are_one_json_document (a study trains every stage of every seed)",
     ("data", "import", "reasoning-teacher"): "workspace fixture",
     ("data", "import", "jsonl"): "test_data",
@@ -203,6 +204,42 @@ def test_run_resumed_and_sharded(student: Path, tmp_path: Path) -> None:
     shard_db, shard_config = new_workspace(tmp_path / "shard", student)
     doc, _ = cli("run", shard_config, "--stage", "sample", "--shard", "1/2", db=shard_db)
     assert [(j["kind"], j["status"]) for j in doc["jobs"]] == [("sample", "completed")]
+
+
+LOOSE_FILTERS = "[filters]\nmin_tokens = 1\nmax_rep2 = 1.0\nmin_perplexity = 0.0\n"
+
+
+def test_run_rounds_and_default(student: Path, tmp_path: Path) -> None:
+    """``--rounds`` and ``--default``: one document with the jobs, the rounds and their accuracies; a round that
+    fails is one document with the jobs it touched and the error; combinations that mean nothing are refused."""
+    from engine.pipeline.processes import default_config_path
+
+    db, config = new_workspace(tmp_path / "rounds", student)
+    # The paper's filters leave none of these 8-token paths: round 1 stops at its empty training set.
+    doc, _ = cli("run", config, "--stage", "self-train", "--rounds", 2, db=db, code=2)
+    assert [j["kind"] for j in doc["jobs"]] == ["sample", "filter"] and "training set" in doc["error"]
+    loose = tmp_path / "loose.toml"
+    loose.write_text(config.read_text() + LOOSE_FILTERS)
+    doc, err = cli("run", loose, "--stage", "self-train", "--rounds", 2, db=db)
+    assert set(doc) == {"jobs", "rounds", "zero_shot"} and len(doc["jobs"]) == 9
+    first, second = doc["rounds"]
+    assert (first["label"], second["label"]) == ("SERT", "SERT r2")
+    assert second["start_model"] == first["checkpoint"] and first["start_model"] == str(student)
+    assert [r["accuracy"]["n"] for r in doc["rounds"]] == [2, 2] and doc["zero_shot"]["accuracy"]["n"] == 2
+    assert "rounds: step 9 of 9" in err
+
+    cli("run", config, "--stage", "eval", "--rounds", 2, db=db, code=2)
+    doc, _ = cli("run", config, "--default", db=db, code=2)
+    assert doc == {"error": "run --default takes no CONFIG: it runs the default config beside the workspace"}
+    default = default_config_path(db)
+    default.write_text("[student\n")
+    doc, _ = cli("run", "--default", db=db, code=2)
+    assert doc["jobs"] == [] and str(default) in doc["error"]
+    default.write_text(loose.read_text())  # the default config beside the workspace, at this size
+    doc, _ = cli("run", "--default", db=db)
+    assert [j["kind"] for j in doc["jobs"]] == ["sample", "filter", "self-train", "eval", "eval"]
+    assert doc["rounds"][0]["jobs"]["self-train"] == first["jobs"]["self-train"]  # the same loop: all done
+    assert doc["zero_shot"]["accuracy"]["label"] == "zero-shot"
 
 
 def _free_port() -> int:

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from db.models import Checkpoint, Dataset, Evaluation, Job, Prediction, Question
-from db.vocabulary import MAJORITY, RD, SERT, SERT_RD, TABLE_ORDER, UNLABELLED, ZERO_SHOT
+from db.vocabulary import MAJORITY, RD, SERT, SERT_RD, TABLE_ORDER, UNLABELLED, ZERO_SHOT, label_round
 from engine.evaluation.stats import Paired, majority, paired_compare, wilson_interval
 
 #: Keys of ``report runs --json``.
@@ -211,10 +211,19 @@ def run_rows(conn: Connection) -> list[EvalRow]:
 
 
 def table_labels(rows: list[EvalRow]) -> list[str]:
-    """The label columns present: the paper's order first, then any others, the majority baseline last."""
+    """The label columns present: the paper's order first (each label followed by its later self-training rounds,
+    "SERT r2", "SERT r3", ...), then any others, the majority baseline last."""
     present = {r.label for r in rows}
-    ordered = [lbl for lbl in TABLE_ORDER if lbl in present]
-    others = sorted(present - set(TABLE_ORDER) - {MAJORITY})
+    rounds: dict[str, list[tuple[int, str]]] = {}
+    for lbl in present:
+        head, round_no = label_round(lbl)
+        if round_no > 1 and head in TABLE_ORDER:
+            rounds.setdefault(head, []).append((round_no, lbl))
+    ordered = []
+    for lbl in TABLE_ORDER:
+        later = [name for _n, name in sorted(rounds.get(lbl, []))]
+        ordered += ([lbl] if lbl in present else []) + later
+    others = sorted(present - set(ordered) - {MAJORITY})
     return ordered + others + ([MAJORITY] if MAJORITY in present else [])
 
 

@@ -5,8 +5,9 @@ it survives the app and never receives the terminal's signals; its output goes t
 workspace. The app keeps the ``Launch`` records of what it started: a job whose ``pid`` is one of them was
 started by this app, every other job is headless and is never touched when the app closes.
 
-Several stages in one process (the default job runs sample then filter) go through this module's own entry
-point, ``python -m engine.pipeline.processes``, which runs the stages in turn on the same engine as ``sert-tui run``.
+Several stages in one process (a form's chain) go through this module's own entry point, ``python -m
+engine.pipeline.processes``, which runs the stages in turn on the same engine as ``sert-tui run``. The embedded
+default is ``sert-tui run --default`` (engine.pipeline.rounds): the whole loop, as headless.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ if TYPE_CHECKING:
 
 DEFAULT_DATASET = "basic_arithmetic"
 DEFAULT_TASK = "basic_arithmetic"
-DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED = 20, 10, 0
-#: Sizes of the embedded default job, chosen to finish in a minute or two on a 2-core CPU.
+DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED = 32, 20, 0
+#: Sizes of the embedded default loop (sample → filter → self-train → eval beside zero-shot), chosen to finish in
+#: about 3 minutes on a 2-core CPU; the paper's filters and sampling, fewer questions and tokens.
 DEFAULT_CONFIG: dict = {
     "name": "default",
     "student": {"model": "default", "device": "auto"},
-    "data": {"dataset": DEFAULT_DATASET, "split": "train", "train_limit": 4, "test_limit": 10},
+    "data": {"dataset": DEFAULT_DATASET, "split": "train", "train_limit": 24, "test_limit": 20},
     "sampling": {"max_new_tokens": 48},
-    "train": {"epochs": 1.0, "max_steps": 20},
+    "train": {"epochs": 2.0, "max_steps": 20},
     "eval": {"max_new_tokens": 64},
 }
 
@@ -118,6 +120,7 @@ class Launch:
     log: Path
     started: float
     process: subprocess.Popen = field(repr=False)
+    default: bool = False  # the embedded default loop (``run --default``)
 
     @property
     def returncode(self) -> int | None:
@@ -157,15 +160,17 @@ class Launch:
         return data[-limit:].decode("utf-8", "replace")
 
 
-def command_for(workspace: Path, config: Path, stages: Sequence[str], *, default_dataset: bool = False) -> list[str]:
-    """The command line of a job process: the real CLI for one stage, this module for a chain."""
-    if len(stages) == 1 and not default_dataset:
-        return [sys.executable, "-m", "sert_tui", "--db", str(workspace), "run", str(config), "--stage", stages[0]]
+def command_for(workspace: Path, config: Path, stages: Sequence[str], *, default: bool = False) -> list[str]:
+    """The command line of a job process: the real CLI for one stage and for the default loop (``run
+    --default``, which reads ``config``, the default config beside the workspace), this module for a chain."""
+    cli = [sys.executable, "-m", "sert_tui", "--db", str(workspace), "run"]
+    if default:
+        return [*cli, "--default"]
+    if len(stages) == 1:
+        return [*cli, str(config), "--stage", stages[0]]
     cmd = [sys.executable, "-m", "engine.pipeline.processes", "--db", str(workspace), "--config", str(config)]
     for name in stages:
         cmd += ["--stage", name]
-    if default_dataset:
-        cmd.append("--default-dataset")
     return cmd
 
 
@@ -176,14 +181,14 @@ class Launcher:
         self.workspace = Path(workspace)
         self.launches: list[Launch] = []
 
-    def start(self, config: Path, stages: Sequence[str], *, default_dataset: bool = False) -> Launch:
+    def start(self, config: Path, stages: Sequence[str], *, default: bool = False) -> Launch:
         stages = tuple(stages)
         for name in stages:
             if name not in STAGE_NAMES:
                 raise ValueError(f"unknown stage {name!r}")
         folder = private_dir(logs_dir(self.workspace))
         log = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(stages)}-{len(self.launches)}.log"
-        cmd = command_for(self.workspace, Path(config), stages, default_dataset=default_dataset)
+        cmd = command_for(self.workspace, Path(config), stages, default=default)
         root = Path(__file__).resolve().parent.parent
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
@@ -200,14 +205,20 @@ class Launcher:
                 cwd=str(root),
                 env=env,
             )
-        launch = Launch(proc.pid, stages, Path(config), log, time.time(), proc)
+        launch = Launch(proc.pid, stages, Path(config), log, time.time(), proc, default)
         self.launches.append(launch)
         return launch
 
     def start_default(self) -> Launch:
-        """The embedded default: the bundled student sampling (then filtering) a generated dataset."""
+        """The embedded default loop (``sert-tui run --default``): the bundled student on a generated dataset,
+        sample → filter → self-train → eval beside the zero-shot base model."""
         config = ensure_default_config(self.workspace)
-        return self.start(config, DEFAULT_STAGES, default_dataset=True)
+        return self.start(config, DEFAULT_STAGES, default=True)
+
+    def default_launch(self) -> Launch | None:
+        """The newest default loop this app started, if any."""
+        config = default_config_path(self.workspace)
+        return next((la for la in reversed(self.launches) if la.config == config and la.default), None)
 
     @property
     def pids(self) -> set[int]:
@@ -243,7 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--stage", action="append", required=True, choices=STAGE_NAMES)
-    parser.add_argument("--default-dataset", action="store_true", help="generate the default dataset if missing")
     args = parser.parse_args(argv)
 
     from db.errors import UserError
@@ -257,11 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         database = open_workspace(args.db)
-        if args.default_dataset and ensure_dataset(database, config.data.dataset or DEFAULT_DATASET):
-            echo(
-                f"generated dataset {config.data.dataset!r} "
-                f"({DEFAULT_TASK}, {DEFAULT_TRAIN} train / {DEFAULT_TEST} test)"
-            )
         for name in args.stage:
             jobs = run_stage(database, config, name, echo)
             for job in jobs:

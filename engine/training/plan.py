@@ -19,3 +19,6 @@ class TrainingPlan:
     start_model: str  # "default", a hub id / path, or a checkpoint directory
     start: dict[str, Any] = field(default_factory=dict)  # lineage of the start model, for the summary
     notes: list[str] = field(default_factory=list)
+    #: The self-training round (``run --stage self-train --rounds N``): round r > 1 samples with and starts from
+    #: the final checkpoint of round r - 1. Round 1 is the plain self-train stage.
+    round: int = 1

@@ -40,19 +40,21 @@ CADENCE_KEYS = {"save_steps", "save_total_limit", "distill_from", "compile"}
 
 
 def train_fingerprint(config: ExperimentConfig, plan: TrainingPlan, dataset: Dataset) -> str:
+    """What defines a training job's result; a later self-training round adds its round (the parent checkpoint
+    it starts from is ``start``), so that the fingerprints of round 1 and of a single-round run stay as they were."""
     train = {k: v for k, v in config.train.model_dump().items() if k not in CADENCE_KEYS}
-    return fingerprint(
-        plan.kind,
-        {
-            "train": train,
-            "student": {"model": config.student.model},
-            "dataset_id": dataset.id,
-            "parent": plan.parent_id,
-            "start": plan.start_model,
-            "data": digest(plan.samples),
-            "format": FORMAT_VERSION,
-        },
-    )
+    parts = {
+        "train": train,
+        "student": {"model": config.student.model},
+        "dataset_id": dataset.id,
+        "parent": plan.parent_id,
+        "start": plan.start_model,
+        "data": digest(plan.samples),
+        "format": FORMAT_VERSION,
+    }
+    if plan.round > 1:
+        parts["round"] = plan.round
+    return fingerprint(plan.kind, parts)
 
 
 # -- what each stage trains on ------------------------------------------------------------------------------
@@ -178,11 +180,13 @@ def run_plan(database: Engine, config: ExperimentConfig, dataset: Dataset, plan:
         database, plan.kind, fp, config, echo, dataset_id=dataset.id, parent_id=plan.parent_id
     )
     assert job.id is not None
-    if job.label != plan.label:
+    if job.label != plan.label or (plan.round > 1 and job.summary.get(vocab.ROUND_KEY) != plan.round):
         with session_scope(database) as s:
             row = s.get(Job, job.id)
             assert row is not None
             row.label = plan.label
+            if plan.round > 1:  # the lineage label ("SERT r2") reads it, also before the job completes
+                row.summary = {**row.summary, vocab.ROUND_KEY: plan.round}
     if done:
         return reload_job(database, job.id)
     if is_distributed():  # inside `accelerate launch`: every rank trains, this one (rank 0) writes

@@ -1,4 +1,9 @@
-"""``sert-tui run CONFIG --stage NAME``: run a pipeline stage headless, printing progress to stderr."""
+"""``sert-tui run CONFIG --stage NAME``: run a pipeline stage headless, printing progress to stderr.
+
+``--stage self-train --rounds N``: N rounds of self-training, each sampled with and trained from the model of the
+round before, each evaluated (engine.pipeline.rounds). ``run --default``: the embedded default loop, the same
+one the app's ``d`` starts.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,31 @@ from sert_tui.cli.common import error_text, open_db, print_json, stderr
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a stage of an experiment config headless")
-    run.add_argument("config", type=Path, help="experiment config (TOML; see `sert-tui config init`)")
     run.add_argument(
-        "--stage", required=True, help="sample | filter | self-train | teacher | distill | finetune | eval | all"
+        "config", type=Path, nargs="?", default=None, help="experiment config (TOML; see `sert-tui config init`)"
+    )
+    run.add_argument(
+        "--stage", default=None, help="sample | filter | self-train | teacher | distill | finetune | eval | all"
+    )
+    run.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --stage self-train: N rounds of sample -> filter -> self-train -> eval, round r sampling with "
+        'and training from the model of round r-1 (labels "SERT", "SERT r2", ...); resumes at the round it was in',
+    )
+    run.add_argument(
+        "--default",
+        action="store_true",
+        help="the embedded default (the app's d), no CONFIG: the bundled student on a generated dataset, "
+        "sample -> filter -> self-train -> eval beside zero-shot, from <workspace>.default.toml",
     )
     run.add_argument(
         "--json",
         action="store_true",
-        help='print {"jobs": [{"id", "kind", "status"}]} (and "error" on failure) as one JSON document',
+        help='print {"jobs": [{"id", "kind", "status"}]} (and "error" on failure) as one JSON document; '
+        'with --rounds or --default also "rounds" (each round\'s jobs, checkpoint and accuracy) and "zero_shot"',
     )
     run.add_argument(
         "--shard",
@@ -91,12 +113,20 @@ def _rows_of(engine, job_ids: list[int]) -> list[dict]:
 
 def _print_result(args: argparse.Namespace, result: dict) -> None:
     """``{"jobs": [...]}`` (and ``"error"`` when the run failed) as one JSON document with ``--json``, else a
-    line per job (none on failure: the error is the caller's one `error:` line on stderr)."""
+    line per job and per round (none on failure: the error is the caller's one `error:` line on stderr)."""
     if args.json:
         print_json(result)
     elif result.get("error") is None:
+        from engine.evaluation.stats import fmt_interval
+
         for job in result.get("jobs") or []:
             print(f"job {job['id']} {job['kind']}: {job['status']}")
+        accuracies = [(r["label"], r["accuracy"]) for r in result.get("rounds") or []]
+        if result.get("zero_shot"):
+            accuracies.insert(0, ("zero-shot", result["zero_shot"]["accuracy"]))
+        for label, acc in accuracies:
+            if acc is not None:
+                print(f"{label}: Acc % {fmt_interval(acc['acc'], acc['acc_ci'])} (n={acc['n']})")
 
 
 def _report(args: argparse.Namespace, result: dict) -> None:
@@ -111,11 +141,63 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         _print_result(args, result)
 
 
+def _check_mode(args: argparse.Namespace) -> None:
+    """The combinations of CONFIG, --stage, --rounds and --default that mean something; one error line otherwise."""
+    from db.vocabulary import SELF_TRAIN
+
+    if args.default:
+        if args.config is not None:
+            raise UserError("run --default takes no CONFIG: it runs the default config beside the workspace")
+        if args.stage is not None:
+            raise UserError("run --default takes no --stage: it runs sample, filter, self-train and eval")
+        if args.shard is not None or args.launcher != "none":
+            raise UserError("run --default runs in this process, unsharded: drop --shard and --launcher")
+    else:
+        if args.config is None:
+            raise UserError("run: give a CONFIG (or --default for the embedded default)")
+        if args.stage is None:
+            raise UserError("run: --stage is required (or --default for the embedded default)")
+    if args.rounds is not None:
+        if not args.default and args.stage != SELF_TRAIN:
+            raise UserError(f"--rounds: only with --stage {SELF_TRAIN} (or --default), not --stage {args.stage}")
+        if args.rounds < 1:
+            raise UserError(f"--rounds: {args.rounds} is not a number of rounds (1 or more)")
+        if args.shard is not None or args.launcher != "none":
+            raise UserError("--rounds runs in this process, unsharded: drop --shard and --launcher")
+
+
+def _run_loop(args: argparse.Namespace) -> int:
+    """``--rounds N`` or ``--default``: the rounds' jobs, and with --json one document with their accuracies."""
+    from engine.config import load_config
+    from engine.jobs import RUN_HISTORY
+    from engine.pipeline.rounds import loop_document, run_default, run_rounds
+    from sert_tui.cli.common import workspace_path
+    from sert_tui.cli.jobs import job_row
+
+    config = None if args.default else load_config(args.config)
+    engine = open_db(args)
+    mark = len(RUN_HISTORY)
+    try:
+        if args.default:
+            _path, loop = run_default(engine, workspace_path(args), stderr, rounds=args.rounds or 1)
+        else:
+            assert config is not None
+            loop = run_rounds(engine, config, args.rounds, stderr)
+    except (Exception, KeyboardInterrupt) as exc:
+        _report(args, {"jobs": _rows_of(engine, RUN_HISTORY[mark:]), "error": error_text(exc)})
+        raise
+    _report(args, {"jobs": [job_row(j) for j in loop.jobs], **loop_document(engine, loop)})
+    return 0 if loop.completed else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.config import load_config
     from engine.pipeline import run_stage
     from sert_tui.cli.jobs import job_row
 
+    _check_mode(args)
+    if args.default or args.rounds is not None:
+        return _run_loop(args)
     if getattr(args, "launcher", "none") == "accelerate":
         load_config(args.config)  # a bad config is refused before any process starts
         return _launch(args)

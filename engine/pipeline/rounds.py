@@ -1,0 +1,221 @@
+"""Self-training rounds (``sert-tui run CONFIG --stage self-train --rounds N``) and the embedded default loop
+(``sert-tui run --default``, the app's ``d``).
+
+Round 1 is the self-train chain of the config: sample → filter → self-train (SERT) → eval of its model. Round
+r > 1 samples with the final checkpoint of round r - 1 as the student (the ``student.model`` of its sample and
+filter jobs is that checkpoint), filters, and trains starting from that checkpoint, as STaR and ReST-EM iterate;
+its model is labelled "SERT r2", "SERT r3", ... With ``eval.baselines`` the base model is evaluated zero-shot
+once, beside round 1.
+
+Every job is found or created by its fingerprint, as in every stage: round r's sample job by its student (the
+parent checkpoint), its training job by its round, parent filter job and start checkpoint. Run again, the chain
+skips what is complete and resumes the job it was in, in the round it was in; a job that did not complete
+(cancelled) stops the chain, its work kept. The evaluation is the eval stage's own (``evaluate``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from db import vocabulary as vocab
+from db.errors import UserError
+from db.models import Evaluation, Job
+from db.session import session_scope
+from engine.config import ExperimentConfig
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class Round:
+    """The jobs of one self-training round, as far as the chain got."""
+
+    round: int
+    label: str
+    start_model: str  # the round's sampling student and training start: the base model, or round r-1's checkpoint
+    sample: Job | None = None
+    filter: Job | None = None
+    train: Job | None = None
+    eval: Job | None = None
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [j for j in (self.sample, self.filter, self.train, self.eval) if j is not None]
+
+
+@dataclass
+class Loop:
+    """What :func:`run_rounds` ran: the rounds, the zero-shot evaluation, every job in the order it ran."""
+
+    rounds: list[Round] = field(default_factory=list)
+    zero_shot: Job | None = None
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return all(j.status == "completed" for j in self.jobs)
+
+
+def round_config(config: ExperimentConfig, student_model: str) -> ExperimentConfig:
+    """The config a round samples and filters with: the experiment's, with the round's student."""
+    copy = config.model_copy(deep=True)
+    copy.student.model = student_model
+    return copy
+
+
+def _elapsed(t0: float) -> str:
+    seconds = int(time.monotonic() - t0)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def run_rounds(database: Engine, config: ExperimentConfig, rounds: int, echo: Echo, *, name: str = "rounds") -> Loop:
+    """Rounds 1..``rounds`` of self-training, each evaluated; the zero-shot base model too with ``eval.baselines``."""
+    from engine.evaluation.stage import base_target, evaluate, job_target
+    from engine.filtering.stage import run_filter
+    from engine.jobs import config_dataset
+    from engine.sampling.stage import run_sample
+    from engine.training import checkpoints
+    from engine.training.stage import run_plan, sert_plan
+
+    if rounds < 1:
+        raise UserError(f"--rounds: {rounds} is not a number of rounds (1 or more)")
+    dataset = config_dataset(database, config)
+    loop = Loop()
+    steps = 4 * rounds + (1 if config.eval.baselines else 0)
+    t0 = time.monotonic()
+
+    def step(what: str) -> None:
+        done = len(loop.jobs)
+        echo(f"{name}: step {done + 1} of {steps}: {what} (elapsed {_elapsed(t0)})")
+
+    def ran(jobs: list[Job]) -> bool:
+        """Record the jobs of a step; False (stop) when one did not complete."""
+        loop.jobs.extend(jobs)
+        bad = [j for j in jobs if j.status != "completed"]
+        if bad:
+            echo(f"{name}: stopping after job {bad[0].id} {bad[0].kind} ({bad[0].status}); run it again to resume")
+        return not bad
+
+    start = config.student.model
+    previous: Job | None = None
+    for r in range(1, rounds + 1):
+        label = vocab.round_label(vocab.SERT, r)
+        current = Round(r, label, start)
+        loop.rounds.append(current)
+        rc = config if r == 1 else round_config(config, start)
+        where = f"round {r} of {rounds}"
+        step(f"{where}: sample with {'the base model' if r == 1 else start}")
+        (current.sample,) = run_sample(database, rc, echo)
+        if not ran([current.sample]):
+            return loop
+        step(f"{where}: filter")
+        (current.filter,) = run_filter(database, rc, echo)
+        if not ran([current.filter]):
+            return loop
+        step(f"{where}: self-train ({label})")
+        plan = sert_plan(database, rc, dataset)
+        if r > 1:
+            assert previous is not None
+            plan = replace(
+                plan,
+                label=label,
+                round=r,
+                start={"kind": "self-train", "job": previous.id, "checkpoint": start, "round": r - 1},
+                notes=[*plan.notes, f"round {r}: starting from the final checkpoint of job {previous.id} ({start})"],
+            )
+        current.train = run_plan(database, config, dataset, plan, echo)
+        if not ran([current.train]):
+            return loop
+        step(f"{where}: eval ({label})")
+        current.eval = evaluate(database, config, dataset, job_target(database, current.train), echo)
+        if not ran([current.eval]):
+            return loop
+        if r == 1 and config.eval.baselines:
+            step(f"eval ({vocab.ZERO_SHOT})")
+            loop.zero_shot = evaluate(database, config, dataset, base_target(config), echo)
+            if not ran([loop.zero_shot]):
+                return loop
+        final = checkpoints.final_checkpoint(database, current.train.id)  # type: ignore[arg-type]
+        if final is None:
+            raise UserError(f"self-train job {current.train.id} has no final checkpoint to start round {r + 1} from")
+        previous, start = current.train, final.path
+    echo(f"{name}: done in {_elapsed(t0)}")
+    return loop
+
+
+def run_default(database: Engine, workspace: Path, echo: Echo, rounds: int = 1) -> tuple[Path, Loop]:
+    """The embedded default: the config beside the workspace (written on first use), the generated dataset
+    (generated on first use), then the loop: sample → filter → self-train → eval, the zero-shot base model too."""
+    from engine.config import load_config
+    from engine.pipeline.processes import (
+        DEFAULT_DATASET,
+        DEFAULT_TASK,
+        DEFAULT_TEST,
+        DEFAULT_TRAIN,
+        ensure_dataset,
+        ensure_default_config,
+    )
+
+    path = ensure_default_config(workspace)
+    config = load_config(path)
+    echo(f"default: config {path} (edit it to change what the default runs)")
+    if ensure_dataset(database, config.data.dataset or DEFAULT_DATASET):
+        echo(
+            f"generated dataset {config.data.dataset or DEFAULT_DATASET!r} "
+            f"({DEFAULT_TASK}, {DEFAULT_TRAIN} train / {DEFAULT_TEST} test)"
+        )
+    return path, run_rounds(database, config, rounds, echo, name="default")
+
+
+def accuracy_of(database: Engine, eval_job: Job | None) -> dict[str, Any] | None:
+    """The evaluation of an eval job as the report shows it: label, n, Acc and its 95% Wilson interval."""
+    from engine.evaluation.stats import wilson_interval
+
+    if eval_job is None:
+        return None
+    with session_scope(database) as s:
+        row = s.exec(select(Evaluation).where(Evaluation.job_id == eval_job.id)).first()
+    if row is None:
+        return None
+    ci = wilson_interval(round(row.acc * row.n), row.n) if row.acc is not None and row.n else None
+    return {
+        "label": row.label,
+        "evaluation": row.id,
+        "n": row.n,
+        "acc": row.acc,
+        "acc_ci": list(ci) if ci else None,
+        "fmt": row.fmt,
+    }
+
+
+def loop_document(database: Engine, loop: Loop) -> dict[str, Any]:
+    """The rounds and accuracies of ``run --rounds/--default --json`` (beside its ``jobs``)."""
+    from engine.training import checkpoints
+
+    rounds = []
+    for r in loop.rounds:
+        final = checkpoints.final_checkpoint(database, r.train.id) if r.train is not None else None  # type: ignore[arg-type]
+        rounds.append(
+            {
+                "round": r.round,
+                "label": r.label,
+                "start_model": r.start_model,
+                "jobs": {
+                    vocab.SAMPLE: r.sample.id if r.sample else None,
+                    vocab.FILTER: r.filter.id if r.filter else None,
+                    vocab.SELF_TRAIN: r.train.id if r.train else None,
+                    vocab.EVAL: r.eval.id if r.eval else None,
+                },
+                "checkpoint": final.path if final is not None else None,
+                "accuracy": accuracy_of(database, r.eval),
+            }
+        )
+    zero = {"job": loop.zero_shot.id, "accuracy": accuracy_of(database, loop.zero_shot)} if loop.zero_shot else None
+    return {"rounds": rounds, "zero_shot": zero}
