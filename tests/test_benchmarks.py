@@ -41,6 +41,42 @@ def test_sampling_benchmark_reports_the_three_ways_and_the_ratios() -> None:
     assert {m: r["tokens"] >= 25 for m, r in result["runs"].items()} == {"naive": True, "strong": True, "engine": True}
 
 
+def test_evaluation_benchmark_reports_the_engine_the_baseline_and_the_agreement(tmp_path) -> None:
+    """On a saved checkpoint (the bundled student itself, so that the test does not train one)."""
+    from engine.models import load_model
+
+    model, tokenizer = load_model("default", device="cpu", dtype="float32")
+    model.save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    result = bench(
+        "evaluation.py",
+        "--questions",
+        "3",
+        "--tokens",
+        "6",
+        "--metrics-questions",
+        "3",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+    )
+    for key in ("engine_q_s", "baseline_q_s", "ratio", "roofline_share"):
+        assert positive(result[key]), (key, result[key])
+    assert 0 <= result["agreement"] <= 1 and result["runs"]["baseline"]["dtype"] == "float32"
+    assert result["roofline_dtype"] == result["engine_dtype"] == result["runs"]["engine"]["dtype"]
+    assert result["engine_dtype_reason"].startswith(result["engine_dtype"])
+    assert result["metrics_check"]["questions"] == 3
+
+
+def test_pipeline_benchmark_times_every_stage_of_run_all() -> None:
+    loose = ["--set", "filters.min_tokens=1", "--set", "filters.max_rep2=1.0", "--set", "filters.min_perplexity=0.0"]
+    result = bench("pipeline.py", "--train-limit", "2", "--test-limit", "2", "--epochs", "1", "--tokens", "8", *loose)
+    assert result["all_completed"] and positive(result["total_seconds"])
+    kinds = {"sample", "filter", "self-train", "teacher", "distill", "finetune", "eval"}
+    assert set(result["stage_seconds"]) == kinds
+    assert sum(j["kind"] == "eval" for j in result["jobs"]) == 5
+    assert all(0 <= s <= result["total_seconds"] for s in result["stage_seconds"].values())
+
+
 def test_training_benchmark_reports_both_loops_and_their_losses() -> None:
     result = bench("training.py", "--samples", "8", "--heldout", "4", "--batch", "4")
     for key in ("baseline_tok_s", "engine_tok_s", "ratio", "baseline_loss", "engine_loss"):

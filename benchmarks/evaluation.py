@@ -1,0 +1,226 @@
+"""Benchmark of evaluation: greedy decoding on the engine's decoder against batched ``model.generate``, one run.
+
+The model is a trained checkpoint: ``--checkpoint DIR`` (a directory ``load_trained`` reads), else one trained
+here first -- the bundled student fine-tuned for one epoch on the first 64 correct recorded text-davinci-002
+StrategyQA rationales (fp32, batch 8, lr 1e-4, the training benchmark's plain loop), so that it writes
+rationales of realistic length instead of the base model's few words. The questions are the first
+``--questions`` StrategyQA test questions (split order) in the evaluation prompt, ``--tokens`` new tokens at most.
+
+- baseline: today's evaluation before this engine, ``model.generate`` greedy in left-padded batches of 32
+  (``engine.evaluation.generate.greedy_batches``) in fp32 (what ``dtype = "auto"`` meant on a CPU);
+- ``baseline_same_dtype``: the same ``generate`` in the dtype the engine computes in (the ratio of like with like);
+- engine: ``engine.evaluation.decode.greedy_engine`` in the dtype ``auto`` measures
+  (``engine.precision``), 64 rows;
+- agreement: the engine in fp32 against the fp32 baseline, the share of questions whose outputs are
+  token-identical;
+- metrics: accuracy and format rate of the engine in its dtype against the engine in fp32 on
+  ``--metrics-questions`` test questions (default 200), in points.
+
+Roofline: 2 x (parameters of the linear layers) FLOPs per token (prompt and generated tokens alike) against the
+GEMM rate of the dtype the engine computes in, measured in this run (``benchmarks/sampling.py``'s square matmul).
+
+    .venv/bin/python benchmarks/evaluation.py [--questions 64] [--tokens 128] [--metrics-questions 200] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data" / "reasoning-teacher"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def test_items(n: int) -> list[tuple[int, str]]:
+    from engine.prompts import training_prompt
+
+    rows = json.loads((DATA / "dataset" / "strategy_qa.json").read_text())
+    split = json.loads((DATA / "split" / "strategy_qa__default.json").read_text())
+    return [(i, training_prompt(rows[i]["question"])) for i in split["test"][:n]]
+
+
+def golds() -> dict[int, str]:
+    rows = json.loads((DATA / "dataset" / "strategy_qa.json").read_text())
+    return {i: r["answer"] for i, r in enumerate(rows)}
+
+
+def train_checkpoint(out: Path) -> None:
+    """One epoch of the plain fp32 loop on 64 recorded rationales; saved with its tokenizer."""
+    from benchmarks.training import Baseline, build_samples
+    from engine.models import load_model
+    from engine.training.trainer import encode_samples
+
+    model, tokenizer = load_model("default", device="cpu", dtype="float32")
+    data, _dropped = encode_samples(tokenizer, build_samples(64), 256)
+    loop = Baseline(model, data, batch=8, lr=1e-4, seed=0, pad_id=tokenizer.pad_token_id)
+    for _ in range(len(loop.batches)):
+        loop.step()
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def run(model, tokenizer, items, method: str, tokens: int) -> tuple[dict, float, dict]:
+    from engine.evaluation.decode import greedy_engine
+    from engine.evaluation.generate import greedy_batches
+
+    stats: dict = {}
+    started = time.perf_counter()
+    if method == "engine":
+        batches = greedy_engine(model, tokenizer, items, max_new_tokens=tokens, rows=64, stats=stats)
+    else:
+        batches = greedy_batches(model, tokenizer, items, max_new_tokens=tokens, batch_size=32)
+    outputs = {g.key: g for batch in batches for g in batch}
+    return outputs, time.perf_counter() - started, stats
+
+
+def metrics(outputs: dict, gold: dict[int, str], tokenizer) -> dict[str, float]:
+    from engine.evaluation.metrics import aggregate, score_output
+
+    def tok(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    scored = [score_output(g.text, gold[k], "yes_no", tok, output_tokens=g.token_ids) for k, g in outputs.items()]
+    agg = aggregate(scored)
+    return {"acc": 100 * float(agg["acc"] or 0), "fmt": 100 * float(agg["fmt"] or 0), "n": int(agg["n"] or 0)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--metrics-questions", type=int, default=200, help="0 skips the metrics check")
+    parser.add_argument("--checkpoint", help="a trained checkpoint directory (default: train one first)")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from benchmarks.sampling import matmul_rates
+    from engine.precision import describe, inference_dtype_name
+    from engine.training.checkpoints import load_trained
+
+    tmp = tempfile.TemporaryDirectory(prefix="sert-eval-bench-")
+    ckpt = Path(args.checkpoint) if args.checkpoint else Path(tmp.name) / "checkpoint"
+    if not args.checkpoint:
+        log("training a checkpoint: 64 recorded rationales, one epoch ...")
+        t = time.perf_counter()
+        train_checkpoint(ckpt)
+        log(f"  {time.perf_counter() - t:.0f} s")
+    dtype = inference_dtype_name("cpu")
+    reason = describe("cpu", dtype)
+    log(f"engine dtype (auto): {reason}")
+    items = test_items(args.questions)
+    gold = golds()
+    runs: dict[str, dict] = {}
+    models = {name: load_trained(ckpt, device="cpu", dtype=name) for name in {"float32", dtype}}
+
+    def timed(name: str, method: str, dt: str, its) -> dict:
+        model, tokenizer = models[dt]
+        log(f"running {name} ({method}, {dt}, {len(its)} questions) ...")
+        with torch.inference_mode():
+            outputs, seconds, stats = run(model, tokenizer, its, method, args.tokens)
+        prompt_tokens = sum(len(tokenizer(p).input_ids) for _k, p in its)
+        new_tokens = sum(len(g.token_ids) for g in outputs.values())
+        runs[name] = {
+            "method": method,
+            "dtype": dt,
+            "questions": len(its),
+            "seconds": seconds,
+            "q_s": len(its) / seconds,
+            "prompt_tokens": prompt_tokens,
+            "new_tokens": new_tokens,
+            **({"steps": stats["steps"]} if stats else {}),
+        }
+        return outputs
+
+    base = timed("baseline", "generate", "float32", items)
+    if dtype != "float32":
+        timed("baseline_same_dtype", "generate", dtype, items)
+    eng32 = timed("engine_fp32", "engine", "float32", items)
+    if dtype != "float32":
+        timed("engine", "engine", dtype, items)
+    else:
+        runs["engine"] = runs["engine_fp32"]
+    agreement = sum(base[k].token_ids == eng32[k].token_ids for k in base) / len(base)
+
+    check = None
+    if args.metrics_questions:
+        its = test_items(args.metrics_questions)
+        log(f"metrics check: engine {dtype} vs engine fp32 on {len(its)} questions ...")
+        model32, tok = models["float32"]
+        with torch.inference_mode():
+            ref = metrics(run(model32, tok, its, "engine", args.tokens)[0], gold, tok)
+            got = (
+                ref
+                if dtype == "float32"
+                else metrics(run(models[dtype][0], tok, its, "engine", args.tokens)[0], gold, tok)
+            )
+        check = {
+            "questions": len(its),
+            "fp32": ref,
+            dtype: got,
+            "acc_diff_points": got["acc"] - ref["acc"],
+            "fmt_diff_points": got["fmt"] - ref["fmt"],
+        }
+
+    rates = matmul_rates()
+    params = sum(m.weight.numel() for m in models["float32"][0].modules() if isinstance(m, torch.nn.Linear))
+    eng = runs["engine"]
+    achieved = 2 * params * (eng["prompt_tokens"] + eng["new_tokens"]) / eng["seconds"] / 1e9
+    summary = {
+        "questions": args.questions,
+        "tokens": args.tokens,
+        "checkpoint": str(ckpt) if args.checkpoint else "trained here (64 rationales, 1 epoch)",
+        "engine_dtype": dtype,
+        "engine_dtype_reason": reason,
+        "engine_q_s": eng["q_s"],
+        "baseline_q_s": runs["baseline"]["q_s"],
+        "ratio": eng["q_s"] / runs["baseline"]["q_s"],
+        "ratio_same_dtype": eng["q_s"] / runs.get("baseline_same_dtype", runs["baseline"])["q_s"],
+        "agreement": agreement,
+        "engine_gflops": achieved,
+        "roofline_dtype": dtype,
+        "roofline_gflops": rates[dtype],
+        "roofline_share": achieved / rates[dtype],
+        "matmul_gflops": rates,
+        "metrics_check": check,
+        "threads": torch.get_num_threads(),
+        "runs": runs,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"evaluation benchmark: {args.questions} StrategyQA test questions, <= {args.tokens} new tokens, cpu")
+    for name, r in runs.items():
+        print(
+            f"  {name:<20} {r['method']:<8} {r['dtype']:<8} {r['q_s']:6.2f} questions/s "
+            f"({r['new_tokens']} new tokens in {r['seconds']:.1f} s)"
+        )
+    print(
+        f"  engine / baseline: {summary['ratio']:.2f}x (target >= 4x); same dtype: {summary['ratio_same_dtype']:.2f}x"
+    )
+    print(f"  agreement (fp32, token-identical): {100 * agreement:.1f}% (target >= 99%)")
+    print(
+        f"  engine {achieved:.0f} GFLOP/s = {100 * summary['roofline_share']:.1f}% of the {dtype} matmul rate "
+        f"{rates[dtype]:.0f} GFLOP/s"
+    )
+    if check:
+        print(
+            f"  metrics on {check['questions']}: acc {check[dtype]['acc']:.1f} vs {check['fp32']['acc']:.1f} (fp32), "
+            f"diff {check['acc_diff_points']:+.1f} points (target within 0.5)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
