@@ -18,10 +18,13 @@ What makes it fast (``benchmarks/training.py`` measures it against a plain padde
   inside each, then the batches are shuffled again; samples are never concatenated, so no attention crosses
   samples, and a batch with no padding runs without a mask (SDPA's causal fast path);
 - logits only where there is a label: the decoder's hidden states at completion positions go through the
-  LM head, so prompt and padding positions never cost a vocabulary-sized matmul or softmax;
+  LM head, so prompt and padding positions never cost a vocabulary-sized matmul or softmax; the LM head and the
+  loss run in chunks of labelled positions with their gradients (``engine/training/loss.py``), so no
+  vocabulary-sized buffer is allocated (a fresh mmap, zero-filled page by page: system time) at every step;
 - fused AdamW (``torch.optim.AdamW(fused=True)``, CPU and CUDA) instead of the per-tensor ``foreach`` path;
-- bf16 autocast where the hardware has bf16 arithmetic (CUDA with bf16, CPUs with AMX / AVX512-BF16); on
-  other CPUs bf16 matmuls are emulated and slower than fp32, so ``train.bf16 = "auto"`` leaves it off.
+- bf16 autocast where bf16 is fast (CUDA with bf16; CPUs where a bf16 GEMM measurably beats fp32,
+  :mod:`engine.precision`); on other CPUs bf16 matmuls are emulated and slower than fp32, so
+  ``train.bf16 = "auto"`` leaves it off.
 
 The loss of a step is the mean cross-entropy over the completion tokens of all samples of the step (the
 prompt is masked, labels -100), whatever the grouping: micro-batches (``train.grad_accum``) sum their token
@@ -170,8 +173,20 @@ def token_loss_sum(
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     if selective:
+        import torch
+
+        from engine.training.loss import linear_cross_entropy_sum
+
         hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        logits = model.get_output_embeddings()(hidden.last_hidden_state[:, :-1][keep])
+        head = model.get_output_embeddings()
+        if getattr(head, "bias", None) is None:  # the LM head and the loss in chunks (engine/training/loss.py)
+            dtype = (
+                torch.get_autocast_dtype(input_ids.device.type)
+                if torch.is_autocast_enabled(input_ids.device.type)
+                else None
+            )
+            return linear_cross_entropy_sum(hidden.last_hidden_state[:, :-1][keep], head.weight, targets[keep], dtype)
+        logits = head(hidden.last_hidden_state[:, :-1][keep])
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1][keep]
     return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
