@@ -14,11 +14,14 @@ Tokens are counted the same way for all three: per path, the branch token plus e
 first EOS. Each method runs in its own child process (its peak resident memory is its own); they run one
 after the other in this one invocation, so the ratios compare like with like on a shared machine.
 
-The roofline is 2 x (parameters of the linear layers, LM head included) FLOPs per token against the best
-matmul rate measured in this run (bf16 and fp32 are both measured; on CPUs without AMX/AVX512-BF16 bf16 is
-emulated and slower than fp32, so the faster one is the machine's real ceiling).
+The roofline is 2 x (parameters of the linear layers, LM head included) FLOPs per token against the matmul
+rate, measured in this run, of the dtype the engine computes in (``dtype = "auto"`` measures which of bf16 and
+fp32 is faster here, :mod:`engine.precision`; the output says what it chose and why). The engine's batch size
+is measured too (``sampling.batch_size`` unset), and a separate profiled run of up to 8 of the questions says
+where its time goes: matmuls, attention, the sampling ops, prefill, other kernels, host-side bookkeeping.
 
     python benchmarks/sampling.py [--questions 8] [--tokens 48] [--seed 0] [--json]
+    python benchmarks/sampling.py --questions 32 --tokens 128 --methods strong,engine   # the realistic size
 """
 
 from __future__ import annotations
@@ -132,10 +135,66 @@ def run_engine(model, tokenizer, questions, tokens, seed, eos_ids, threads=None,
         nonlocal total
         total += sum(p.tokens for p in paths)
 
+    logs: list[str] = []
+    sampler.log = logs.append
     sampler.sample(list(enumerate(questions)), on_done)
     if info is not None:
         info["engine_threads"] = sampler.stats.get("threads")
+        info["engine_batch"] = next((line for line in logs if "batch_size unset" in line), None)
     return total
+
+
+MATMUL_OPS = {"aten::mm", "aten::addmm", "mkl::_mkl_linear", "aten::_mkl_linear"}
+ATTENTION_OPS = {"aten::bmm", "aten::_softmax", "aten::index_copy_", "aten::masked_fill_"}
+
+
+def profile_engine(model, tokenizer, questions, tokens, seed, threads=None) -> dict:
+    """Where the engine's time goes, from a profiled run of ``questions`` (separate from the timed run): the
+    self time of every op, classed as the LM's matmuls (the linear layers and the LM head), attention (the
+    products with the cache, its softmax and the writes of new keys/values), the sampling ops (top-k/top-p over
+    the vocabulary for every row: ops inside the ``sert.sampling_ops`` region), the prompts' prefill (inside
+    ``sert.prefill``), other kernels (norms, activations, rotary, copies), and host-side bookkeeping: the wall
+    time not spent in any op (Python, the batch's row moves, the tokenizer)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from engine.config import SamplingConfig
+    from engine.sampling.backends import make_sampler_from_model
+    from engine.sampling.hf import PREFILL, SAMPLING_OPS
+
+    cfg = SamplingConfig(max_new_tokens=tokens, seed=seed)
+    sampler = make_sampler_from_model(model, tokenizer, cfg, threads=threads)
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        sampler.sample(list(enumerate(questions)), lambda _k, _p: None)
+    wall = time.perf_counter() - started
+    seconds = {"matmuls": 0.0, "attention": 0.0, "sampling_ops": 0.0, "prefill": 0.0, "other_kernels": 0.0}
+    for ev in prof.events():
+        if ev.name.startswith("sert.") or ev.name.startswith("ProfilerStep"):
+            continue
+        region, parent = None, ev.cpu_parent
+        while parent is not None:
+            if parent.name in (SAMPLING_OPS, PREFILL):
+                region = parent.name
+                break
+            parent = parent.cpu_parent
+        self_s = ev.self_cpu_time_total / 1e6
+        if region == SAMPLING_OPS:
+            seconds["sampling_ops"] += self_s
+        elif region == PREFILL:
+            seconds["prefill"] += self_s
+        elif ev.name in MATMUL_OPS:
+            seconds["matmuls"] += self_s
+        elif ev.name in ATTENTION_OPS:
+            seconds["attention"] += self_s
+        else:
+            seconds["other_kernels"] += self_s
+    seconds["host"] = max(0.0, wall - sum(seconds.values()))
+    return {
+        "questions": len(questions),
+        "wall_seconds": wall,
+        "seconds": seconds,
+        "shares": {k: v / wall for k, v in seconds.items()},
+    }
 
 
 def worker(method: str, questions: int, tokens: int, seed: int, threads: int) -> dict:
@@ -156,10 +215,13 @@ def worker(method: str, questions: int, tokens: int, seed: int, threads: int) ->
         dtype = torch.bfloat16 if cpu_bf16_fast() else torch.float32
     else:
         dtype = choose_dtype("auto", "cpu")
+        from engine.precision import describe
+
+        info_reason = describe("cpu", str(dtype).removeprefix("torch."))
     model, tokenizer = load_model("default", device="cpu", dtype=str(dtype).removeprefix("torch."))
     qs = load_questions(questions)
     eos_ids = set(eos_token_ids(model, tokenizer))
-    info: dict = {}
+    info: dict = {"dtype_reason": info_reason} if method == "engine" else {}
     with torch.inference_mode():
         started, cpu_started = time.perf_counter(), time.process_time()
         if method == "engine":
@@ -167,6 +229,8 @@ def worker(method: str, questions: int, tokens: int, seed: int, threads: int) ->
         else:
             total = {"naive": run_naive, "strong": run_strong}[method](model, tokenizer, qs, tokens, seed, eos_ids)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        if method == "engine":
+            info["breakdown"] = profile_engine(model, tokenizer, qs[: min(len(qs), 8)], tokens, seed, threads or None)
     return {
         "method": method,
         "dtype": str(dtype).removeprefix("torch."),
@@ -229,7 +293,9 @@ def main() -> None:
         "picks its own by measuring each step)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--methods", default="naive,strong,engine", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--methods", default="naive,strong,engine", help="comma-separated subset of naive,strong,engine"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tokens < 2:
@@ -254,7 +320,8 @@ def main() -> None:
     rates = rates or matmul_rates()
     params = linear_params()
     flops_per_token = 2 * params
-    best_dtype = max(rates, key=rates.get)
+    # the roofline is the matmul rate of the dtype the engine computes in (dtype auto: engine.precision)
+    best_dtype = results["engine"]["dtype"] if "engine" in results else max(rates, key=rates.get)
     roofline_tok_s = rates[best_dtype] * 1e9 / flops_per_token
 
     def tok_s(m: str) -> float | None:
@@ -288,6 +355,9 @@ def main() -> None:
         "roofline_tok_s": roofline_tok_s,
         "matmul_gflops": rates,
         "roofline_dtype": best_dtype,
+        "engine_dtype_reason": results["engine"].get("dtype_reason") if "engine" in results else None,
+        "engine_batch": results["engine"].get("engine_batch") if "engine" in results else None,
+        "breakdown": results["engine"].get("breakdown") if "engine" in results else None,
         "linear_params": params,
         "runs": results,
     }
@@ -320,7 +390,14 @@ def main() -> None:
         f"{roofline_tok_s:.0f} tok/s ({best_dtype}, {flops_per_token / 1e6:.0f} MFLOP/token)"
     )
     if summary["roofline_share"] is not None:
-        print(f"  engine share of roofline: {100 * summary['roofline_share']:.1f}%")
+        print(f"  engine dtype: {summary['engine_dtype_reason']}")
+        print(f"  engine batch: {summary['engine_batch']}")
+        print(f"  engine share of the {best_dtype} roofline: {100 * summary['roofline_share']:.1f}%")
+        b = summary["breakdown"]
+        parts = ", ".join(f"{k} {100 * v:.0f}%" for k, v in b["shares"].items())
+        print(
+            f"  where the engine's time goes ({b['questions']} questions profiled, {b['wall_seconds']:.1f} s): {parts}"
+        )
         print(f"  engine peak memory: {summary['peak_mem_gb']:.2f} GB (target < 4 GB)")
 
 

@@ -60,7 +60,12 @@ class SamplingConfig(Section):
     temperature: float = Field(1.0, gt=0, description="sampling temperature (paper: 1.0)")
     max_new_tokens: int = Field(128, ge=1, description="new tokens per path, the first-token branch included")
     seed: int = Field(0, description="random seed; a fixed seed reproduces the paths")
-    batch_size: int = Field(256, ge=1, description="sequences decoded together (questions x paths)")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="sequences decoded together (questions x paths); unset: measured (hf: the fastest decode step "
+        "among the sizes that fit in memory)",
+    )
     max_batch_memory_mb: float | None = Field(
         None, gt=0, description="cap on a decode batch's KV cache in MiB; above it the batch halves (as on OOM)"
     )

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 
 PACK_MIN_WORK = 2000  # sequence-steps from which packing the weights for MKL pays for itself
+AUTO_MAX_ROWS = 512  # largest decode batch sampling.batch_size = unset considers (~2 GB of bf16 cache at 190 positions)
+SAMPLING_OPS, PREFILL = "sert.sampling_ops", "sert.prefill"  # profiler regions of the decode loop
+PROBE_MIN_WORK = 50_000  # sequence-steps from which measuring the batch size (~2 s) pays off
 
 
 @dataclass
@@ -107,11 +110,12 @@ class HFSampler:
         self.dtype = next(model.parameters()).dtype
         self.rows_per_question = cfg.first_tokens * cfg.per_branch
         self.batch_invariant = bool(getattr(cfg, "batch_invariant", False))
-        # batch-invariant: one question per decode batch, whatever batch_size says
-        self.question_capacity = 1 if self.batch_invariant else max(1, cfg.batch_size // self.rows_per_question)
+        # batch-invariant: one question per decode batch, whatever batch_size says; unset: measured in _sample
+        self.question_capacity = 1 if self.batch_invariant else max(1, (cfg.batch_size or 0) // self.rows_per_question)
         self.fused = fused
         self._weights = None  # the fused decoder's rearranged weights, built at the first sample()
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._measured = False  # sampling.batch_size unset: the batch size is measured once, at the first batch
         self.stats: dict[str, Any] = {}
 
     # -- model calls ----------------------------------------------------------------------------------------
@@ -192,6 +196,47 @@ class HFSampler:
                     f"{len(todo) - len([i for i in todo if i[0] in reported])} questions left to sample"
                 )
 
+    def _measure_capacity(self, n_items: int, max_len: int, tuner: ThreadTuner) -> int:
+        """``sampling.batch_size`` unset: how many questions to decode together. At most as many as there are,
+        and as many rows as fit in memory (:func:`engine.sampling.cache.rows_that_fit`, at most
+        :data:`AUTO_MAX_ROWS`); for a long enough run, the fastest of the sizes that fit by measurement: a decode
+        step at full cache length (the steady state) timed at each doubling of the question count, and the
+        smallest size within 5% of the best rate of rows per second is kept (it holds less memory)."""
+        import torch
+
+        from engine.sampling.cache import rows_that_fit
+
+        rpq = self.rows_per_question
+        fit = rows_that_fit(
+            self.model.config, max_len, self.dtype, self.device, AUTO_MAX_ROWS, self.cfg.max_batch_memory_mb
+        )
+        cap = max(1, min(fit // rpq, n_items))
+        if cap <= 1 or n_items * rpq * self.cfg.max_new_tokens < PROBE_MIN_WORK:
+            self.log(f"sampling.batch_size unset: {cap * rpq} rows ({cap} questions; {fit} rows fit in memory)")
+            return cap
+        sizes = sorted({min(cap, 2**i) for i in range(cap.bit_length() + 1)})
+        decoder = make_decoder(self.model, cap * rpq, max_len, self.fused, self._weights, pack=True)
+        self._weights = getattr(decoder, "weights", None)
+        torch.set_num_threads(tuner.threads_for_step())
+        rates: dict[int, float] = {}
+        for q in sizes:
+            b = q * rpq
+            tokens = torch.zeros(b, dtype=torch.long, device=self.device)
+            positions = torch.full((b,), max_len - 1, dtype=torch.long, device=self.device)
+            decoder.step(tokens, positions, max_len)  # warm-up at this shape
+            started = time.perf_counter()
+            decoder.step(tokens, positions, max_len)
+            rates[q] = b / (time.perf_counter() - started)
+        del decoder
+        best = max(rates.values())
+        chosen = min(q for q, r in rates.items() if r >= 0.95 * best)
+        measured = ", ".join(f"{q * rpq}: {r:.0f}" for q, r in rates.items())
+        self.log(
+            f"sampling.batch_size unset: {chosen * rpq} rows ({chosen} questions), the fastest step measured "
+            f"(rows: rows/s at full length: {measured}; {fit} rows fit in memory)"
+        )
+        return chosen
+
     def _check_batch_memory(self, rows: int, max_len: int) -> None:
         """``sampling.max_batch_memory_mb``: a decode batch whose KV cache would exceed it is refused like an
         allocation the device cannot make (and so backs off the same way)."""
@@ -215,6 +260,7 @@ class HFSampler:
         tuner: ThreadTuner,
     ) -> None:
         import torch
+        from torch.profiler import record_function
 
         from engine.prompts import sampling_prompt
 
@@ -229,6 +275,9 @@ class HFSampler:
         max_new = cfg.max_new_tokens
         prompts = [self.tokenizer(sampling_prompt(text)).input_ids for _key, text in items]
         max_len = max(len(p) for p in prompts) + max_new
+        if not cfg.batch_size and not self._measured:
+            self.question_capacity = self._measure_capacity(len(items), max_len, tuner)
+            self._measured = True
         rows = self.question_capacity * rpq
         self._check_batch_memory(rows, max_len)
         qslots = 2 * self.question_capacity + 1  # a question slot stays taken until its slowest row ends
@@ -271,7 +320,8 @@ class HFSampler:
                 key, _text = items[next_item]
                 ids = prompts[next_item]
                 next_item += 1
-                logits, layer_kv = self._prefill(ids)
+                with record_function(PREFILL):
+                    logits, layer_kv = self._prefill(ids)
                 logprobs = torch.log_softmax(logits.float(), dim=-1)
                 top_lp, top_tok = branch_tokens(logprobs, cfg.first_tokens, excluded)
                 slot = free_slots.pop(0)
@@ -312,7 +362,10 @@ class HFSampler:
                 torch.set_num_threads(threads)
             step_started = time.perf_counter()
             logits = decoder.step(row_last[:n].to(self.device), pos.to(self.device), kv_len)
-            tokens, token_lp, margins = sample_step(logits, u.to(self.device), cfg.top_k, cfg.top_p, cfg.temperature)
+            with record_function(SAMPLING_OPS):  # a named region for profilers (benchmarks/sampling.py)
+                tokens, token_lp, margins = sample_step(
+                    logits, u.to(self.device), cfg.top_k, cfg.top_p, cfg.temperature
+                )
             tokens, token_lp, margins = tokens.cpu(), token_lp.cpu(), margins.cpu()
             tuner.record(time.perf_counter() - step_started, n)
             steps += 1

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 #: Special tokens the branch request looks past: the top ``first_tokens + this`` first tokens always hold
 #: ``first_tokens`` ordinary ones when at most this many excluded ids rank above them.
 MAX_EXCLUDED_LOOKAHEAD = 16
+VLLM_BATCH = 1024  # sequences per vLLM generate call when sampling.batch_size is unset (vLLM schedules inside it)
 
 
 def llm_kwargs(model_path: str, cfg: SamplingConfig) -> dict[str, Any]:
@@ -196,7 +197,7 @@ class VLLMSampler:
         cfg = self.cfg
         excluded = self.branch_excluded
         rows_per_question = cfg.first_tokens * cfg.per_branch
-        chunk = max(1, cfg.batch_size // rows_per_question)
+        chunk = max(1, (cfg.batch_size or VLLM_BATCH) // rows_per_question)
         first_params = SamplingParams(**first_token_kwargs(cfg, len(excluded)))
         for start in range(0, len(items), chunk):
             if should_stop():
