@@ -142,12 +142,19 @@ def matmul_gflops(dtype: str = "float32", seconds: float = 0.3) -> float:
     return 2 * 1024**3 * n / (time.perf_counter() - t0) / 1e9
 
 
+def _measured() -> str:
+    from engine.precision import cpu_rates
+
+    r = cpu_rates()
+    return f"measured GEMM {r.bfloat16:.0f} GFLOP/s in bf16 vs {r.float32:.0f} in fp32 on this CPU"
+
+
 def roofline_dtype(engine_bf16: bool, setting: str) -> tuple[str, str]:
     """(dtype, why): the dtype of the engine's matmuls, whose matmul rate is its roofline."""
     if engine_bf16:
-        why = "--bf16 on" if setting == "on" else "--bf16 auto and this CPU has native bf16 (AMX / AVX512-BF16)"
+        why = "--bf16 on" if setting == "on" else f"--bf16 auto; {_measured()}"
         return "bfloat16", f"the engine trains under bf16 autocast ({why}): its matmuls run in bf16"
-    why = "--bf16 off" if setting == "off" else "--bf16 auto and this CPU has no native bf16"
+    why = "--bf16 off" if setting == "off" else f"--bf16 auto; {_measured()}"
     return "float32", f"the engine trains in fp32 without autocast ({why})"
 
 
@@ -193,12 +200,21 @@ def main(argv: list[str] | None = None) -> int:
     b_time = e_time = 0.0
     e_loss = e_labels = e_tokens = 0.0
     e_padded = 0
+    phases: dict[str, float] = {}
+    import resource
+
+    e_user = e_sys = 0.0
     b_padded = sum(max(len(data[i].input_ids) for i in b) * len(b) for b in baseline.batches)
     for i in range(steps):
         probes.append(matmul_gflops(peak_dtype))
         loss_sum, n_labels, tokens, seconds = baseline.step()
         b_loss, b_labels, b_tokens, b_time = b_loss + loss_sum, b_labels + n_labels, b_tokens + tokens, b_time + seconds
+        before = resource.getrusage(resource.RUSAGE_SELF)
         st = engine.step()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        e_user, e_sys = e_user + after.ru_utime - before.ru_utime, e_sys + after.ru_stime - before.ru_stime
+        for name, sec in st.phases.items():
+            phases[name] = phases.get(name, 0.0) + sec
         e_loss += st.loss * st.label_tokens
         e_labels += st.label_tokens
         e_tokens += st.tokens
@@ -239,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         "roofline_dtype": peak_dtype,
         "roofline_reason": peak_reason,
         "threads": torch.get_num_threads(),
+        # where the engine's step time goes, and how much of its CPU time is the kernel's (page faults, futexes)
+        "engine_phases": {k: round(v / e_time, 3) for k, v in phases.items()},
+        "engine_user_seconds": round(e_user, 1),
+        "engine_system_seconds": round(e_sys, 1),
+        "engine_system_share": round(e_sys / (e_user + e_sys), 3) if e_user + e_sys else None,
     }
     result["engine_roofline_share"] = round(result["engine_gflops"] / peak, 3) if peak else None
     if args.json:
@@ -260,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
             f"ratio {result['ratio']:.2f}x; engine {result['engine_gflops']} GFLOP/s = "
             f"{100 * (result['engine_roofline_share'] or 0):.0f}% of a "
             f"{result['matmul_gflops']} GFLOP/s {peak_dtype} matmul ({peak_reason})"
+        )
+        parts = ", ".join(f"{k} {100 * v:.0f}%" for k, v in result["engine_phases"].items())
+        print(
+            f"engine step time: {parts}; CPU time {result['engine_user_seconds']} s user, "
+            f"{result['engine_system_seconds']} s system ({100 * (result['engine_system_share'] or 0):.0f}%)"
         )
     return 0 if math.isfinite(result["ratio"]) else 1
 

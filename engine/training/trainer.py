@@ -40,7 +40,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.config import TrainConfig
@@ -221,6 +221,9 @@ class StepStats:
     padded_tokens: int  # tokens including padding
     seconds: float
     epoch: float
+    #: where the step's seconds went: forward (decoder, LM head and loss), backward, optimizer (clipping, AdamW,
+    #: schedule), other (batching, collation, bookkeeping)
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def tokens_per_s(self) -> float:
@@ -299,14 +302,20 @@ class SFTEngine:
         lr = float(self.scheduler.get_last_lr()[0])
         loss_total = 0.0
         padded = 0
+        forward = backward = 0.0
         for part in split_micro(batch, self.cfg.grad_accum):
             micro = [self.data[i] for i in part]
             ids, mask, labels = collate(micro, self.pad_id, self.device)
             padded += ids.numel()
+            t1 = time.perf_counter()
             with torch.autocast(self._autocast_device, dtype=torch.bfloat16, enabled=self.bf16):
                 loss_sum = token_loss_sum(self.model, ids, mask, labels, self.selective)
+            t2 = time.perf_counter()
             (loss_sum / label_tokens).backward()
             loss_total += float(loss_sum.detach())
+            t3 = time.perf_counter()
+            forward, backward = forward + t2 - t1, backward + t3 - t2
+        t4 = time.perf_counter()
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM))
         self.updating = True
@@ -317,6 +326,8 @@ class SFTEngine:
         self.updating = False
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
+        total = time.perf_counter() - t0
+        optimizer = time.perf_counter() - t4
         return StepStats(
             step=self.global_step,
             loss=loss_total / label_tokens,
@@ -325,8 +336,14 @@ class SFTEngine:
             tokens=sum(len(s.input_ids) for s in samples),
             label_tokens=label_tokens,
             padded_tokens=padded,
-            seconds=time.perf_counter() - t0,
+            seconds=total,
             epoch=self.global_step / self.steps_per_epoch,
+            phases={
+                "forward": forward,
+                "backward": backward,
+                "optimizer": optimizer,
+                "other": max(0.0, total - forward - backward - optimizer),
+            },
         )
 
     # -- resumable state ----------------------------------------------------------------------------------
