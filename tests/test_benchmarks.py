@@ -63,8 +63,9 @@ def test_evaluation_benchmark_reports_the_engine_the_baseline_and_the_agreement(
         assert positive(result[key]), (key, result[key])
     assert 0 <= result["agreement"] <= 1 and result["runs"]["baseline"]["dtype"] == "float32"
     assert result["roofline_dtype"] == result["engine_dtype"] == result["runs"]["engine"]["dtype"]
-    assert result["engine_dtype_reason"].startswith(result["engine_dtype"])
-    assert result["metrics_check"]["questions"] == 3
+    assert "eval_dtype" in result["engine_dtype_reason"]
+    # the bf16 comparison runs where bf16 is the faster dtype (it is what decides evaluation's dtype)
+    assert result["metrics_check"] is None or result["metrics_check"]["questions"] == 3
 
 
 def test_pipeline_benchmark_times_every_stage_of_run_all() -> None:

@@ -145,14 +145,20 @@ def newest_targets(database: Engine, config: ExperimentConfig, dataset: Dataset)
 
 
 def eval_dtype(config: ExperimentConfig) -> str:
-    """What the evaluation computes in: ``student.dtype``, or for ``auto`` the measured choice of
-    :func:`engine.precision.inference_dtype_name` (bf16 where this machine does it fast)."""
+    """What the evaluation computes in: ``student.dtype`` if set; for ``auto``, fp32 on a CPU and the measured
+    choice of :func:`engine.precision.inference_dtype_name` elsewhere (bf16 on CUDA with bf16).
+
+    Not bf16 on a CPU, although it is faster there: greedy outputs follow every rounding, and on 200 StrategyQA
+    test questions a checkpoint evaluated in bf16 answered in the expected format 13 points less often than in
+    fp32 (``benchmarks/evaluation.py``), far beyond what a comparison of runs can absorb. Set
+    ``student.dtype = "bfloat16"`` to evaluate in bf16 anyway."""
     from engine.models import resolve_device
     from engine.precision import inference_dtype_name
 
     if config.student.dtype != "auto":
         return config.student.dtype
-    return inference_dtype_name(resolve_device(config.student.device))
+    device = resolve_device(config.student.device)
+    return "float32" if device == "cpu" else inference_dtype_name(device)
 
 
 def eval_fingerprint(config: ExperimentConfig, dataset: Dataset, target: Target) -> str:
@@ -266,7 +272,8 @@ def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: 
             if config.student.dtype == "auto":
                 from engine.precision import describe
 
-                ctx.log(f"dtype auto: {describe(device, dtype)}")
+                why = "fp32 on a CPU (see eval_dtype)" if device == "cpu" else describe(device, dtype)
+                ctx.log(f"evaluation dtype auto: {why}")
             model, tokenizer = load_trained(target.model_ref, device=device, dtype=dtype)
             letters = (dataset.meta or {}).get("choice_letters") or "ABCDE"
             by_id: dict[int, Question] = {q.id: q for q in todo}  # type: ignore[misc]
