@@ -57,6 +57,8 @@ def snippet(text: str, width: int) -> str:
 COLUMNS = (
     Column("id", "id", 7, right=True),
     Column("q", "q", 5, right=True),
+    # the decision right after the path and its question: a narrow terminal cuts the last columns, never it
+    Column("decision", "decision", 9),
     Column("question", "question", 0, min_width=16),
     Column("src", "src", 4),
     Column("branch", "branch", 12),
@@ -69,7 +71,6 @@ COLUMNS = (
     Column("sel", "sel", 3),
     Column("ok", "ok", 2),
     Column("dup", "dup", 7),
-    Column("decision", "decision", 9),
 )
 
 DECISION_PIECE = {
@@ -91,6 +92,7 @@ def row_cells(r: PathRow) -> list[list[tuple[str, str]]]:
     return [
         [(str(r.id), "")],
         [(str(r.question_index), "")],
+        [DECISION_PIECE[r.decision]] if r.decision in DECISION_PIECE else [],
         [(snippet(r.question, 60), "")],
         [("self" if r.source == "self" else "tchr", "" if r.source == "self" else "magenta")],
         [(f"{r.branch}.{r.sample} {snippet(repr(r.branch_token), 7)}" if r.source == "self" else "", "")],
@@ -103,7 +105,6 @@ def row_cells(r: PathRow) -> list[list[tuple[str, str]]]:
         [("★", "bold yellow")] if r.selected else [],
         [] if r.correct is None else [("✓", "green") if r.correct else ("✗", "red")],
         [] if r.duplicate_of is None else [(f"={r.duplicate_of}", "yellow")],
-        [DECISION_PIECE[r.decision]] if r.decision in DECISION_PIECE else [],
     ]
 
 
