@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import torch
 
 PREFILL_GROUP = 16  # prompts per prefill forward: enough to batch the GEMMs, little padding
-PACK_MIN_WORK = 2000  # row-steps from which packing the weights for MKL pays for itself (as in sampling)
 
 
 def prefill_group(model: Any, prompts: list[list[int]], device: Any) -> tuple[torch.Tensor, list[Any]]:
@@ -65,7 +64,7 @@ class _Batch:
     def __init__(self, model: Any, tokenizer: Any, encoded: list[list[int]], rows: int, max_new: int, fused) -> None:
         import torch
 
-        from engine.sampling.decoders import make_decoder
+        from engine.sampling.decoders import PACK_MIN_WORK, make_decoder
 
         self.model, self.tokenizer, self.encoded, self.rows, self.max_new = model, tokenizer, encoded, rows, max_new
         self.device = next(model.parameters()).device

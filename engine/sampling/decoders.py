@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+PACK_MIN_WORK = 2000  # sequence-steps from which packing the weights for MKL pays for itself (~1 s to pack)
 FULL_LENGTH_FROM = 0.5  # attend over the whole cache once the longest row uses this share of it
 ROTARY_BLOCK = 64  # positions per call of the model's rotary module when the fused tables are built
 

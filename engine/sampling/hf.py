@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from db.errors import first_line
 from engine.sampling.cache import kv_cache_bytes, output_cache
-from engine.sampling.decoders import make_decoder
+from engine.sampling.decoders import PACK_MIN_WORK, make_decoder
 from engine.sampling.ops import branch_tokens, plain_margins, question_generator, sample_step
 from engine.sampling.paths import branch_excluded_ids
 from engine.sampling.threads import ThreadTuner
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from engine.sampling.paths import SampledPath
 
 
-PACK_MIN_WORK = 2000  # sequence-steps from which packing the weights for MKL pays for itself
 AUTO_MAX_ROWS = 512  # largest decode batch sampling.batch_size = unset considers (~2 GB of bf16 cache at 190 positions)
 SAMPLING_OPS, PREFILL = "sert.sampling_ops", "sert.prefill"  # profiler regions of the decode loop
 PROBE_MIN_WORK = 50_000  # sequence-steps from which measuring the batch size (~2 s) pays off
