@@ -111,3 +111,33 @@ def test_training_roofline_dtype_follows_the_engines_precision() -> None:
     assert "measured GEMM" in bench_training.roofline_dtype(False, "auto")[1]
     # the probe measures the dtype it is given
     assert positive(bench_training.matmul_gflops("bfloat16", seconds=0.05))
+
+
+def test_sweep_grid_and_its_best_recipe_per_mode() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sweep", ROOT / "benchmarks" / "sweep.py")
+    bench_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_sweep)
+    cells = bench_sweep.grid([1e-4, 3e-4], [1e-3], [1.0, 3.0])
+    assert [(c["lora"], c["lr"], c["epochs"]) for c in cells] == [
+        (False, 1e-4, 1.0),
+        (False, 1e-4, 3.0),
+        (False, 3e-4, 1.0),
+        (False, 3e-4, 3.0),
+        (True, 1e-3, 1.0),
+        (True, 1e-3, 3.0),
+    ]
+    rows = [
+        {"dataset": "a", "lora": False, "lr": 1e-4, "epochs": 3.0, "acc": 0.4},
+        {"dataset": "b", "lora": False, "lr": 1e-4, "epochs": 3.0, "acc": 0.9},  # mean 0.65
+        {"dataset": "a", "lora": False, "lr": 3e-4, "epochs": 3.0, "acc": 0.7},
+        {"dataset": "b", "lora": False, "lr": 3e-4, "epochs": 3.0, "acc": 0.5},  # mean 0.60
+        {"dataset": "a", "lora": False, "lr": 3e-4, "epochs": 1.0, "acc": 0.65},
+        {"dataset": "b", "lora": False, "lr": 3e-4, "epochs": 1.0, "acc": 0.65},  # ties 0.65 with fewer epochs
+        {"dataset": "a", "lora": True, "lr": 1e-3, "epochs": 1.0, "status": "failed"},  # no accuracy: not a candidate
+    ]
+    best = bench_sweep.best_of(rows, lora=False)
+    assert (best["epochs"], best["lr"], best["datasets"]) == (1.0, 3e-4, 2)
+    assert best["mean_acc"] == pytest.approx(0.65)
+    assert bench_sweep.best_of(rows, lora=True) is None

@@ -28,14 +28,21 @@ def test_paper_preset_writes_the_papers_values(tmp_path: Path) -> None:
 def test_cpu_preset_is_the_default_and_says_where_it_differs(tmp_path: Path) -> None:
     text, cfg = _init(tmp_path)
     assert (text, cfg) == _init(tmp_path, "--preset", "cpu")
-    assert text.splitlines()[0].startswith('# sert-tui experiment config, preset "cpu": the defaults')
-    assert cfg == ExperimentConfig()
-    assert differences_from_paper(cfg) == {"train.epochs": (1.0, 20.0)}
-    assert "# Differs from the SERT paper (arXiv 2502.12744): train.epochs = 1.0 (paper: 20.0)" in text
+    assert text.splitlines()[0].startswith('# sert-tui experiment config, preset "cpu": the bundled student on a CPU')
+    # the sweep's recipe (README "Training recipe"); every other key is its default
+    assert (cfg.train.epochs, cfg.train.lr) == (3.0, 1e-4)
+    expected = ExperimentConfig()
+    expected.train.epochs, expected.train.lr = 3.0, 1e-4
+    assert cfg == expected
+    assert differences_from_paper(cfg) == {"train.epochs": (3.0, 20.0), "train.lr": (1e-4, 3e-4)}
+    assert (
+        "# Differs from the SERT paper (arXiv 2502.12744): train.epochs = 3.0 (paper: 20.0), "
+        "train.lr = 0.0001 (paper: 0.0003)" in text
+    )
     [epochs] = [line for line in text.splitlines() if line.startswith("epochs = ")]
-    assert epochs.startswith("epochs = 1.0") and "differs from the paper (20.0) in preset cpu" in epochs
+    assert epochs.startswith("epochs = 3.0") and "differs from the paper (20.0) in preset cpu" in epochs
     marked = [line.split(" =")[0] for line in text.splitlines() if "differs from the paper (" in line]
-    assert marked == ["epochs"]  # batch 8 and lr 3e-4 are the paper's and say nothing
+    assert marked == ["epochs", "lr"]  # batch 8 is the paper's and says nothing
 
 
 def test_the_paper_values_are_those_of_the_design_notes() -> None:

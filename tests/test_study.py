@@ -114,6 +114,14 @@ def _jobs(db: Path) -> list[tuple]:
         con.close()
 
 
+def _ids(db: Path) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("SELECT id, kind FROM jobs ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
 @pytest.mark.model
 @pytest.mark.slow
 def test_two_seed_study_resumes_after_a_kill(db_path, tmp_path):
@@ -151,3 +159,16 @@ def test_two_seed_study_resumes_after_a_kill(db_path, tmp_path):
     assert sert["seeds"] == [0, 1] and sert["n"] == 6 and len(sert["acc_ci"]) == 2
     assert any(c["label"] == "majority" for c in result["cells"])
     assert result["comparisons"] == []  # no baselines in this config: nothing to pair with
+    # coverage pooled over the seeds' sample jobs, weighted by their questions, as report coverage counts each
+    from db.session import open_workspace
+    from engine.filtering.coverage import coverage
+
+    (cov,) = result["coverage"]
+    assert cov["dataset"] == "sqa" and cov["seeds"] == [0, 1]
+    kinds = dict(_ids(db_path))
+    samples = [j for r in result["runs"] for j in r["jobs"] if kinds.get(j) == "sample"]
+    with open_workspace(db_path).connect() as conn:
+        parts = [coverage(conn, j) for j in samples]
+    assert len(parts) == 2 and cov["questions"] == sum(p["questions"] for p in parts) == 4  # 2 train questions x 2
+    for key in ("any_correct", "any_correct_filtered", "selected_correct"):
+        assert cov[key] == pytest.approx(sum(p[key] * p["questions"] for p in parts) / 4)

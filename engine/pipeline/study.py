@@ -12,7 +12,10 @@ The result pools the seeds (DESIGN.md section 6):
 - per dataset, the default pairs of ``report compare`` (SERT vs Finetune, SERT vs zero-shot, SERT+RD vs RD,
   RD vs zero-shot), paired on (seed, question): the difference of accuracy, a paired bootstrap interval and the
   exact McNemar p-value on the pooled discordant pairs;
-- the majority baseline of each dataset's evaluated questions.
+- the majority baseline of each dataset's evaluated questions;
+- per dataset, the latent-reasoning coverage of its sample jobs (``report coverage``), pooled over seeds: the
+  share of (seed, question) pairs with a correct path among all sampled, among the filter survivors, and with a
+  correct selected path.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from db.errors import UserError
-from db.models import Evaluation
+from db.models import Evaluation, Job
 from db.queries import get_dataset
 from db.session import session_scope
-from db.vocabulary import EVAL, MAJORITY, TABLE_ORDER
+from db.vocabulary import EVAL, MAJORITY, SAMPLE, TABLE_ORDER
 from engine.config import ExperimentConfig
 from engine.evaluation.report import DEFAULT_PAIRS, majority_of
 from engine.evaluation.stats import mean_sd, paired_compare, wilson_interval
@@ -189,7 +192,33 @@ def summarize(database: Engine, cells: list[Cell]) -> dict[str, Any]:
                             "b_only": p.b_only,
                         }
                     )
-    return {"cells": out_cells, "comparisons": comparisons}
+        coverage_rows = [row for d in datasets if (row := _coverage_row(conn, d, cells)) is not None]
+    return {"cells": out_cells, "comparisons": comparisons, "coverage": coverage_rows}
+
+
+def _coverage_row(conn: Any, dataset: str, cells: list[Cell]) -> dict[str, Any] | None:
+    """The coverage shares of the dataset's sample jobs, pooled over seeds (weighted by questions)."""
+    from engine.filtering.coverage import coverage
+
+    mine = [c for c in cells if c.dataset == dataset and c.jobs]
+    if not mine:
+        return None
+    kinds = dict(conn.execute(select(Job.id, Job.kind).where(Job.id.in_([j for c in mine for j in c.jobs]))).all())  # type: ignore[union-attr]
+    seeds, parts = [], []
+    for c in mine:
+        sample = next((j for j in c.jobs if kinds.get(j) == SAMPLE), None)
+        if sample is not None:
+            seeds.append(c.seed)
+            parts.append(coverage(conn, sample))
+    questions = sum(p["questions"] for p in parts)
+    if not questions:
+        return None
+    row: dict[str, Any] = {"dataset": dataset, "seeds": seeds, "questions": questions}
+    for key in ("any_correct", "any_correct_filtered", "selected_correct"):
+        known = [p for p in parts if p[key] is not None]
+        n = sum(p["questions"] for p in known)
+        row[key] = sum(p[key] * p["questions"] for p in known) / n if n else None
+    return row
 
 
 def _majority_cell(conn: Any, dataset: str, cells: list[Cell]) -> dict[str, Any] | None:

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", type=Path, help="experiment TOML (sert-tui config init)")
     p.add_argument("--datasets", required=True, help="datasets of the workspace, comma-separated")
     p.add_argument("--seeds", required=True, help="seeds, comma-separated: each sets sampling.seed and train.seed")
-    p.add_argument("--json", action="store_true", help='print {"cells": [...], "comparisons": [...], "runs": [...]}')
+    shape = '{"cells": [...], "comparisons": [...], "coverage": [...], "runs": [...]}'
+    p.add_argument("--json", action="store_true", help=f"print {shape}")
     p.set_defaults(func=cmd_study)
 
 
@@ -37,6 +38,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0 if complete else 1
+
     print(f"Study: {len(datasets)} dataset(s) x {len(seeds)} seed(s), accuracy % over seeds")
     print_table(
         [
@@ -68,6 +70,26 @@ def cmd_study(args: argparse.Namespace) -> int:
         ],
         ["dataset", "a - b", "n", "diff (pts)", "95% CI", "p (McNemar)"],
     )
+    if result["coverage"]:
+        print()
+        print("Latent reasoning (report coverage), pooled over seeds: % of questions with a correct path")
+        print_table(
+            [
+                {
+                    "dataset": c["dataset"],
+                    "questions": c["questions"],
+                    "any of 25": _share(c["any_correct"]),
+                    "any filtered": _share(c["any_correct_filtered"]),
+                    "selected": _share(c["selected_correct"]),
+                }
+                for c in result["coverage"]
+            ],
+            ["dataset", "questions", "any of 25", "any filtered", "selected"],
+        )
     if not complete:
         stderr("study: not every cell completed; run the same command again to resume")
     return 0 if complete else 1
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
