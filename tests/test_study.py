@@ -106,18 +106,10 @@ def test_study_refuses_an_unknown_dataset_before_running(db_path, sqa, tmp_path,
     assert "--seeds: 'x' is not an integer" in capsys.readouterr().err
 
 
-def _jobs(db: Path) -> list[tuple]:
+def _jobs(db: Path, columns: str = "kind, fingerprint, status") -> list[tuple]:
     con = sqlite3.connect(db)
     try:
-        return con.execute("SELECT kind, fingerprint, status FROM jobs ORDER BY id").fetchall()
-    finally:
-        con.close()
-
-
-def _ids(db: Path) -> list[tuple]:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute("SELECT id, kind FROM jobs ORDER BY id").fetchall()
+        return con.execute(f"SELECT {columns} FROM jobs ORDER BY id").fetchall()
     finally:
         con.close()
 
@@ -165,7 +157,7 @@ def test_two_seed_study_resumes_after_a_kill(db_path, tmp_path):
 
     (cov,) = result["coverage"]
     assert cov["dataset"] == "sqa" and cov["seeds"] == [0, 1]
-    kinds = dict(_ids(db_path))
+    kinds = dict(_jobs(db_path, "id, kind"))
     samples = [j for r in result["runs"] for j in r["jobs"] if kinds.get(j) == "sample"]
     with open_workspace(db_path).connect() as conn:
         parts = [coverage(conn, j) for j in samples]
