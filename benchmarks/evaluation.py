@@ -17,8 +17,13 @@ rationales of realistic length instead of the base model's few words. The questi
   ``--metrics-questions`` test questions (default 200), in points, and the share of identical outputs: the
   evidence for evaluating in fp32 on a CPU.
 
-Roofline: 2 x (parameters of the linear layers) FLOPs per token (prompt and generated tokens alike) against the
-GEMM rate of the dtype the engine computes in, measured in this run (``benchmarks/sampling.py``'s square matmul).
+Where bf16 is fast, the engine in fp32 takes the LM head's argmax from bf16 candidates rescored in fp32
+(``engine.evaluation.greedy_head``); a third engine run with the plain fp32 head measures what that gives, and
+the output says how many rows needed the full fp32 product.
+
+Roofline: 2 x (parameters of the decoder's linear layers) FLOPs per token, prompt and generated, plus 2 x (LM
+head parameters) per generated token (a prefill applies the head to the last position only), each part against
+the GEMM rate, measured in this run (``benchmarks/sampling.py``'s square matmul), of the dtype it computes in.
 
     .venv/bin/python benchmarks/evaluation.py [--questions 64] [--tokens 128] [--metrics-questions 200] [--json]
 """
@@ -74,13 +79,23 @@ def train_checkpoint(out: Path) -> None:
 
 
 def run(model, tokenizer, items, method: str, tokens: int) -> tuple[dict, float, dict]:
+    """``method``: ``generate``, ``engine``, or ``engine_fp32_head`` (the engine with the plain fp32 LM head
+    instead of :mod:`engine.evaluation.greedy_head`'s bf16 candidates)."""
     from engine.evaluation.decode import greedy_engine
     from engine.evaluation.generate import greedy_batches
 
     stats: dict = {}
     started = time.perf_counter()
-    if method == "engine":
-        batches = greedy_engine(model, tokenizer, items, max_new_tokens=tokens, rows=64, stats=stats)
+    if method.startswith("engine"):
+        batches = greedy_engine(
+            model,
+            tokenizer,
+            items,
+            max_new_tokens=tokens,
+            rows=64,
+            approx_head=method == "engine",
+            stats=stats,
+        )
     else:
         batches = greedy_batches(model, tokenizer, items, max_new_tokens=tokens, batch_size=32)
     outputs = {g.key: g for batch in batches for g in batch}
@@ -96,6 +111,25 @@ def metrics(outputs: dict, gold: dict[int, str], tokenizer) -> dict[str, float]:
     scored = [score_output(g.text, gold[k], "yes_no", tok, output_tokens=g.token_ids) for k, g in outputs.items()]
     agg = aggregate(scored)
     return {"acc": 100 * float(agg["acc"] or 0), "fmt": 100 * float(agg["fmt"] or 0), "n": int(agg["n"] or 0)}
+
+
+def finetune_erased_share(trained, dtype_name: str) -> float:
+    """Of the weights that training changed (fp32, against the bundled student), the share that round to the
+    same ``dtype_name`` value as before training: fine-tuning that a model cast to that dtype no longer has."""
+    import torch
+
+    from engine.models import load_model
+
+    base, _tok = load_model("default", device="cpu", dtype="float32")
+    dtype = getattr(torch, dtype_name)
+    changed = erased = 0
+    trained_params = dict(trained.named_parameters())
+    for name, before in base.named_parameters():
+        after = trained_params[name]
+        moved = before != after
+        changed += int(moved.sum())
+        erased += int((moved & (before.to(dtype) == after.to(dtype))).sum())
+    return erased / max(1, changed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,12 +182,21 @@ def main(argv: list[str] | None = None) -> int:
             "prompt_tokens": prompt_tokens,
             "new_tokens": new_tokens,
             **({"steps": stats["steps"]} if stats else {}),
+            **(
+                {"head_fallback_share": stats["head_fallback_rows"] / max(1, stats["head_rows"])}
+                if "head_rows" in stats
+                else {}
+            ),
         }
         return outputs
 
     base = timed("baseline", "generate", "float32", items)
     eng = timed("engine", "engine", dtype, items)
-    eng32 = eng if dtype == "float32" else timed("engine_fp32", "engine", "float32", items)
+    eng32_name = "engine" if dtype == "float32" else "engine_fp32"
+    eng32 = eng if dtype == "float32" else timed(eng32_name, "engine", "float32", items)
+    if "head_fallback_share" in runs[eng32_name]:
+        # the bf16-candidate LM head against the plain fp32 head, same decoder, same run
+        timed("engine_fp32_head", "engine_fp32_head", "float32", items)
     if fast != dtype:  # the faster dtype, for what it would give (and cost: the metrics check below)
         timed(f"baseline_{fast}", "generate", fast, items)
         timed(f"engine_{fast}", "engine", fast, items)
@@ -170,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         ref, got = metrics(out32, gold, tok), metrics(outd, gold, tok)
         check = {
             "questions": len(its),
+            "finetune_erased_share": finetune_erased_share(model32, fast),
             "identical_outputs": sum(out32[k].token_ids == outd[k].token_ids for k in out32) / len(out32),
             "fp32": ref,
             fast: got,
@@ -178,11 +222,24 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     rates = matmul_rates()
-    params = sum(m.weight.numel() for m in models["float32"][0].modules() if isinstance(m, torch.nn.Linear))
+    linears = [m for m in models["float32"][0].modules() if isinstance(m, torch.nn.Linear)]
+    head = models["float32"][0].get_output_embeddings().weight.numel()
+    body = sum(m.weight.numel() for m in linears) - head
+
+    def flops(run_name: str) -> tuple[float, float]:
+        """(FLOPs, seconds at the roofline): the decoder on every token, the LM head on the generated ones (a
+        prefill applies it to a prompt's last position only), each at the rate of the dtype it computes in."""
+        r = runs[run_name]
+        body_flops, head_flops = 2 * body * (r["prompt_tokens"] + r["new_tokens"]), 2 * head * r["new_tokens"]
+        head_dtype = "bfloat16" if "head_fallback_share" in r else r["dtype"]
+        ideal = body_flops / rates[r["dtype"]] / 1e9 + head_flops / rates[head_dtype] / 1e9
+        return body_flops + head_flops, ideal
 
     def gflops(run_name: str) -> float:
-        r = runs[run_name]
-        return 2 * params * (r["prompt_tokens"] + r["new_tokens"]) / r["seconds"] / 1e9
+        return flops(run_name)[0] / runs[run_name]["seconds"] / 1e9
+
+    def roofline_share(run_name: str) -> float:
+        return flops(run_name)[1] / runs[run_name]["seconds"]
 
     achieved = gflops("engine")
     eng = runs["engine"]
@@ -199,16 +256,22 @@ def main(argv: list[str] | None = None) -> int:
             {
                 f"ratio_{fast}": runs[f"engine_{fast}"]["q_s"] / runs["baseline"]["q_s"],
                 f"ratio_{fast}_same_dtype": runs[f"engine_{fast}"]["q_s"] / runs[f"baseline_{fast}"]["q_s"],
-                f"roofline_share_{fast}": gflops(f"engine_{fast}") / rates[fast],
+                f"roofline_share_{fast}": roofline_share(f"engine_{fast}"),
             }
             if fast != dtype
+            else {}
+        ),
+        **(
+            {"ratio_plain_head": runs[eng32_name]["q_s"] / runs["engine_fp32_head"]["q_s"]}
+            if "engine_fp32_head" in runs
             else {}
         ),
         "agreement": agreement,
         "engine_gflops": achieved,
         "roofline_dtype": dtype,
-        "roofline_gflops": rates[dtype],
-        "roofline_share": achieved / rates[dtype],
+        "roofline_head_dtype": "bfloat16" if "head_fallback_share" in eng else dtype,
+        "roofline_gflops": flops("engine")[0] / flops("engine")[1] / 1e9,
+        "roofline_share": roofline_share("engine"),
         "matmul_gflops": rates,
         "metrics_check": check,
         "threads": torch.get_num_threads(),
@@ -231,10 +294,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"  agreement (fp32, token-identical): {100 * agreement:.1f}% (target >= 99%)")
     print(
-        f"  engine {achieved:.0f} GFLOP/s = {100 * summary['roofline_share']:.1f}% of the {dtype} matmul rate "
-        f"{rates[dtype]:.0f} GFLOP/s"
+        f"  engine {achieved:.0f} GFLOP/s = {100 * summary['roofline_share']:.1f}% of the roofline of what it "
+        f"computes in, {dtype} (LM head {summary['roofline_head_dtype']}): {summary['roofline_gflops']:.0f} GFLOP/s "
+        f"(matmul rates: fp32 {rates['float32']:.0f}, bf16 {rates['bfloat16']:.0f})"
     )
+    if "engine_fp32_head" in runs:
+        share = runs[eng32_name]["head_fallback_share"]
+        print(
+            f"  LM head from bf16 candidates: {summary['ratio_plain_head']:.2f}x the plain fp32 head; "
+            f"{100 * share:.2f}% of the rows needed the full fp32 product"
+        )
     if check:
+        print(
+            f"  {fast} weights: {100 * check['finetune_erased_share']:.0f}% of the weights training changed round "
+            "back to their untrained value"
+        )
         print(
             f"  {fast} on {check['questions']} questions: acc {check[fast]['acc']:.1f} vs {check['fp32']['acc']:.1f} "
             f"(fp32), fmt {check[fast]['fmt']:.1f} vs {check['fp32']['fmt']:.1f}; identical outputs "

@@ -64,6 +64,10 @@ def test_evaluation_benchmark_reports_the_engine_the_baseline_and_the_agreement(
     assert 0 <= result["agreement"] <= 1 and result["runs"]["baseline"]["dtype"] == "float32"
     assert result["roofline_dtype"] == result["engine_dtype"] == result["runs"]["engine"]["dtype"]
     assert "eval_dtype" in result["engine_dtype_reason"]
+    # the LM head from bf16 candidates where bf16 is fast, measured against the plain fp32 head in the same run
+    approx = "head_fallback_share" in result["runs"]["engine"]
+    assert (result["roofline_head_dtype"] == "bfloat16") is approx
+    assert ("engine_fp32_head" in result["runs"]) is approx and (not approx or positive(result["ratio_plain_head"]))
     # the bf16 comparison runs where bf16 is the faster dtype (it is what decides evaluation's dtype)
     assert result["metrics_check"] is None or result["metrics_check"]["questions"] == 3
 

@@ -84,9 +84,19 @@ ITEMS = [
 ]
 
 
+@pytest.fixture(params=["bf16-head", "fp32-head"])
+def head(request, monkeypatch) -> str:
+    """Both LM heads of the fp32 engine on every machine: the bf16 candidates (``engine.evaluation.greedy_head``,
+    used where bf16 measures fast; forced here) and the plain fp32 product."""
+    import engine.precision
+
+    monkeypatch.setattr(engine.precision, "cpu_bf16_fast", lambda: request.param == "bf16-head")
+    return request.param
+
+
 @pytest.mark.parametrize("rows", [1, 2, 5])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "generic"])
-def test_engine_greedy_is_greedy_on_a_tiny_model(tiny, tokenizer_default, rows, fused) -> None:
+def test_engine_greedy_is_greedy_on_a_tiny_model(tiny, tokenizer_default, rows, fused, head) -> None:
     """Rows 1/2/5: questions join and leave the batch at every step (continuous batching, compaction)."""
     stats: dict = {}
     outputs = {
@@ -102,6 +112,45 @@ def test_engine_greedy_is_greedy_on_a_tiny_model(tiny, tokenizer_default, rows, 
     }
     check_against_generate(tiny, tokenizer_default, ITEMS, outputs, reference)
     assert stats["rows"] == rows and stats["decoded_tokens"] == sum(len(g.token_ids) for g in outputs.values())
+    assert ("head_rows" in stats) is (fused and head == "bf16-head")
+
+
+def test_greedy_head_is_the_fp32_argmax() -> None:
+    """Random logits (the bound proves the candidates' best nearly always) and near-ties made on purpose: 100 rows
+    of the weight equal to one row up to less than bf16 resolves, so that their bf16 logits tie and the best of
+    them may fall outside the 32 candidates; those rows must go to the full fp32 product."""
+    from engine.evaluation.greedy_head import GreedyHead
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(3000, 64, generator=gen) * 0.1
+    x = torch.randn(48, 64, generator=gen) * 3
+    head = GreedyHead(weight)
+    assert torch.equal(head.argmax(x), torch.nn.functional.linear(x, weight).argmax(dim=-1))
+    assert head.rows == 48 and head.fallback_rows < 48
+
+    top = torch.nn.functional.linear(x, weight).argmax(dim=-1)
+    tied = weight.clone()
+    tied[2000:2100] = weight[top[0]] + torch.randn(100, 64, generator=gen) * 1e-5
+    tied[2050] = weight[top[0]] * 1.001  # the true argmax of row 0, inside bf16's rounding of its rivals
+    head = GreedyHead(tied)
+    got = head.argmax(x)
+    assert torch.equal(got, torch.nn.functional.linear(x, tied).argmax(dim=-1))
+    assert got[0] == 2050 and head.fallback_rows >= 1
+
+
+def test_greedy_head_applies_to_fp32_fused_decoders_where_bf16_is_fast(tiny, monkeypatch) -> None:
+    import copy
+
+    import engine.precision
+    from engine.evaluation.greedy_head import greedy_head_for
+    from engine.sampling.decoders import make_decoder
+
+    monkeypatch.setattr(engine.precision, "cpu_bf16_fast", lambda: True)
+    assert greedy_head_for(make_decoder(tiny, 2, 32, fused=True)) is not None
+    assert greedy_head_for(make_decoder(tiny, 2, 32, fused=False)) is None
+    assert greedy_head_for(make_decoder(copy.deepcopy(tiny).bfloat16(), 2, 32, fused=True)) is None
+    monkeypatch.setattr(engine.precision, "cpu_bf16_fast", lambda: False)
+    assert greedy_head_for(make_decoder(tiny, 2, 32, fused=True)) is None
 
 
 def test_engine_greedy_stops_at_eos(tiny, tokenizer_default) -> None:

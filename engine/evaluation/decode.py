@@ -6,7 +6,8 @@ forward for other architectures), with top-1 instead of top-k/top-p and one row 
 - prompts are prefilled in groups (right-padded, so each prompt's positions are those of an unpadded run; the LM
   head is applied to each prompt's last position only), the argmax of the last position is the first token, and
   each prompt's keys/values are copied into a free row of the decode cache;
-- every decode step feeds each active row its last token and takes the argmax; a row ends at EOS or at
+- every decode step feeds each active row its last token and takes the argmax (in fp32 on a CPU with fast bf16,
+  of bf16 candidates rescored in fp32: :mod:`engine.evaluation.greedy_head`); a row ends at EOS or at
   ``max_new_tokens`` tokens and leaves the batch at once (the last rows move into its place), and the next prompts
   are admitted while there is room;
 - results come back in chunks as questions finish, so that the caller can store them as it goes.
@@ -61,9 +62,19 @@ def prefill_group(model: Any, prompts: list[list[int]], device: Any) -> tuple[to
 class _Batch:
     """The decode batch: rows ``0 .. n_active-1`` hold questions; host-side state per row."""
 
-    def __init__(self, model: Any, tokenizer: Any, encoded: list[list[int]], rows: int, max_new: int, fused) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        encoded: list[list[int]],
+        rows: int,
+        max_new: int,
+        fused: bool | None,
+        approx_head: bool,
+    ) -> None:
         import torch
 
+        from engine.evaluation.greedy_head import greedy_head_for
         from engine.sampling.decoders import PACK_MIN_WORK, make_decoder
 
         self.model, self.tokenizer, self.encoded, self.rows, self.max_new = model, tokenizer, encoded, rows, max_new
@@ -72,6 +83,7 @@ class _Batch:
         self.eos_t = torch.tensor(self.eos or [-1], dtype=torch.long)
         max_len = max(len(e) for e in encoded) + max_new
         self.decoder = make_decoder(model, rows, max_len, fused, pack=len(encoded) * max_new >= PACK_MIN_WORK)
+        self.head = greedy_head_for(self.decoder) if approx_head else None
         self.max_len = max_len
         self.item = torch.zeros(rows, dtype=torch.long)  # index into the items
         self.pos = torch.zeros(rows, dtype=torch.long)  # cache position of the next input token
@@ -113,8 +125,11 @@ class _Batch:
 
         n = self.n_active
         pos = self.pos[:n]
-        logits = self.decoder.step(self.last[:n].to(self.device), pos.to(self.device), int(pos.max()) + 1)
-        nxt = logits.argmax(dim=-1).cpu()
+        args = (self.last[:n].to(self.device), pos.to(self.device), int(pos.max()) + 1)
+        if self.head is not None:
+            nxt = self.head.argmax(self.decoder.hidden(*args)).cpu()
+        else:
+            nxt = self.decoder.step(*args).argmax(dim=-1).cpu()
         self.steps += 1
         self.pos[:n] += 1
         keep = ~torch.isin(nxt, self.eos_t)
@@ -156,12 +171,15 @@ def greedy_engine(
     rows: int,
     fused: bool | None = None,
     chunk: int | None = None,
+    approx_head: bool = True,
     stats: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Iterator[list[Generated]]:
     """Greedy continuations of ``(key, prompt)`` items, at most ``rows`` questions decoded at a time; yields the
-    finished ones in lists of about ``chunk`` (default ``rows``). ``stats`` (if given) receives steps, seconds,
-    decoded tokens and rows."""
+    finished ones in lists of about ``chunk`` (default ``rows``). ``approx_head``: the LM head's argmax through
+    :class:`engine.evaluation.greedy_head.GreedyHead` where that applies (fp32 on a CPU with fast bf16); False: the
+    plain fp32 head. ``stats`` (if given) receives steps, seconds, decoded tokens, rows and, with the bf16 head,
+    the rows it left to the full fp32 product."""
     import torch
 
     if not items:
@@ -173,11 +191,12 @@ def greedy_engine(
     model.eval()
     started = time.perf_counter()
     with torch.inference_mode():
-        batch = _Batch(model, tokenizer, encoded, rows, max_new_tokens, fused)
+        batch = _Batch(model, tokenizer, encoded, rows, max_new_tokens, fused, approx_head)
     if log:
+        head = f", LM head argmax from bf16 with {batch.head.k} fp32-rescored candidates" if batch.head else ""
         log(
             f"greedy decoding {len(items)} questions: {type(batch.decoder).__name__}, {rows} rows x "
-            f"{batch.max_len} positions"
+            f"{batch.max_len} positions{head}"
         )
     pending: list[Generated] = []
     next_item = 0
@@ -196,3 +215,5 @@ def greedy_engine(
             yield out
     if stats is not None:
         stats.update(steps=batch.steps, seconds=time.perf_counter() - started, decoded_tokens=batch.decoded, rows=rows)
+        if batch.head is not None:
+            stats.update(head_rows=batch.head.rows, head_fallback_rows=batch.head.fallback_rows)

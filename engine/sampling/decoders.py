@@ -207,6 +207,11 @@ class FusedLlamaDecoder:
             buf[dst] = buf[src]
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+        return self.lm_head(self.hidden(tokens, positions, kv_len))
+
+    def hidden(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """The step up to the LM head: the final norm's output [B, hidden] (greedy evaluation applies its own
+        head, :mod:`engine.evaluation.greedy_head`)."""
         import torch
         import torch.nn.functional as F
 
@@ -256,8 +261,7 @@ class FusedLlamaDecoder:
             inter = gate_up.shape[1] // 2
             act = F.silu(gate_up[:, :inter]).mul_(gate_up[:, inter:])
             x = down_proj.add_to(x, act)
-        x = F.rms_norm(x, (hidden,), self.norm_w, self.norm_eps)
-        return self.lm_head(x)
+        return F.rms_norm(x, (hidden,), self.norm_w, self.norm_eps)
 
 
 def packed_gemm_available(dtype: torch.dtype, device: torch.device) -> bool:
