@@ -226,13 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     head = models["float32"][0].get_output_embeddings().weight.numel()
     body = sum(m.weight.numel() for m in linears) - head
 
+    def head_dtype(r: dict) -> str:
+        """The LM head's dtype in a run: bf16 where the engine took its argmax from bf16 candidates."""
+        return "bfloat16" if "head_fallback_share" in r else r["dtype"]
+
     def flops(run_name: str) -> tuple[float, float]:
         """(FLOPs, seconds at the roofline): the decoder on every token, the LM head on the generated ones (a
         prefill applies it to a prompt's last position only), each at the rate of the dtype it computes in."""
         r = runs[run_name]
         body_flops, head_flops = 2 * body * (r["prompt_tokens"] + r["new_tokens"]), 2 * head * r["new_tokens"]
-        head_dtype = "bfloat16" if "head_fallback_share" in r else r["dtype"]
-        ideal = body_flops / rates[r["dtype"]] / 1e9 + head_flops / rates[head_dtype] / 1e9
+        ideal = body_flops / rates[r["dtype"]] / 1e9 + head_flops / rates[head_dtype(r)] / 1e9
         return body_flops + head_flops, ideal
 
     def gflops(run_name: str) -> float:
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "agreement": agreement,
         "engine_gflops": achieved,
         "roofline_dtype": dtype,
-        "roofline_head_dtype": "bfloat16" if "head_fallback_share" in eng else dtype,
+        "roofline_head_dtype": head_dtype(eng),
         "roofline_gflops": flops("engine")[0] / flops("engine")[1] / 1e9,
         "roofline_share": roofline_share("engine"),
         "matmul_gflops": rates,
