@@ -22,7 +22,13 @@ from db.errors import UserError
 from engine.config import SamplingConfig, StudentConfig
 from engine.prompts import sampling_prompt
 from engine.sampling.backends import make_sampler, make_sampler_from_model, resolve_backend, vllm_available
-from engine.sampling.ops import question_seed, sample_top_k_top_p, topk_values, truncated_distribution
+from engine.sampling.ops import (
+    logsumexp_rows,
+    question_seed,
+    sample_top_k_top_p,
+    topk_values,
+    truncated_distribution,
+)
 from engine.sampling.threads import ThreadTuner
 from tests.conftest import rt_files
 
@@ -85,6 +91,22 @@ def test_chunked_topk_equals_torch_topk() -> None:
         ref_values, _ = torch.topk(logits, 10)
         assert torch.equal(values, ref_values)
         assert torch.equal(logits.gather(1, index), values)
+
+
+def test_chunked_logsumexp_equals_torch_bit_for_bit() -> None:
+    """The sampler's log-probabilities and margins rest on it: the same fp32 values as the plain expression, for
+    bf16 and fp32 logits, row counts around the chunk size, and rows with infinite entries."""
+    gen = torch.Generator().manual_seed(2)
+    for dtype in (torch.bfloat16, torch.float32):
+        for rows in (1, 3, 31, 32, 33, 70):
+            logits = (torch.randn(rows, 4099, generator=gen) * 4).to(dtype)
+            if rows >= 3:
+                logits[1] = float("-inf")  # every token masked
+                logits[2, 5] = float("inf")
+            got = logsumexp_rows(logits, chunk=32)
+            assert got.dtype == torch.float32
+            assert torch.equal(got, torch.logsumexp(logits.float(), dim=-1))
+    assert logsumexp_rows(torch.zeros(0, 10)).shape == (0,)
 
 
 def test_question_seed_is_stable_and_distinct() -> None:
