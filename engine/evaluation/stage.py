@@ -31,6 +31,7 @@ from db.session import session_scope
 from engine.config import ExperimentConfig
 from engine.evaluation import lineage
 from engine.evaluation.metrics import Scored, aggregate, score_output
+from engine.evaluation.stats import wilson_interval
 from engine.jobs import JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
 from engine.prompts import training_prompt
 from engine.training.datasets import FORMAT_VERSION
@@ -318,9 +319,18 @@ def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: 
                 metrics["rep"],
             )
             s.add(row)
+        n = int(metrics["n"] or 0)
+
+        def percent(share: float | None) -> str:
+            """``46.0% [39.2, 52.9]``: a share of the questions with its 95% Wilson interval."""
+            if share is None:
+                return "-"
+            low, high = wilson_interval(round(share * n), n)
+            return f"{100 * share:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
         ctx.log(
-            f"{target.label}: Acc {100 * (metrics['acc'] or 0):.2f}%, Fmt {100 * (metrics['fmt'] or 0):.2f}%, "
-            f"Len {metrics['len']:.1f}, Rep {metrics['rep']:.3f} (n={metrics['n']})"
+            f"{target.label}: Acc {percent(metrics['acc'])}, Fmt {percent(metrics['fmt'])}, "
+            f"Len {metrics['len']:.1f}, Rep {metrics['rep']:.3f} (n={n})"
         )
         if config.judge.enabled:
             from engine.teacher.judge import judge_evaluation
