@@ -109,6 +109,15 @@ def test_chunked_logsumexp_equals_torch_bit_for_bit() -> None:
     assert logsumexp_rows(torch.zeros(0, 10)).shape == (0,)
 
 
+def test_fastest_capacity_is_the_smallest_within_five_percent_of_the_best() -> None:
+    from engine.sampling.hf import fastest_capacity
+
+    assert fastest_capacity({1: 480.0, 2: 964.0, 4: 1009.0, 8: 1016.0, 16: 1219.0, 20: 1417.0}) == 20
+    assert fastest_capacity({1: 498.0, 8: 969.0, 16: 1009.0, 20: 948.0}) == 8  # 969 is within 5% of 1009
+    assert fastest_capacity({1: 100.0, 2: 100.0}) == 1  # a tie: the smaller batch
+    assert fastest_capacity({4: 700.0}) == 4
+
+
 def test_question_seed_is_stable_and_distinct() -> None:
     assert question_seed(0, 7) == question_seed(0, 7)
     assert len({question_seed(s, k) for s in range(3) for k in range(50)}) == 150

@@ -232,8 +232,7 @@ class HFSampler:
                 seconds.append(time.perf_counter() - started)
             rates[q] = b / min(seconds)
         del decoder
-        best = max(rates.values())
-        chosen = min(q for q, r in rates.items() if r >= 0.95 * best)
+        chosen = fastest_capacity(rates)
         measured = ", ".join(f"{q * rpq}: {r:.0f}" for q, r in rates.items())
         self.log(
             f"sampling.batch_size unset: {chosen * rpq} rows ({chosen} questions), the fastest step measured "
@@ -534,6 +533,13 @@ class HFSampler:
 
     def _decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def fastest_capacity(rates: dict[int, float], tolerance: float = 0.05) -> int:
+    """The question count to decode together, from measured rows/s per count: the smallest count within
+    ``tolerance`` of the best rate (a bigger batch holds more memory for a gain below the measurement's noise)."""
+    best = max(rates.values())
+    return min(q for q, r in rates.items() if r >= (1 - tolerance) * best)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
