@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from db.models import Checkpoint, Dataset, Evaluation, Job, Prediction, Question
 from db.vocabulary import MAJORITY, RD, SERT, SERT_RD, TABLE_ORDER, UNLABELLED, ZERO_SHOT, label_round
-from engine.evaluation.stats import Paired, majority, paired_compare, wilson_interval
+from engine.evaluation.stats import Paired, majority, paired_compare, share_interval, wilson_interval
 
 #: Keys of ``report runs --json``.
 JSON_KEYS = ("label", "checkpoint", "dataset", "split", "n", "acc", "acc_ci", "fmt", "fmt_ci", "len", "rep")
@@ -84,12 +84,6 @@ class EvalRow:
         return out
 
 
-def _interval(share: float | None, n: int) -> tuple[float, float] | None:
-    if share is None or n <= 0:
-        return None
-    return wilson_interval(round(share * n), n)
-
-
 def evaluations(conn: Connection) -> list[EvalRow]:
     """Every evaluation, oldest first, with its intervals."""
     rows = conn.execute(
@@ -142,8 +136,8 @@ def evaluations(conn: Connection) -> list[EvalRow]:
             status=r[16],
             created_at=r[17],
         )
-        row.acc_ci = _interval(row.acc, row.n)
-        row.fmt_ci = _interval(row.fmt, row.n)
+        row.acc_ci = share_interval(row.acc, row.n)
+        row.fmt_ci = share_interval(row.fmt, row.n)
         out.append(row)
     return out
 

@@ -31,7 +31,7 @@ from db.session import session_scope
 from engine.config import ExperimentConfig
 from engine.evaluation import lineage
 from engine.evaluation.metrics import Scored, aggregate, score_output
-from engine.evaluation.stats import wilson_interval
+from engine.evaluation.stats import share_interval
 from engine.jobs import JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
 from engine.prompts import training_prompt
 from engine.training.datasets import FORMAT_VERSION
@@ -323,9 +323,10 @@ def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: 
 
         def percent(share: float | None) -> str:
             """``46.0% [39.2, 52.9]``: a share of the questions with its 95% Wilson interval."""
-            if share is None:
+            ci = share_interval(share, n)
+            if share is None or ci is None:
                 return "-"
-            low, high = wilson_interval(round(share * n), n)
+            low, high = ci
             return f"{100 * share:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
         ctx.log(

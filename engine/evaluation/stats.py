@@ -38,6 +38,13 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return (low, high)
 
 
+def share_interval(share: float | None, n: int) -> tuple[float, float] | None:
+    """The Wilson interval of a stored share (accuracy, format rate) of ``n`` questions; None when there is none."""
+    if share is None or n <= 0:
+        return None
+    return wilson_interval(round(share * n), n)
+
+
 def fmt_interval(acc: float | None, ci: Sequence[float] | None) -> str:
     """``52.5 [45.6, 59.3]``: an accuracy in percent with its interval, as every table prints it."""
     if acc is None:

@@ -176,7 +176,7 @@ def run_default(database: Engine, workspace: Path, echo: Echo, rounds: int = 1) 
 
 def accuracy_of(database: Engine, eval_job: Job | None) -> dict[str, Any] | None:
     """The evaluation of an eval job as the report shows it: label, n, Acc and its 95% Wilson interval."""
-    from engine.evaluation.stats import wilson_interval
+    from engine.evaluation.stats import share_interval
 
     if eval_job is None:
         return None
@@ -184,7 +184,7 @@ def accuracy_of(database: Engine, eval_job: Job | None) -> dict[str, Any] | None
         row = s.exec(select(Evaluation).where(Evaluation.job_id == eval_job.id)).first()
     if row is None:
         return None
-    ci = wilson_interval(round(row.acc * row.n), row.n) if row.acc is not None and row.n else None
+    ci = share_interval(row.acc, row.n or 0)
     return {
         "label": row.label,
         "evaluation": row.id,
