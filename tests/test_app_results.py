@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from db.models import Evaluation, Prediction
+from db.models import Evaluation, Job, Prediction
 from db.session import session_scope
+from engine.evaluation.stats import mcnemar_exact
 from engine.jobs import create_job
 from sert_tui.app import SertApp
 from sert_tui.screens.home import HomeScreen
@@ -23,13 +24,21 @@ SIZE = (200, 50)
 
 
 def evaluation(
-    engine, dataset: int, label: str, correct: list[bool], scores: dict | None = None, student: str | None = None
+    engine,
+    dataset: int,
+    label: str,
+    correct: list[bool],
+    scores: dict | None = None,
+    student: str | None = None,
+    status: str = "completed",
 ) -> int:
-    """An eval job with its Evaluation row and one Prediction per test question, as the eval stage writes them."""
+    """An eval job in ``status`` with its Evaluation row and one Prediction per test question, as the eval stage
+    writes them."""
     config = {"student": {"model": student}} if student else {}
     job = create_job(engine, "eval", config, dataset_id=dataset, label=label).id
     qids = question_ids(engine, dataset, "test")
     with session_scope(engine) as s:
+        s.get(Job, job).status = status  # type: ignore[union-attr]
         ev = Evaluation(
             job_id=job,
             label=label,
@@ -99,6 +108,10 @@ async def test_table_two_and_predictions_side_by_side(engine, db_path):
         text = screen_text(app)
         assert f"A: eval {zero} zero-shot" in text and f"B: eval {sert} SERT" in text
         assert "zero-shot reasons about question" in text and "SERT reasons about question" in text
+        # Their paired comparison: one evaluation each, so the p-value is exact McNemar on 0 vs 2 discordant.
+        c = preds.comparison
+        assert (c.n, c.a_only, c.b_only, c.diff, c.p_value) == (4, 0, 2, -0.5, mcnemar_exact(0, 2))
+        assert "A - B: -50.0 pts [" in text and "p = 0.5: sign-flip permutation on d_q (exact McNemar" in text
         await pilot.press("d")  # only where the two runs differ
         assert [p.question_index for p in preds.shown] == [2, 3]
         await pilot.press("escape")
@@ -150,3 +163,29 @@ async def test_two_students_on_one_dataset_are_two_table_lines(engine, db_path, 
     assert main(["--db", str(db_path), "report", "runs"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert sum(line.startswith(("default ", "HuggingFaceTB/SmolLM2-360M-Instruct ")) for line in out) >= 2
+
+
+async def test_a_newer_failed_evaluation_is_a_note_not_the_table_cell(engine, db_path):
+    """Finished work only: the completed SERT evaluation keeps its Table II cell and its row; the newer failed one
+    (and a running one with nothing completed) are notes under the tables."""
+    dataset = make_dataset(engine, n_train=2, n_test=4)
+    done = evaluation(engine, dataset, "SERT", [True, True, True, False])
+    failed = evaluation(engine, dataset, "SERT", [False, False, False, False], status="failed")
+    running = evaluation(engine, dataset, "RD", [True, False, False, False], status="running")
+    with session_scope(engine) as s:
+        jobs = {e: s.get(Evaluation, e).job_id for e in (failed, running)}  # type: ignore[union-attr]
+    app = SertApp(db_path, engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen) and app.screen.loaded)
+        await pilot.press("R")
+        await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen) and app.screen.loaded)
+        results = app.screen
+        assert [r.id for r in results.rows] == [done]
+        labels = [str(c.label) for c in results.query_one("#table-two").columns.values()]
+        assert labels == ["student", "dataset / split", "SERT", "majority"]
+        text = screen_text(app)
+        assert "75.0 [30.1, 95.4] n=4" in text
+        assert f"note: evaluation {failed} (job {jobs[failed]}, failed): SERT on arith/test is newer than the one" in (
+            text
+        )
+        assert f"note: evaluation {running} (job {jobs[running]}, running): RD on arith/test is not shown" in text

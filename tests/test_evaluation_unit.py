@@ -170,8 +170,10 @@ def test_eval_job_and_eval_checkpoint_name_one_model(engine, sqa, tmp_path):
 
 # -- report runs --------------------------------------------------------------------------------------------
 def _evaluation(engine, dataset_id, label, acc, parent=None, ckpt=None, student="default"):
+    """A completed eval job with its evaluation row (the reports show completed ones only)."""
     job = create_job(engine, "eval", {"student": {"model": student}}, dataset_id=dataset_id, parent_id=parent)
     with session_scope(engine) as s:
+        s.get(Job, job.id).status = "completed"  # type: ignore[union-attr]
         s.add(
             Evaluation(
                 job_id=job.id,

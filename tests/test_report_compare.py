@@ -1,4 +1,5 @@
-"""``report runs`` intervals and majority rows, ``report compare``, and Table II with two students.
+"""``report runs`` intervals and majority rows, ``report compare``, Table II with two students, and reports that
+use finished work only.
 
 Evaluations and predictions are rows in a real workspace with the real StrategyQA questions of ../shared/data;
 the outcomes are chosen so that every figure can be counted by hand.
@@ -12,7 +13,7 @@ import math
 import pytest
 from sqlmodel import select
 
-from db.models import Evaluation, Prediction, Question
+from db.models import Evaluation, Job, Prediction, Question
 from db.session import session_scope
 from engine.evaluation.stats import mcnemar_exact, wilson_interval
 from engine.jobs import create_job
@@ -32,10 +33,12 @@ def _questions(engine, dataset_id: int) -> list[tuple[int, str]]:
     return [(q, a) for q, a in rows]
 
 
-def _evaluate(engine, dataset_id, label, correct: list[bool], student="default") -> int:
+def _evaluate(engine, dataset_id, label, correct: list[bool], student="default", status="completed") -> int:
+    """An eval job in ``status`` (completed: the eval stage finished it) with its evaluation and predictions."""
     job = create_job(engine, "eval", {"student": {"model": student}}, dataset_id=dataset_id)
     questions = _questions(engine, dataset_id)
     with session_scope(engine) as s:
+        s.get(Job, job.id).status = status  # type: ignore[union-attr]
         ev = Evaluation(
             job_id=job.id,
             model_ref=student,
@@ -124,3 +127,66 @@ def test_two_students_on_one_dataset_are_two_table_lines(db_path, engine, sqa, c
     out = capsys.readouterr().out.splitlines()
     assert any(line.startswith("default ") and "100.0" in line for line in out)
     assert any(line.startswith("HuggingFaceTB/SmolLM2-360M-Instruct") and " 0.0 [" in line for line in out)
+
+
+def test_reports_use_completed_eval_jobs_only(db_path, engine, sqa, runs, capsys):
+    """A newer failed (or running) evaluation never takes the place of the completed one: it is a note."""
+    ids, _outcomes = runs
+    failed = _evaluate(engine, sqa.id, "SERT", [False] * N, status="failed")
+    running = _evaluate(engine, sqa.id, "Finetune", [True] * N, status="running")
+    alone = _evaluate(engine, sqa.id, "RD", [True] * N, status="cancelled")  # no completed RD at all
+    with session_scope(engine) as s:
+        job_of = {e: s.get(Evaluation, e).job_id for e in (failed, running, alone)}  # type: ignore[union-attr]
+
+    assert main(["--db", str(db_path), "report", "runs", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)  # still one list of the completed evaluations and the majority row
+    assert [(r["label"], r["evaluation"]) for r in rows] == [
+        ("SERT", ids["SERT"]),
+        ("Finetune", ids["Finetune"]),
+        ("zero-shot", ids["zero-shot"]),
+        ("majority", None),
+    ]
+    assert f"note: evaluation {failed} (job {job_of[failed]}, failed): SERT on sqa/test is newer than the one " in (
+        captured.err
+    )
+    assert f"(evaluation {ids['SERT']})" in captured.err and f"evaluation {running} (job" in captured.err
+
+    assert main(["--db", str(db_path), "report", "runs"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("default"))
+    assert "75.0 [" in line and "60.0 [" in line and " RD" not in out.splitlines()[1]  # SERT 30/40, Finetune 24/40
+    assert (
+        f"note: evaluation {failed} (job {job_of[failed]}, failed): SERT on sqa/test is newer than the one shown" in out
+    )
+    assert f"note: evaluation {running} (job {job_of[running]}, running): Finetune on sqa/test is newer" in out
+    assert f"note: evaluation {alone} (job {job_of[alone]}, cancelled): RD on sqa/test is not shown" in out
+    assert not any(line.startswith(f"{failed} ") for line in out.splitlines())  # not in "All evaluations"
+
+    assert main(["--db", str(db_path), "report", "compare", "--a", "SERT", "--b", "Finetune", "--json"]) == 0
+    captured = capsys.readouterr()
+    (row,) = json.loads(captured.out)
+    assert (row["eval_a"], row["eval_b"], row["a_only"], row["b_only"]) == (ids["SERT"], ids["Finetune"], 10, 4)
+    assert row["p_value"] == mcnemar_exact(10, 4) and row["test"] == "mcnemar"
+    assert f"evaluation {failed} (job" in captured.err and f"evaluation {alone} (job" not in captured.err
+
+    assert main(["--db", str(db_path), "report", "compare", "--a", "SERT", "--b", "Finetune"]) == 0
+    out = capsys.readouterr().out
+    assert "sign-flip permutation on d_q (exact McNemar with one seed)" in out
+    assert f"{mcnemar_exact(10, 4):.3g}" in out and "10 / 4" in out
+    assert f"note: evaluation {failed} (job {job_of[failed]}, failed)" in out
+    # A label evaluated only by an unfinished job is not a label to compare.
+    assert main(["--db", str(db_path), "report", "compare", "--a", "RD", "--b", "SERT"]) == 2
+    assert "no evaluation of a completed eval job has that label" in capsys.readouterr().err
+
+
+def test_a_completed_evaluation_newer_than_a_failed_one_needs_no_note(db_path, engine, sqa, capsys):
+    from engine.evaluation.report import all_evaluations, unfinished
+
+    _evaluate(engine, sqa.id, "SERT", [False] * N, status="failed")
+    newer = _evaluate(engine, sqa.id, "SERT", [True] * N)
+    with engine.connect() as conn:
+        done, notes = unfinished(all_evaluations(conn))
+    assert [r.id for r in done] == [newer] and notes == []
+    assert main(["--db", str(db_path), "report", "runs"]) == 0
+    assert "note:" not in capsys.readouterr().out

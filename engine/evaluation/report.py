@@ -5,12 +5,18 @@ functions.
 Reads go through SQLAlchemy Core on a ``Connection`` (no ORM objects), so the app can call them from a worker
 thread while a job writes. Nothing here imports torch.
 
+- Finished work only: an eval job writes its evaluation row as it runs, so ``evaluations`` keeps the
+  evaluations of *completed* eval jobs (``all_evaluations`` has every one). A failed, cancelled or still running
+  evaluation never takes the place of a completed one; ``unfinished_notes`` names those newer than what a
+  report shows (or with nothing completed to show), for the reports to print beside their tables.
 - ``acc_ci`` / ``fmt_ci``: 95% Wilson score intervals of Acc and Fmt (engine.evaluation.stats).
 - The ``majority`` row of a (dataset, split): the accuracy of always answering the most common gold answer of
   the questions evaluated there (the union of the questions its evaluations answered).
 - Table II: one line per (student, dataset, split), one column per label, the newest evaluation of a label.
-- ``compare``: two labels on the questions both answered, per (student, dataset, split): difference of
-  accuracy, paired bootstrap interval, exact McNemar p-value.
+- ``compare``: two labels on the questions both answered, per (student, dataset, split), through
+  ``stats.clustered_compare`` with one outcome per question on each side (one evaluation each): difference of
+  accuracy, bootstrap interval over questions, sign-flip permutation p-value on d_q, which with one seed is
+  exact McNemar.
 """
 
 from __future__ import annotations
@@ -23,12 +29,21 @@ from sqlalchemy.engine import Connection
 
 from db.models import Checkpoint, Dataset, Evaluation, Job, Prediction, Question
 from db.vocabulary import MAJORITY, RD, SERT, SERT_RD, TABLE_ORDER, UNLABELLED, ZERO_SHOT, label_round
-from engine.evaluation.stats import Paired, majority, paired_compare, share_interval, wilson_interval
+from engine.evaluation.stats import (
+    Clustered,
+    clustered_compare,
+    majority,
+    one_outcome,
+    share_interval,
+    wilson_interval,
+)
 
 #: Keys of ``report runs --json``.
 JSON_KEYS = ("label", "checkpoint", "dataset", "split", "n", "acc", "acc_ci", "fmt", "fmt_ci", "len", "rep")
 #: Keys of ``report compare --json``.
 COMPARE_KEYS = ("dataset", "split", "a", "b", "n", "diff", "diff_ci", "p_value")
+#: How ``compare`` tests a difference, as the reports name it.
+COMPARE_TEST = "sign-flip permutation on d_q (exact McNemar with one seed)"
 #: What ``report compare`` compares without --a/--b: (a, b), difference acc(a) - acc(b).
 DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
     (SERT, "Finetune"),
@@ -84,8 +99,12 @@ class EvalRow:
         return out
 
 
-def evaluations(conn: Connection) -> list[EvalRow]:
-    """Every evaluation, oldest first, with its intervals."""
+#: The status of an eval job whose evaluation the reports show.
+FINISHED = "completed"
+
+
+def all_evaluations(conn: Connection) -> list[EvalRow]:
+    """Every evaluation, oldest first, with its intervals and its eval job's status (finished or not)."""
     rows = conn.execute(
         select(
             Evaluation.id,
@@ -140,6 +159,57 @@ def evaluations(conn: Connection) -> list[EvalRow]:
         row.fmt_ci = share_interval(row.fmt, row.n)
         out.append(row)
     return out
+
+
+def evaluations(conn: Connection) -> list[EvalRow]:
+    """The evaluations of completed eval jobs, oldest first, with their intervals: what every report shows."""
+    return [r for r in all_evaluations(conn) if r.status == FINISHED]
+
+
+@dataclass
+class UnfinishedNote:
+    """An evaluation of an eval job that has not completed (failed, cancelled, running, pending), newer than the
+    completed evaluation shown in its place (``shown``), or with no completed one of its line and label."""
+
+    evaluation: int
+    job: int
+    status: str
+    label: str
+    student: str
+    dataset: str
+    split: str
+    shown: int | None
+
+    def text(self) -> str:
+        what = (
+            f"evaluation {self.evaluation} (job {self.job}, {self.status}): {self.label} on {self.dataset}/{self.split}"
+        )
+        if self.shown is None:
+            return f"{what} is not shown: its job has not completed"
+        return f"{what} is newer than the one shown (evaluation {self.shown})"
+
+
+def unfinished(rows: list[EvalRow]) -> tuple[list[EvalRow], list[UnfinishedNote]]:
+    """``all_evaluations`` rows → (the completed ones, the notes on unfinished ones newer than the completed
+    evaluation of the same Table II cell (student, dataset, split, label), or with none completed). An
+    unfinished evaluation older than a completed one of its cell is superseded and not noted."""
+    done = [r for r in rows if r.status == FINISHED]
+    newest: dict[tuple[str, str, str, str], int] = {}
+    for r in done:
+        newest[(r.student, r.dataset, r.split, r.label)] = r.id  # ascending ids: the last is the newest
+    notes = []
+    for r in rows:
+        if r.status == FINISHED:
+            continue
+        shown = newest.get((r.student, r.dataset, r.split, r.label))
+        if shown is None or r.id > shown:
+            notes.append(UnfinishedNote(r.id, r.job_id, r.status, r.label, r.student, r.dataset, r.split, shown))
+    return done, notes
+
+
+def unfinished_notes(conn: Connection) -> list[UnfinishedNote]:
+    """The notes of :func:`unfinished` for this workspace."""
+    return unfinished(all_evaluations(conn))[1]
 
 
 def majority_of(conn: Connection, eval_ids: list[int]) -> tuple[str | None, int, int]:
@@ -199,7 +269,7 @@ def majority_rows(conn: Connection, rows: list[EvalRow]) -> list[EvalRow]:
 
 
 def run_rows(conn: Connection) -> list[EvalRow]:
-    """``report runs``: every evaluation, then the majority rows."""
+    """``report runs``: every evaluation of a completed eval job, then the majority rows."""
     rows = evaluations(conn)
     return rows + majority_rows(conn, rows)
 
@@ -266,7 +336,7 @@ class Comparison:
     b: str
     eval_a: int
     eval_b: int
-    paired: Paired
+    paired: Clustered  # the clustered comparison with one outcome per question on each side
 
     def as_json(self) -> dict[str, Any]:
         p = self.paired
@@ -284,6 +354,7 @@ class Comparison:
             "acc_b": p.acc_b,
             "a_only": p.a_only,
             "b_only": p.b_only,
+            "test": p.test,
             "eval_a": self.eval_a,
             "eval_b": self.eval_b,
         }
@@ -292,7 +363,9 @@ class Comparison:
 def compare(
     conn: Connection, pairs: list[tuple[str, str]] | None = None, rows: list[EvalRow] | None = None
 ) -> list[Comparison]:
-    """Each pair of labels on every Table II line that has both (the newest evaluation of each)."""
+    """Each pair of labels on every Table II line that has both (the newest completed evaluation of each; pass
+    ``rows`` from :func:`evaluations`, not :func:`all_evaluations`). One evaluation per side is the one-seed case
+    of ``clustered_compare``: its p-value is exact McNemar."""
     rows = evaluations(conn) if rows is None else rows
     _labels, lines = table_two(rows)
     out = []
@@ -301,6 +374,6 @@ def compare(
             ra, rb = line.cells.get(a), line.cells.get(b)
             if ra is None or rb is None or MAJORITY in (a, b):
                 continue
-            paired = paired_compare(outcomes(conn, ra.id), outcomes(conn, rb.id))
+            paired = clustered_compare(one_outcome(outcomes(conn, ra.id)), one_outcome(outcomes(conn, rb.id)))
             out.append(Comparison(line.student, line.dataset, line.split, a, b, ra.id, rb.id, paired))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sert_tui.cli.common import open_db, print_json, print_table
+from sert_tui.cli.common import open_db, print_json, print_table, stderr
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -143,16 +143,22 @@ def register_runs(report_sub: argparse._SubParsersAction) -> None:
         "--json",
         action="store_true",
         help="print a list of {label, checkpoint, dataset, split, n, acc, acc_ci, fmt, fmt_ci, len, rep}; "
-        'a row labelled "majority" per dataset/split',
+        'a row labelled "majority" per dataset/split; evaluations of completed eval jobs only (notes on newer '
+        "unfinished ones go to stderr)",
     )
     p.set_defaults(func=cmd_runs)
     c = report_sub.add_parser(
         "compare",
-        help="two labels on the questions both answered: difference, paired bootstrap interval, exact McNemar",
+        help="two labels on the questions both answered: difference, bootstrap interval over questions, "
+        "sign-flip permutation test on d_q (exact McNemar with one seed)",
     )
     c.add_argument("--a", default=None, help="label a (with --b); default: SERT vs Finetune, SERT vs zero-shot, ...")
     c.add_argument("--b", default=None, help="label b; the difference is acc(a) - acc(b)")
-    c.add_argument("--json", action="store_true", help="print [{dataset, split, a, b, n, diff, diff_ci, p_value}]")
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help="print [{dataset, split, a, b, n, diff, diff_ci, p_value}] (notes on unfinished evaluations: stderr)",
+    )
     c.set_defaults(func=cmd_compare)
 
 
@@ -160,21 +166,37 @@ def _pct(value: float | None) -> str | None:
     return None if value is None else f"{100 * value:.2f}"
 
 
+def print_notes(notes: list[Any], json_output: bool) -> None:
+    """Notes on unfinished evaluations newer than the ones shown: on stdout with a table, on stderr with --json
+    (stdout keeps its one JSON document)."""
+    for note in notes:
+        line = f"note: {note.text()}"
+        if json_output:
+            stderr(line)
+        else:
+            print(line)
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    from engine.evaluation.report import run_rows, table_two
+    from engine.evaluation.report import run_rows, table_two, unfinished_notes
     from engine.evaluation.stats import fmt_interval
 
     engine = open_db(args)
     with engine.connect() as conn:
         rows = run_rows(conn)
+        notes = unfinished_notes(conn)
     if args.json:
         print_json([r.as_json() for r in rows])
+        print_notes(notes, json_output=True)
         return 0
     if not rows:
-        print("no evaluations yet: run a config with --stage eval (or --stage all)")
+        print("no evaluations yet (of completed eval jobs): run a config with --stage eval (or --stage all)")
+        print_notes(notes, json_output=False)
         return 0
     labels, lines = table_two(rows)
-    print("Accuracy % [95% Wilson interval], newest evaluation per label (paper Table II layout)")
+    print(
+        "Accuracy % [95% Wilson interval], newest evaluation per label of a completed eval job (paper Table II layout)"
+    )
     print_table(
         [
             {
@@ -208,31 +230,41 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print_table(
         detail, ["eval", "label", "dataset", "split", "n", "Acc % [95%]", "Fmt % [95%]", "Len", "Rep", "checkpoint"]
     )
+    print_notes(notes, json_output=False)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from db.errors import UserError
-    from engine.evaluation.report import compare, evaluations
+    from engine.evaluation.report import COMPARE_TEST, DEFAULT_PAIRS, all_evaluations, compare, unfinished
 
     if (args.a is None) != (args.b is None):
         raise UserError("report compare: give both --a and --b, or neither")
     engine = open_db(args)
     with engine.connect() as conn:
-        rows = evaluations(conn)
+        rows, notes = unfinished(all_evaluations(conn))
         known = {r.label for r in rows}
         for flag, label in (("--a", args.a), ("--b", args.b)):
             if label is not None and label not in known:
-                raise UserError(f"{flag} {label!r}: no evaluation has that label (labels: {', '.join(sorted(known))})")
+                raise UserError(
+                    f"{flag} {label!r}: no evaluation of a completed eval job has that label "
+                    f"(labels: {', '.join(sorted(known))})"
+                )
         pairs = [(args.a, args.b)] if args.a is not None else None
         result = compare(conn, pairs, rows)
+    notes = [n for n in notes if any(n.label in pair for pair in pairs or DEFAULT_PAIRS)]
     if args.json:
         print_json([c.as_json() for c in result])
+        print_notes(notes, json_output=True)
         return 0
     if not result:
-        print("nothing to compare: no Table II line has both labels evaluated")
+        print("nothing to compare: no Table II line has both labels evaluated by a completed eval job")
+        print_notes(notes, json_output=False)
         return 0
-    print("Paired on the questions both answered: diff = acc(a) - acc(b), 95% paired bootstrap, exact McNemar")
+    print(
+        "Paired on the questions both answered: diff = acc(a) - acc(b) (the mean of d_q), 95% bootstrap over "
+        f"questions, p: {COMPARE_TEST}"
+    )
     print_table(
         [
             {
@@ -244,12 +276,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "diff (pts)": f"{100 * c.paired.diff:+.1f}",
                 "95% CI": f"[{100 * c.paired.diff_ci[0]:+.1f}, {100 * c.paired.diff_ci[1]:+.1f}]",
                 "a only / b only": f"{c.paired.a_only} / {c.paired.b_only}",
-                "p (McNemar)": f"{c.paired.p_value:.3g}",
+                "p": f"{c.paired.p_value:.3g}",
             }
             for c in result
         ],
-        ["student", "dataset", "split", "a - b", "n", "diff (pts)", "95% CI", "a only / b only", "p (McNemar)"],
+        ["student", "dataset", "split", "a - b", "n", "diff (pts)", "95% CI", "a only / b only", "p"],
     )
+    print_notes(notes, json_output=False)
     return 0
 
 

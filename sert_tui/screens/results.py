@@ -1,9 +1,11 @@
 """Results: the paper's Table II comparison across runs with 95% intervals and the majority baseline (a table and
 a plot of interval bars), every evaluation with its metrics, and per-question predictions of one evaluation or of
-two side by side (``d``: only the questions where they disagree).
+two side by side (``d``: only the questions where they disagree) with their paired comparison.
 
-The table, the intervals and the majority row come from engine.evaluation.report, the functions behind
-``sert-tui report runs``: the app and the CLI show the same numbers."""
+The table, the intervals, the majority row and the comparison come from engine.evaluation.report and
+engine.evaluation.stats, the functions behind ``sert-tui report runs|compare``: the app and the CLI show the
+same numbers. Like the reports, the screen shows evaluations of completed eval jobs only; a newer failed,
+cancelled or running one is a note under the tables, never in place of the completed one."""
 
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from textual_plotext import PlotextPlot
 
 from db.app_queries import PredictionPair
 from db.vocabulary import MAJORITY
-from engine.evaluation.report import EvalRow, TableLine, majority_rows, table_two
-from engine.evaluation.stats import fmt_interval
+from engine.evaluation.report import COMPARE_TEST, EvalRow, TableLine, UnfinishedNote, majority_rows, table_two
+from engine.evaluation.stats import Clustered, clustered_compare, fmt_interval
 from sert_tui.context import workspace_app
 
 POLL_SECONDS = 2.0
@@ -75,16 +77,18 @@ class ResultsScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, rows: list[EvalRow], majority: list[EvalRow]) -> None:
+        def __init__(self, rows: list[EvalRow], majority: list[EvalRow], notes: list[UnfinishedNote]) -> None:
             super().__init__()
             self.rows = rows
             self.majority = majority
+            self.notes = notes
 
     def __init__(self, focus_job: int | None = None) -> None:
         super().__init__()
         self.focus_job = focus_job
         self.rows: list[EvalRow] = []
         self.majority: list[EvalRow] = []
+        self.notes: list[UnfinishedNote] = []  # unfinished evaluations newer than the ones shown
         self.marked: int | None = None
         self.loaded = False
 
@@ -113,24 +117,25 @@ class ResultsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="results-read", exit_on_error=False)
     def reload(self) -> None:
-        from engine.evaluation.report import evaluations
+        from engine.evaluation.report import all_evaluations, unfinished
 
         try:
             with workspace_app(self).db.connect() as conn:
-                rows = evaluations(conn)
+                rows, notes = unfinished(all_evaluations(conn))
                 majority = majority_rows(conn, rows)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"could not read evaluations: {exc}", severity="error")
             return
-        self.post_message(self.Loaded(rows, majority))
+        self.post_message(self.Loaded(rows, majority, notes))
 
     def on_results_screen_loaded(self, message: Loaded) -> None:
         first = not self.loaded
         self.loaded = True
-        if message.rows == self.rows and message.majority == self.majority:
+        if message.rows == self.rows and message.majority == self.majority and message.notes == self.notes:
             return
         self.rows = message.rows
         self.majority = message.majority
+        self.notes = message.notes
         self._draw()
         if first and self.focus_job is not None:
             ids = [r.id for r in self.rows if r.job_id == self.focus_job]
@@ -200,11 +205,15 @@ class ResultsScreen(Screen):
             table.move_cursor(row=min(cursor, len(self.rows) - 1))
         hint = Text()
         if not self.rows:
-            hint.append("No evaluation yet: run the eval stage (or `all`) of a config.", style="dim")
+            hint.append(
+                "No evaluation of a completed eval job yet: run the eval stage (or `all`) of a config.", style="dim"
+            )
         else:
             hint.append(
                 "m marks an evaluation as A; p (or enter) opens predictions, beside A when marked.", style="dim"
             )
+        for note in self.notes:
+            hint.append(f"\nnote: {note.text()}", style="yellow")
         self.query_one("#results-hint", Static).update(hint)
 
     def _plot(self, labels: list[str], lines: list[TableLine]) -> None:
@@ -276,6 +285,14 @@ def _eval_title(r: EvalRow) -> str:
     return f"eval {r.id} {r.label or '(unlabelled)'} · {r.model_ref} · {r.dataset}/{r.split}"
 
 
+def side_by_side(pairs: list[PredictionPair]) -> Clustered:
+    """A - B on the questions both answered: one evaluation per side, the one-seed case of the clustered
+    comparison (``report compare`` computes the same from the same outcomes)."""
+    a = {p.question_id: [bool(p.a["correct"])] for p in pairs if p.a is not None}
+    b = {p.question_id: [bool(p.b["correct"])] for p in pairs if p.b is not None}
+    return clustered_compare(a, b)
+
+
 def _mark(p: dict | None) -> Text:
     if p is None:
         return Text("–", style="dim")
@@ -298,14 +315,16 @@ class PredictionsScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, pairs: list[PredictionPair]) -> None:
+        def __init__(self, pairs: list[PredictionPair], comparison: Clustered | None) -> None:
             super().__init__()
             self.pairs = pairs
+            self.comparison = comparison
 
     def __init__(self, a: EvalRow, b: EvalRow | None) -> None:
         super().__init__()
         self.a, self.b = a, b
         self.pairs: list[PredictionPair] = []
+        self.comparison: Clustered | None = None  # A - B on the questions both answered (side by side only)
         self.shown: list[PredictionPair] = []
         self.only_disagree = False
         self.loaded = False
@@ -330,15 +349,25 @@ class PredictionsScreen(Screen):
         if self.b is not None:
             table.add_column("B answer", key="b")
             table.add_column("B", key="b_ok")
+        self._title()
+        table.focus()
+        self.load()
+
+    def _title(self) -> None:
         t = Text()
         t.append("A: ", style="bold")
         t.append(_eval_title(self.a))
         if self.b is not None:
             t.append("\nB: ", style="bold")
             t.append(_eval_title(self.b))
+        c = self.comparison
+        if c is not None and c.n:
+            t.append("\nA - B: ", style="bold")
+            t.append(
+                f"{100 * c.diff:+.1f} pts [{100 * c.diff_ci[0]:+.1f}, {100 * c.diff_ci[1]:+.1f}] (95% bootstrap over "
+                f"{c.n} questions), A only / B only {c.a_only} / {c.b_only}, p = {c.p_value:.3g}: {COMPARE_TEST}"
+            )
         self.query_one("#pred-title", Static).update(t)
-        table.focus()
-        self.load()
 
     @work(thread=True, exclusive=True, group="pred-read", exit_on_error=False)
     def load(self) -> None:
@@ -350,10 +379,12 @@ class PredictionsScreen(Screen):
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"could not read predictions: {exc}", severity="error")
             return
-        self.post_message(self.Loaded(pairs))
+        self.post_message(self.Loaded(pairs, side_by_side(pairs) if self.b is not None else None))
 
     def on_predictions_screen_loaded(self, message: Loaded) -> None:
         self.pairs = message.pairs
+        self.comparison = message.comparison
+        self._title()
         self._draw()
         self.loaded = True
 
