@@ -180,6 +180,15 @@ class EvalConfig(Section):
     checkpoint: str = Field("", description="evaluate only this checkpoint directory of the workspace (step-N)")
 
 
+class LogConfig(Section):
+    report_to: list[Literal["tensorboard", "trackio"]] = Field(
+        default_factory=list,
+        description='also send training metrics (loss, lr, tok/s, grad norm) and eval Acc/Fmt to "tensorboard" (event '
+        'files in <workspace dir>/tb/<job id>-<label>/) and/or "trackio" (the trackio extra); not part of any '
+        "job's fingerprint",
+    )
+
+
 class ExperimentConfig(Section):
     name: str = Field("experiment", description="a label for the jobs of this config")
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -190,6 +199,7 @@ class ExperimentConfig(Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
 
 def _error_line(source: str, exc: ValidationError) -> str:
