@@ -1,6 +1,6 @@
 """The experiment config: a TOML file validated by typed models; the defaults are the paper's values except
 where a CPU needs smaller ones (``PAPER`` lists the paper's, ``PRESETS`` the two presets of ``config init``:
-``cpu`` trains 3 epochs at lr 1e-4, what the README's sweep found for the bundled student, where the paper
+``cpu`` trains 3 epochs at lr 1e-4, what the sweep of docs/results.md found for the bundled student, where the paper
 trains 20 at 3e-4; ``paper`` is the paper's values throughout). Without a preset a key takes its default: 1
 epoch at 3e-4.
 
@@ -261,7 +261,7 @@ PAPER: dict[str, Any] = {
 }
 
 #: The presets of ``sert-tui config init``: the values each sets where they are not the defaults.
-#: ``cpu`` is the best full fine-tuning recipe of the sweep in README.md ("Training recipe", benchmarks/sweep.py:
+#: ``cpu`` is the best full fine-tuning recipe of the sweep in docs/results.md ("Training recipe", benchmarks/sweep.py:
 #: epochs 1 and 3 x lr 3e-5, 1e-4 and 3e-4 on StrategyQA and coin_flip); the key defaults stay 1 epoch at 3e-4,
 #: so that a config that names no training keys (the tests, the default loop) stays short.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -270,7 +270,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESET_NOTES = {
     "cpu": (
-        "the bundled student on a CPU: 3 epochs at lr 1e-4, the best recipe of the README's sweep "
+        "the bundled student on a CPU: 3 epochs at lr 1e-4, the best recipe of the sweep in docs/results.md "
         "(benchmarks/sweep.py); the other values are the paper's except the keys marked below"
     ),
     "paper": "the paper's values (batch 8, AdamW lr 3e-4, 20 epochs; on a CPU that takes many hours)",
