@@ -13,7 +13,7 @@ MODEL_STAMP := $(VENV)/.model-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test-deps run test lint bench clean
+.PHONY: setup test-deps run test lint bench reference screenshots docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/sampling.py
+
+# docs/reference.md from the parser and the config's Field descriptions (tests/test_reference.py checks it).
+reference: setup
+	$(BIN)/python scripts/reference.py
+
+# docs/images/*.svg: the app's own screenshots of a fixed workspace (the same bytes on every run).
+screenshots: setup
+	$(BIN)/python scripts/screenshots.py
+
+docs: reference screenshots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

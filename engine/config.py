@@ -1,6 +1,6 @@
 """The experiment config: a TOML file validated by typed models; the defaults are the paper's values except
 where a CPU needs smaller ones (``PAPER`` lists the paper's, ``PRESETS`` the two presets of ``config init``:
-``cpu`` trains 3 epochs at lr 1e-4, what the README's sweep found for the bundled student, where the paper
+``cpu`` trains 3 epochs at lr 1e-4, what the sweep of docs/results.md found for the bundled student, where the paper
 trains 20 at 3e-4; ``paper`` is the paper's values throughout). Without a preset a key takes its default: 1
 epoch at 3e-4.
 
@@ -180,6 +180,15 @@ class EvalConfig(Section):
     checkpoint: str = Field("", description="evaluate only this checkpoint directory of the workspace (step-N)")
 
 
+class LogConfig(Section):
+    report_to: list[Literal["tensorboard", "trackio"]] = Field(
+        default_factory=list,
+        description='also send training metrics (loss, lr, tok/s, grad norm) and eval Acc/Fmt to "tensorboard" (event '
+        'files in <workspace dir>/tb/<job id>-<label>/) and/or "trackio" (the trackio extra); not part of any '
+        "job's fingerprint",
+    )
+
+
 class ExperimentConfig(Section):
     name: str = Field("experiment", description="a label for the jobs of this config")
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -190,6 +199,7 @@ class ExperimentConfig(Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
 
 
 def _error_line(source: str, exc: ValidationError) -> str:
@@ -251,7 +261,7 @@ PAPER: dict[str, Any] = {
 }
 
 #: The presets of ``sert-tui config init``: the values each sets where they are not the defaults.
-#: ``cpu`` is the best full fine-tuning recipe of the sweep in README.md ("Training recipe", benchmarks/sweep.py:
+#: ``cpu`` is the best full fine-tuning recipe of the sweep in docs/results.md ("Training recipe", benchmarks/sweep.py:
 #: epochs 1 and 3 x lr 3e-5, 1e-4 and 3e-4 on StrategyQA and coin_flip); the key defaults stay 1 epoch at 3e-4,
 #: so that a config that names no training keys (the tests, the default loop) stays short.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -260,7 +270,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESET_NOTES = {
     "cpu": (
-        "the bundled student on a CPU: 3 epochs at lr 1e-4, the best recipe of the README's sweep "
+        "the bundled student on a CPU: 3 epochs at lr 1e-4, the best recipe of the sweep in docs/results.md "
         "(benchmarks/sweep.py); the other values are the paper's except the keys marked below"
     ),
     "paper": "the paper's values (batch 8, AdamW lr 3e-4, 20 epochs; on a CPU that takes many hours)",

@@ -124,3 +124,37 @@ def write_records(records: list[dict[str, Any]], out: Path | str, fmt: str = "js
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+METRIC_FORMATS = ("csv", "jsonl")
+METRIC_COLUMNS = ("step", "name", "value", "time")
+
+
+def metric_records(database: Engine, job_id: int) -> list[dict[str, Any]]:
+    """Every metric row of a job (``step, name, value, time``; time in UTC, ISO 8601), by step and name."""
+    from sqlmodel import select
+
+    from db.models import Job, Metric
+    from db.session import session_scope
+
+    with session_scope(database) as s:
+        if s.get(Job, job_id) is None:
+            raise UserError(f"no job {job_id} in this workspace (sert-tui jobs list)")
+        rows = s.exec(select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.name)).all()  # type: ignore[arg-type]
+        return [{"step": r.step, "name": r.name, "value": r.value, "time": r.time.isoformat()} for r in rows]
+
+
+def render_metrics(records: list[dict[str, Any]], fmt: str) -> str:
+    """``records`` of :func:`metric_records` as CSV (with a header line) or JSONL."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in records)
+    if fmt != "csv":
+        raise UserError(f"unknown metrics format {fmt!r} ({', '.join(METRIC_FORMATS)})")
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()

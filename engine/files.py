@@ -15,12 +15,23 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from db.errors import UserError
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+
+def workspace_dir(database: Engine) -> Path:
+    """The folder of the workspace file, where its checkpoints and TensorBoard runs go."""
+    name = database.url.database
+    if not name or name == ":memory:":
+        raise RuntimeError("checkpoints and logs need a workspace file (not an in-memory database)")
+    return Path(name).resolve().parent
 
 
 def private_dir(path: Path | str) -> Path:

@@ -109,6 +109,17 @@ class JobContext:
         self._t0 = self._created
         self._done0: int | None = None
         self._last_progress = 0.0
+        #: Where else the metrics go (``[log] report_to``: TensorBoard, trackio); closed when the job ends.
+        self.trackers: list[Any] = []
+
+    def track(self, tracker: Any) -> None:
+        """Send every later :meth:`metrics` call to ``tracker`` too (``log(step, values)``, ``close()``)."""
+        self.trackers.append(tracker)
+
+    def close_trackers(self) -> None:
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close()
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,6 +136,7 @@ class JobContext:
             job.finished_at = None
 
     def finish(self, status: str = "completed", error: str | None = None, summary: dict | None = None) -> None:
+        self.close_trackers()
         with session_scope(self.engine) as s:
             job = s.get(Job, self.job_id)
             assert job is not None
@@ -194,6 +206,8 @@ class JobContext:
         )
         with session_scope(self.engine) as s:
             s.exec(stmt)  # type: ignore[call-overload]
+        for tracker in self.trackers:  # the same steps, names and values as the rows
+            tracker.log(step, {row["name"]: row["value"] for row in rows})
 
 
 def _fmt_seconds(seconds: float) -> str:

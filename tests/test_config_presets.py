@@ -29,7 +29,7 @@ def test_cpu_preset_is_the_default_and_says_where_it_differs(tmp_path: Path) -> 
     text, cfg = _init(tmp_path)
     assert (text, cfg) == _init(tmp_path, "--preset", "cpu")
     assert text.splitlines()[0].startswith('# sert-tui experiment config, preset "cpu": the bundled student on a CPU')
-    # the sweep's recipe (README "Training recipe"); every other key is its default
+    # the sweep's recipe (docs/results.md, "Training recipe"); every other key is its default
     assert (cfg.train.epochs, cfg.train.lr) == (3.0, 1e-4)
     expected = ExperimentConfig()
     expected.train.epochs, expected.train.lr = 3.0, 1e-4

@@ -6,8 +6,8 @@ ids are the same in every fresh workspace that imports the same dataset.
 
 With ``sampling.batch_invariant = true`` a question is decoded alone at a fixed shape, so the merged paths are
 exactly one unsharded run's, texts included. In the default mode a question shares its decode batches with other
-questions in the two runs, which rounds differently and can flip a token (README, "Sampling across machines"), so
-that test asserts only what holds by construction: the keys, one job, the counts.
+questions in the two runs, which rounds differently and can flip a token (docs/scale-out.md, "Sampling across
+machines"), so that test asserts only what holds by construction: the keys, one job, the counts.
 """
 
 from __future__ import annotations
@@ -117,5 +117,5 @@ def test_two_shards_merged_equal_one_unsharded_run(tmp_path: Path, capsys) -> No
 @pytest.mark.slow
 def test_two_shards_merged_default_mode_same_keys_and_counts(tmp_path: Path, capsys) -> None:
     """The default mode (batches shared across questions): the keys and counts, not the texts (a path's text
-    can differ by a rounding flip, see the README)."""
+    can differ by a rounding flip, see docs/scale-out.md)."""
     _check_structure(*_sample_sharded_and_whole(tmp_path, capsys, CONFIG))

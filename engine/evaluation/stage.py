@@ -333,6 +333,7 @@ def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: 
             f"{target.label}: Acc {percent(metrics['acc'])}, Fmt {percent(metrics['fmt'])}, "
             f"Len {metrics['len']:.1f}, Rep {metrics['rep']:.3f} (n={n})"
         )
+        report_metrics(database, config, job_id, target, metrics)
         if config.judge.enabled:
             from engine.teacher.judge import judge_evaluation
 
@@ -342,7 +343,25 @@ def eval_body(database: Engine, job_id: int, config: ExperimentConfig, dataset: 
     return body
 
 
+def report_metrics(database: Engine, config: ExperimentConfig, job_id: int, target: Target, metrics: dict) -> None:
+    """Acc/Fmt/Len/Rep to the trackers of ``[log] report_to`` as ``eval/acc``, ... at the evaluated checkpoint's
+    step (0 for a base model), in the evaluation job's own run."""
+    if not config.log.report_to:
+        return
+    from engine.tracking import open_trackers
+
+    values = {f"eval/{k}": metrics[k] for k in ("acc", "fmt", "len", "rep") if metrics.get(k) is not None}
+    trackers = open_trackers(database, config, job_id, target.label)
+    try:
+        trackers.log(target.checkpoint.step if target.checkpoint else 0, values)
+    finally:
+        trackers.close()
+
+
 def evaluate(database: Engine, config: ExperimentConfig, dataset: Dataset, target: Target, echo: Echo) -> Job:
+    from engine.tracking import check_report_to
+
+    check_report_to(config)
     fp = eval_fingerprint(config, dataset, target)
     parent_id = target.job.id if target.job is not None else None
     job, done = find_or_create_job(database, "eval", fp, config, echo, dataset_id=dataset.id, parent_id=parent_id)

@@ -18,7 +18,7 @@ while sampling) depend on the other questions, so the same question can round di
 where that moves a sampled token across a boundary of the inverse CDF the rest of the path differs. So by default
 what holds by construction is the structure: the same questions get the same ``(branch, sample)`` keys,
 ``first_tokens * per_branch`` paths each, and the same random numbers; the texts agree only up to such flips,
-which are not rare in bf16 (``benchmarks/shard_flips.py``; the README gives the measured share). A rerun of the
+which are not rare in bf16 (``benchmarks/shard_flips.py``; docs/scale-out.md gives the measured share). A rerun of the
 very same batches (same items, batch size and a fixed ``threads``) reproduces the paths exactly.
 
 ``sampling.batch_invariant = true`` makes a question's paths a function of the question, the settings and the

@@ -27,7 +27,7 @@ from engine.sampling.paths import text_decoder
 
 #: Sampling settings meant for speed: left out of the fingerprint so that changing them resumes the same job.
 #: They do not change which paths are sampled (keys, counts, seeds); in the default mode a different batch
-#: composition can round differently and flip tokens of a text (README, "Sampling across machines"), which
+#: composition can round differently and flip tokens of a text (docs/scale-out.md, "Sampling across machines"), which
 #: ``sampling.batch_invariant = true`` rules out.
 THROUGHPUT_KEYS = ("batch_size", "tensor_parallel_size", "max_batch_memory_mb")
 CANCEL_CHECK_S = 0.5

@@ -26,7 +26,7 @@ from sqlmodel import select
 
 from db.models import Checkpoint
 from db.session import session_scope
-from engine.files import private_dir
+from engine.files import private_dir, workspace_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -38,13 +38,6 @@ LEGACY_STATE_FILE = "training_state.pt"
 STATE_FORMAT = "sert-tui training state"
 STATE_VERSION = "1"
 ADAPTER_CONFIG = "adapter_config.json"
-
-
-def workspace_dir(database: Engine) -> Path:
-    database = database.url.database
-    if not database or database == ":memory:":
-        raise RuntimeError("checkpoints need a workspace file (not an in-memory database)")
-    return Path(database).resolve().parent
 
 
 def job_dir(database: Engine, job_id: int) -> Path:

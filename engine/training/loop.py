@@ -145,6 +145,9 @@ def fit(
 
     tokens, t0, last = 0, time.perf_counter(), None
     if ctx is not None:
+        from engine.tracking import open_trackers
+
+        ctx.track(open_trackers(database, config, job_id, plan.label))  # [log] report_to; closed with the job
         ctx.progress(sft.global_step, sft.total_steps, "steps", force=True)
     while not sft.done:
         if cancel_requested():

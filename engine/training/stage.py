@@ -175,6 +175,9 @@ def finetune_plan(database: Engine, config: ExperimentConfig, dataset: Dataset) 
 
 # -- running a plan -----------------------------------------------------------------------------------------
 def run_plan(database: Engine, config: ExperimentConfig, dataset: Dataset, plan: TrainingPlan, echo: Echo) -> Job:
+    from engine.tracking import check_report_to
+
+    check_report_to(config)  # a writer [log] asks for and that is missing: one error before the job starts
     fp = train_fingerprint(config, plan, dataset)
     job, done = find_or_create_job(
         database, plan.kind, fp, config, echo, dataset_id=dataset.id, parent_id=plan.parent_id

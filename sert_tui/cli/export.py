@@ -1,5 +1,5 @@
 """``sert-tui export``: a training set or a job's paths as prompt/completion records (JSONL or a datasets
-folder) for TRL's SFTTrainer or any other trainer."""
+folder) for TRL's SFTTrainer or any other trainer; a job's metric rows as CSV or JSONL."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sert_tui.cli.paths import DECISION_CHOICES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.export import FORMATS, SETS
+    from engine.export import FORMATS, METRIC_FORMATS, SETS
 
     export = sub.add_parser("export", help="training sets and paths as prompt/completion records")
     export_sub = export.add_subparsers(dest="export_command", metavar="WHAT", required=True)
@@ -34,6 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     paths.add_argument("--selected", action="store_true", help="only paths the rules selected")
     common(paths)
     paths.set_defaults(func=cmd_paths)
+
+    metrics = export_sub.add_parser(
+        "metrics", help="every metric row of a job (step, name, value, time) as CSV or JSONL"
+    )
+    metrics.add_argument("--job", type=int, required=True, help="the job's id (sert-tui jobs list)")
+    metrics.add_argument(
+        "--format", choices=METRIC_FORMATS, default="csv", help="csv (default, with a header) or jsonl"
+    )
+    metrics.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
+    metrics.add_argument("--force", action="store_true", help="overwrite an existing file")
+    metrics.set_defaults(func=cmd_metrics)
 
 
 def _report(args: argparse.Namespace, records: list[dict]) -> int:
@@ -67,3 +78,22 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
     refuse_existing(args.out, args.force)
     return _report(args, path_records(open_db(args), args.job, args.decision, args.selected))
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    import sys
+
+    from engine.export import metric_records, render_metrics
+    from engine.files import new_file, refuse_existing
+
+    if args.out is not None:
+        refuse_existing(args.out, args.force)
+    records = metric_records(open_db(args), args.job)
+    text = render_metrics(records, args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    with new_file(args.out, force=args.force) as handle:
+        handle.write(text)
+    stderr(f"wrote {len(records)} metric rows of job {args.job} to {args.out} ({args.format})")
+    return 0
