@@ -151,8 +151,8 @@ def load_job_paths(session: Any, job_id: int, current: bool = False) -> JobPaths
     from sqlmodel import func, select
 
     from db.models import Path
+    from engine.answers import answer_spec
     from engine.filtering.rules import fixed_part, job_inputs
-    from engine.sampling.stage import answer_spec
 
     job = session.get(Job, job_id)
     if job is None:

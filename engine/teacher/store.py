@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from db.models import Dataset, Job, JobItem, Path, Question
 from db.paths_repo import mark_item, write_question_paths
 from db.session import session_scope
-from engine.answers import grade
+from engine.answers import answer_spec, grade
 from engine.config import ExperimentConfig
 from engine.jobs import fingerprint
 from engine.prompts import TEACHER_PROMPT_VERSION, teacher_prompt
@@ -59,7 +59,7 @@ def teacher_fingerprint(config: ExperimentConfig, dataset: Dataset) -> str:
 
 
 def answer_letters(dataset: Dataset) -> str:
-    return (dataset.meta or {}).get("choice_letters") or "ABCDE"
+    return answer_spec(dataset).letters
 
 
 def rationale_row(
