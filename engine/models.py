@@ -221,6 +221,23 @@ def load_model(
     return model, load_tokenizer(str(path))
 
 
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a generated sequence -- one rule for sampling (both backends) and evaluation: every
+    end-of-sequence id the model's generation config names (one id or a list), its config's, and the
+    tokenizer's, together, sorted. A sequence ends at the first of any of them (an instruct model's
+    generation config may name its end-of-turn token beside the tokenizer's end-of-text). ``model``: anything
+    with ``generation_config`` and/or ``config`` attributes (vLLM's side passes the generation config read
+    from the model folder)."""
+    ids: set[int] = set()
+    for owner in (getattr(model, "generation_config", None), getattr(model, "config", None), tokenizer):
+        value = getattr(owner, "eos_token_id", None) if owner is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif value is not None:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
 def model_origin(spec: str) -> str:
     """What a model spec is, in words: the bundled student's Q4_1 origin, a local directory or a hub id."""
     if spec in (DEFAULT_MODEL, BUNDLED_NAME):
