@@ -206,9 +206,13 @@ def _report(
     return {
         "dataset": dataset_name,
         "job": job_id,
-        "imported": imported,
+        "imported": imported,  # questions of the file that are questions of the dataset
         "rationales": sum(counts["total"].values()),
         "inserted": inserted,
+        # per split: rationales ("total", "correct": a question may carry several) and questions
         "correct": {split: counts["correct"].get(split, 0) for split in splits},
         "total": {split: counts["total"].get(split, 0) for split in splits},
+        "questions": {split: counts["questions"].get(split, 0) for split in splits},
+        "questions_correct": {split: counts["questions_correct"].get(split, 0) for split in splits},
     }
+
