@@ -9,7 +9,7 @@ started_at`` summed per kind, and the total is the wall time of the whole call (
 
 ``--root DIR`` runs another checkout of sert-tui (e.g. an older commit in a ``git worktree``) with this same
 script, for a before/after comparison on one machine: the script only uses ``open_workspace``,
-``reasoning_teacher.load``, ``save_dataset``, ``import_recorded``, ``config_from_dict`` and ``run_stage``.
+``import_task_with_rationales``, ``config_from_dict`` and ``run_stage``.
 
     .venv/bin/python benchmarks/pipeline.py [--train-limit 160] [--test-limit 200] [--epochs 3] [--json]
 """
@@ -56,22 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from db.models import Job
-    from db.queries import save_dataset
     from db.session import open_workspace, session_scope
-    from engine.config import config_from_dict
-    from engine.data import reasoning_teacher
+    from engine.config import config_from_dict, toml_value
     from engine.pipeline import run_stage
-    from engine.teacher.recorded import import_recorded
+    from engine.teacher.recorded import import_task_with_rationales
 
     hf_logging.disable_progress_bar()
     tmp = tempfile.TemporaryDirectory(prefix="sert-pipeline-bench-")
     database = open_workspace(Path(tmp.name) / "workspace.db")
-    spec = reasoning_teacher.load(
-        "sqa", DATA / "dataset" / "strategy_qa.json", DATA / "split" / "strategy_qa__default.json"
-    )
-    with session_scope(database) as s:
-        save_dataset(s, spec)
-    import_recorded(database, "sqa", DATA / "teacher-text-davinci-002" / "D_strategy_qa.json")
+    import_task_with_rationales(database, "sqa", DATA, "strategy_qa")
     settings = {
         "name": "pipeline-benchmark",
         "data": {"dataset": "sqa", "train_limit": args.train_limit, "test_limit": args.test_limit},
@@ -80,12 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.tokens:
         settings["sampling"] = {"max_new_tokens": args.tokens}
         settings["eval"] = {"max_new_tokens": args.tokens}
-    import tomllib
-
     for item in args.set:
         key, _, raw = item.partition("=")
         section, _, name = key.partition(".")
-        settings.setdefault(section, {})[name] = tomllib.loads(f"v = {raw}")["v"]
+        settings.setdefault(section, {})[name] = toml_value(raw)
     config = config_from_dict(settings)
     log(f"run --stage all on {root}: {json.dumps(settings)}")
     started = time.perf_counter()

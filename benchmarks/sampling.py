@@ -204,9 +204,8 @@ def worker(method: str, questions: int, tokens: int, seed: int, threads: int) ->
     if threads:
         torch.set_num_threads(threads)
 
-    from engine.models import load_model
+    from engine.models import eos_token_ids, load_model
     from engine.precision import cpu_bf16_fast
-    from engine.sampling.hf import eos_token_ids
     from engine.sampling.ops import choose_dtype
 
     if method == "naive":

@@ -46,23 +46,10 @@ def grid(lr_full: list[float], lr_lora: list[float], epochs: list[float]) -> lis
 
 def ensure_dataset(database: Any, name: str) -> None:
     """Import a Fine-tune-CoT task of ../shared/data under its own name, with its recorded rationales."""
-    from db.errors import UserError
-    from db.queries import get_dataset, save_dataset
-    from db.session import session_scope
-    from engine.data import reasoning_teacher
-    from engine.teacher.recorded import import_recorded
+    from engine.teacher.recorded import import_task_with_rationales
 
-    try:
-        with session_scope(database) as s:
-            get_dataset(s, name)
-        return
-    except UserError:
-        pass
-    spec = reasoning_teacher.load(name, DATA / "dataset" / f"{name}.json", DATA / "split" / f"{name}__default.json")
-    with session_scope(database) as s:
-        save_dataset(s, spec)
-    import_recorded(database, name, DATA / "teacher-text-davinci-002" / f"D_{name}.json")
-    log(f"imported {name} with its recorded rationales")
+    if import_task_with_rationales(database, name, DATA):
+        log(f"imported {name} with its recorded rationales")
 
 
 def run_cell(database: Any, dataset: str, cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

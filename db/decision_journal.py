@@ -8,10 +8,13 @@ fsynced, JSON only, one line per batch (one key press or bulk action)::
     {"v": 1, "at": "2026-12-01T10:00:00.123456+00:00", "decisions": [{"path": 12, "decision": "accepted"}]}
 
 (``"decision": null`` clears one). :func:`replay` -- the app's decision writer at start and while it runs,
-``sert-tui paths`` -- applies every batch in order in one transaction, so the last decision for a path wins,
-then removes the file; applying a batch twice changes nothing. Appenders and re-appliers take an exclusive
-``flock`` on the file and re-open it when it was removed meanwhile, so that no line lands in a file another
-process is removing.
+``sert-tui paths``, and every reader of decisions through :func:`apply_pending` (a training stage, an export)
+-- applies every batch in order in one transaction, so the last decision for a path wins, then removes the
+file; applying a batch twice changes nothing. A kept decision never overwrites one its path got later (the
+path's ``decided_at`` is newer than the batch's ``at``): it is skipped and counted as stale. A decision
+written from the journal carries the batch's ``at``: when the person decided, not when it was replayed.
+Appenders and re-appliers take an exclusive ``flock`` on the file and re-open it when it was removed
+meanwhile, so that no line lands in a file another process is removing.
 
 Like all of db/, this module imports nothing from engine/ or sert_tui/.
 """
@@ -32,6 +35,8 @@ from typing import TypeVar
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from db.errors import UserError
+from db.models import Path as PathRow
 from db.paths_repo import DECISIONS, set_decision
 from db.session import BUSY_TIMEOUT_MS
 
@@ -95,10 +100,17 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
-def _apply(engine: Engine, changes: Sequence[tuple[int, str | None, datetime | None]], busy_timeout_s) -> int:
+def _apply(
+    engine: Engine,
+    changes: Sequence[tuple[int, str | None, datetime | None]],
+    busy_timeout_s,
+    *,
+    newer_wins: bool = False,
+) -> tuple[int, int]:
     """Write ``changes`` in one transaction; returns how many named a path that is no longer there (skipped:
-    a decision on a deleted path means nothing)."""
-    missing = 0
+    a decision on a deleted path means nothing) and, with ``newer_wins``, how many were older than the
+    decision the path holds (skipped: a replay never overwrites a decision made later)."""
+    missing = stale = 0
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         if busy_timeout_s is not None:  # this connection only, and only for this write
@@ -106,6 +118,9 @@ def _apply(engine: Engine, changes: Sequence[tuple[int, str | None, datetime | N
         try:
             with Session(bind=conn, expire_on_commit=False) as session:
                 for path_id, decision, at in changes:
+                    if newer_wins and at is not None and is_newer(session, path_id, at):
+                        stale += 1
+                        continue
                     try:
                         set_decision(session, path_id, decision, at=at)
                     except KeyError:
@@ -114,7 +129,17 @@ def _apply(engine: Engine, changes: Sequence[tuple[int, str | None, datetime | N
         finally:
             if busy_timeout_s is not None:
                 raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    return missing
+    return missing, stale
+
+
+def is_newer(session: Session, path_id: int, at: datetime) -> bool:
+    """Whether the path's decision was made (or cleared) after ``at``: the rule that keeps a replayed,
+    older decision from overwriting it."""
+    row = session.get(PathRow, path_id)
+    if row is None or row.decided_at is None:
+        return False
+    when = at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
+    return row.decided_at > when
 
 
 def write_decisions(
@@ -132,9 +157,10 @@ def write_decisions(
     number of decisions skipped because their path is gone; raises the last error once the retries are
     spent."""
     rows = [(int(pid), decision, at) for pid, decision in changes]
-    return with_retries(
+    missing, _stale = with_retries(
         lambda: _apply(engine, rows, busy_timeout_s), attempts=attempts, backoff_s=backoff_s, sleep=sleep
     )
+    return missing
 
 
 # -- the file -------------------------------------------------------------------------------------------
@@ -177,7 +203,8 @@ def _open_locked(path: Path, create: bool) -> int | None:
         os.close(fd)
 
 
-def _line(changes: Sequence[Change], at: datetime) -> bytes:
+def line(changes: Sequence[Change], at: datetime) -> bytes:
+    """The journal's line of one batch."""
     record = {
         "v": VERSION,
         "at": at.isoformat(),
@@ -190,7 +217,7 @@ def append(path: Path, batches: Sequence[tuple[Sequence[Change], datetime | None
     """Add ``batches`` ((changes, when decided) each) to the journal, in order, and make them durable (fsync
     of the file, and of its folder when the file is new) before returning."""
     now = datetime.now(UTC)
-    data = b"".join(_line(changes, at or now) for changes, at in batches if changes)
+    data = b"".join(line(changes, at or now) for changes, at in batches if changes)
     if not data:
         return
     path = Path(path)
@@ -267,6 +294,7 @@ class Replay:
     path: Path
     written: int = 0  # decisions (one per path, the last) now in the workspace
     missing: int = 0  # decisions on paths no longer in the workspace (dropped)
+    stale: int = 0  # decisions older than the one the path holds now (skipped: the later decision stays)
     bad: int = 0  # unreadable lines (dropped)
     kept: int = 0  # decisions still in the journal: the workspace was busy again
     error: str | None = None  # why they are still kept
@@ -282,11 +310,16 @@ class Replay:
                 f"{_plural(self.kept, 'decision')} kept in {self.path} could not be written yet ({self.error}); "
                 "they stay there and are written once the workspace is free"
             )
-        if not (self.written or self.missing or self.bad):
+        if not (self.written or self.missing or self.stale or self.bad):
             return None
         text = f"re-applied {_plural(self.written, 'decision')} that could not be written earlier (kept in {self.path})"
         if self.missing:
             text += f"; {_plural(self.missing, 'decision')} on paths no longer in the workspace dropped"
+        if self.stale:
+            text += (
+                f"; {_plural(self.stale, 'older decision')} skipped as stale "
+                "(the workspace holds a decision made later on those paths)"
+            )
         if self.bad:
             text += f"; {_plural(self.bad, 'unreadable line')} skipped"
         return text
@@ -310,7 +343,10 @@ def replay(
     """Apply the workspace's journal (``path``: its default place) and remove it; None when there is none.
 
     Every kept batch is applied in order, in one transaction (the last decision for a path wins), retried
-    while the workspace is busy. A journal that still cannot be written stays as it is (``done`` false).
+    while the workspace is busy. A kept decision older than the one its path holds (``decided_at``, set or
+    cleared since by another writer: ``sert-tui paths``, a later batch written directly) is skipped and
+    counted as ``stale``: the workspace keeps the later decision, and ``decided_at`` of a written one is the
+    journal's ``at``, when the person decided. A journal that still cannot be written stays as it is (``done`` false).
     The journal's lock is held throughout, so that appends meanwhile wait and then go to a new file.
     """
     path = journal_of(engine) if path is None else Path(path)
@@ -329,12 +365,15 @@ def replay(
         last = last_decisions(entries)
         rows = [(pid, decision, at) for pid, (decision, at) in last.items()]
         try:
-            missing = (
+            missing, stale = (
                 with_retries(
-                    lambda: _apply(engine, rows, busy_timeout_s), attempts=attempts, backoff_s=backoff_s, sleep=sleep
+                    lambda: _apply(engine, rows, busy_timeout_s, newer_wins=True),
+                    attempts=attempts,
+                    backoff_s=backoff_s,
+                    sleep=sleep,
                 )
                 if rows
-                else 0
+                else (0, 0)
             )
         except Exception as exc:
             return Replay(path, bad=bad, kept=len(rows), error=_first_line(exc))
@@ -342,10 +381,33 @@ def replay(
     finally:
         os.close(fd)
     _fsync_dir(path.parent)
-    return Replay(path, written=len(rows) - missing, missing=missing, bad=bad)
+    return Replay(path, written=len(rows) - missing - stale, missing=missing, stale=stale, bad=bad)
 
 
 def pending(path: Path) -> int:
     """How many decisions (one per path) the journal at ``path`` keeps."""
     entries, _bad = read(path)
     return len(last_decisions(entries))
+
+
+def apply_pending(engine: Engine, echo: Callable[[str], object] | None = None, **retries) -> Replay | None:
+    """Apply the workspace's journal before decisions are read (a training stage, an export): what a person
+    decided must not be missing from what they read. Tells ``echo`` what was re-applied; raises
+    :class:`~db.errors.UserError` naming the journal when it cannot be applied (the workspace stays busy,
+    the file cannot be read)."""
+    path = journal_of(engine)
+    if path is None:
+        return None
+    try:
+        result = replay(engine, path, **retries)
+    except OSError as exc:
+        raise UserError(f"the decisions kept in {path} could not be read: {exc.strerror or exc}") from exc
+    if result is not None and not result.done:
+        raise UserError(
+            f"{_plural(result.kept, 'decision')} kept in {path} could not be applied ({result.error}); "
+            "run again once the workspace is free: decisions are read only with them in place"
+        )
+    message = result.message() if result is not None else None
+    if message and echo is not None:
+        echo(f"note: {message}")
+    return result

@@ -136,7 +136,7 @@ class Path(SQLModel, table=True):
     answer: str | None = None  # answer parsed from the text
     correct: bool | None = None
     decision: str | None = None  # accepted | rejected | ignored | None
-    decided_at: datetime | None = None
+    decided_at: datetime | None = None  # when the decision was last set or cleared (None: never decided)
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -67,7 +67,9 @@ def set_decision(session: Session, path_id: int, decision: str | None, at: datet
     """Record a person's decision (None clears it); returns the previous decision, for undo.
 
     ``at``: when the person decided, where that was before this write (a decision kept in the journal of
-    :mod:`db.decision_journal`); now by default."""
+    :mod:`db.decision_journal`); now by default. ``decided_at`` is the time of the last decision on the path,
+    a cleared one included: the journal's replay compares it so that an older decision never overwrites a
+    newer one (:func:`db.decision_journal.replay`)."""
     if decision is not None and decision not in DECISIONS:
         raise ValueError(f"unknown decision {decision!r}")
     path = session.get(Path, path_id)
@@ -75,6 +77,6 @@ def set_decision(session: Session, path_id: int, decision: str | None, at: datet
         raise KeyError(path_id)
     previous = path.decision
     path.decision = decision
-    path.decided_at = (at or utcnow()) if decision is not None else None
+    path.decided_at = at or utcnow()
     session.add(path)
     return previous

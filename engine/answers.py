@@ -13,10 +13,14 @@ whose gold answer is yes).
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from db.errors import brief
 from engine.prompts import ANSWER_MARKER
+
+if TYPE_CHECKING:
+    from db.models import Dataset
 
 ANSWER_TYPES = ("yes_no", "choice", "number", "string")
 
@@ -209,3 +213,22 @@ def grade(text: str, gold: str, answer_type: str, letters: str = "ABCDE") -> tup
     """(parsed answer, correct against the gold answer): how a teacher's rationale is graded."""
     answer = parse_answer(text, answer_type, letters)
     return answer, is_correct(answer, gold, answer_type)
+
+
+@dataclass
+class AnswerSpec:
+    """How answers of a dataset are parsed: its answer family and, for choices, its letters."""
+
+    answer_type: str = "yes_no"
+    letters: str = "ABCDE"
+
+
+def answer_spec(dataset: Dataset) -> AnswerSpec:
+    """The answer spec of a dataset row (its ``choice_letters``, A-E when it names none). Sampling, the
+    filters and the teacher read answers through it."""
+    return AnswerSpec(dataset.answer_type, (dataset.meta or {}).get("choice_letters") or "ABCDE")
+
+
+def parse_path_answer(text: str, gold: str, spec: AnswerSpec) -> tuple[str | None, bool]:
+    """(parsed answer, correct): :func:`grade` with a dataset's :class:`AnswerSpec`."""
+    return grade(text, gold, spec.answer_type, spec.letters)

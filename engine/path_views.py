@@ -35,9 +35,9 @@ def replaced_verdicts(session: Any, job_id: int, sample_job: Any) -> dict[int, A
     from its frozen filter settings and the stored texts and numbers (the rules are pure), by path id. None
     for a sample job, or a filter job whose verdicts the paths carry."""
     from db.models import Dataset, Job
+    from engine.answers import answer_spec
     from engine.config import FiltersConfig
     from engine.filtering.rules import judge_job
-    from engine.sampling.stage import answer_spec
 
     job = session.get(Job, job_id)
     if job.kind != "filter" or (sample_job.summary or {}).get("filter_job") == job_id:

@@ -151,9 +151,10 @@ async def test_the_confidence_threshold_counts_what_if(workspace):
 
 
 async def test_apply_runs_a_filter_job_keeps_decisions_and_training_follows_it(workspace):
+    from engine.answers import answer_spec
     from engine.config import DataConfig, ExperimentConfig
     from engine.filtering.rules import judge_job
-    from engine.sampling.stage import answer_spec, sample_fingerprint
+    from engine.sampling.stage import sample_fingerprint
     from engine.training.datasets import training_paths
     from engine.training.stage import sert_plan
 

@@ -145,3 +145,46 @@ def test_sweep_grid_and_its_best_recipe_per_mode() -> None:
     assert (best["epochs"], best["lr"], best["datasets"]) == (1.0, 3e-4, 2)
     assert best["mean_acc"] == pytest.approx(0.65)
     assert bench_sweep.best_of(rows, lora=True) is None
+
+
+def test_benchmarks_share_the_toml_value_rule_and_the_import_of_a_set_with_rationales(engine, monkeypatch) -> None:
+    """``--set`` values are read by one rule (engine.config.toml_value: a TOML literal, else the bare text),
+    the filter explorer's and the pipeline benchmark's alike; a set and its recorded rationales are imported
+    by one function, the sweep's and the pipeline benchmark's alike."""
+    import importlib.util
+
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from db.models import Path as PathRow
+    from db.models import Question
+    from db.session import session_scope
+    from engine.config import toml_value
+    from engine.filtering.explore import parse_sets
+    from engine.teacher import recorded
+
+    assert [toml_value(v) for v in ("3", " 0.5", "true", '"x"', "[1, 2]", "rep2")] == [
+        3,
+        0.5,
+        True,
+        "x",
+        [1, 2],
+        "rep2",
+    ]
+    assert parse_sets(["filters.min_tokens=1", "filters.select=random"]) == {"min_tokens": 1, "select": "random"}
+    pipeline = (ROOT / "benchmarks" / "pipeline.py").read_text()
+    assert "toml_value(raw)" in pipeline and "tomllib" not in pipeline
+    assert 'import_task_with_rationales(database, "sqa", DATA, "strategy_qa")' in pipeline
+
+    spec = importlib.util.spec_from_file_location("bench_sweep", ROOT / "benchmarks" / "sweep.py")
+    bench_sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_sweep)
+    calls = []
+    real = recorded.import_task_with_rationales
+    monkeypatch.setattr(recorded, "import_task_with_rationales", lambda *a, **k: calls.append(a) or real(*a, **k))
+    bench_sweep.ensure_dataset(engine, "coin_flip")
+    bench_sweep.ensure_dataset(engine, "coin_flip")  # there already: nothing more
+    assert [c[1:] for c in calls] == [("coin_flip", bench_sweep.DATA)] * 2
+    with session_scope(engine) as s:
+        assert s.exec(select(func.count(Question.id))).one() == 500
+        assert s.exec(select(func.count(PathRow.id))).one() == 492 + 8 * 5  # every recorded rationale

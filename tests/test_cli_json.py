@@ -128,6 +128,27 @@ def cli(*argv: Any, db: Path | None = None, code: int = 0, capfd: Any = None) ->
     return doc, stderr
 
 
+def _query(db: Path, sql: str, *args: Any) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def _correct_by_question(db: Path, evaluation: int) -> dict[int, bool]:
+    rows = _query(db, "SELECT question_id, correct FROM predictions WHERE evaluation_id = ?", evaluation)
+    return {q: bool(c) for q, c in rows}
+
+
+def _any_correct_share(db: Path, job: int) -> float:
+    rows = _query(db, "SELECT question_id, MAX(correct IS 1) FROM paths WHERE job_id = ? GROUP BY question_id", job)
+    return sum(ok for _q, ok in rows) / len(rows)
+
+
+def _row_counts(db: Path, tables: list[str]) -> dict[str, int]:
+    return {t: _query(db, f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
+
+
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     """A tiny random model with the bundled student's tokenizer, saved like any local student model."""
@@ -311,9 +332,15 @@ def test_reports_and_exports(workspace, tmp_path: Path) -> None:
     doc, _ = cli("report", "runs", db=db)
     assert {r["label"] for r in doc} >= {"zero-shot", "Finetune"}
     doc, _ = cli("report", "compare", "--a", "Finetune", "--b", "zero-shot", db=db)
-    assert isinstance(doc, list)
+    [row] = doc  # one dataset, one split: the 2 test questions (test_limit), paired
+    assert (row["dataset"], row["split"], row["a"], row["b"], row["n"]) == ("sqa", "test", "Finetune", "zero-shot", 2)
+    a, b = _correct_by_question(db, row["eval_a"]), _correct_by_question(db, row["eval_b"])
+    assert len(a) == len(b) == 2 and a.keys() == b.keys()
+    assert row["a_only"] == sum(a[q] and not b[q] for q in a) and row["b_only"] == sum(b[q] and not a[q] for q in a)
+    assert (row["acc_a"], row["acc_b"]) == (sum(a.values()) / 2, sum(b.values()) / 2)
     doc, _ = cli("report", "coverage", "--job", sample, db=db)
-    assert isinstance(doc, dict)
+    assert (doc["job"], doc["sample_job"], doc["questions"]) == (sample, sample, 4)  # train_limit 4
+    assert doc["any_correct"] == _any_correct_share(db, sample)
     doc, _ = cli("export", "set", config, "--stage", "finetune", "--out", tmp_path / "set.jsonl", db=db)
     assert doc["records"] == 4
     doc, _ = cli("export", "paths", "--job", sample, "--out", tmp_path / "paths.jsonl", db=db)
@@ -400,7 +427,9 @@ def test_teacher(workspace, tmp_path: Path, monkeypatch) -> None:
 
 def test_workspace_merge(workspace, tmp_path: Path) -> None:
     doc, _ = cli("workspace", "merge", workspace["db"], "--into", tmp_path / "merged.db")
-    assert isinstance(doc, dict) and doc
+    # into a new workspace every row of the source is new: the counts are the source's tables
+    assert doc == _row_counts(workspace["db"], list(doc)) and list(doc)[:3] == ["datasets", "questions", "jobs"]
+    assert (doc["datasets"], doc["questions"]) == (1, 2290)  # StrategyQA, imported once
     cli("workspace", "merge", tmp_path / "missing.db", "--into", tmp_path / "m2.db", code=2)
 
 

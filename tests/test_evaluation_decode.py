@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from engine.evaluation.decode import greedy_engine
-from engine.evaluation.generate import eos_ids, greedy_batches
+from engine.evaluation.generate import greedy_batches
+from engine.models import eos_token_ids
 from engine.prompts import training_prompt
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "reasoning-teacher"
@@ -30,7 +31,7 @@ def strategyqa_prompts(n: int) -> list[tuple[int, str]]:
 
 def check_greedy(model, tokenizer, items, outputs, max_new: int) -> None:
     """Each output is the model's greedy continuation of its prompt, up to near-ties."""
-    eos = set(eos_ids(model, tokenizer))
+    eos = set(eos_token_ids(model, tokenizer))
     prompts = dict(items)
     assert set(outputs) == set(prompts)
     for key, gen in outputs.items():

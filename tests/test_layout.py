@@ -56,6 +56,28 @@ def test_no_import_circles() -> None:
     assert cycles == [], f"import circles: {cycles}"
 
 
+#: The steps of the method (DESIGN.md section 1), each a package under engine/.
+STEPS = ("sampling", "filtering", "training", "teacher", "evaluation")
+
+
+def test_no_two_steps_import_each_other() -> None:
+    """A later step may use an earlier one (training reads the filter job), never both ways: what two steps
+    share lives below them (engine.answers: the answer spec; engine.repetition: rep-2)."""
+    graph = grimp.build_graph("engine", include_external_packages=False)
+
+    def imports(a: str, b: str) -> set[str]:
+        found = graph.find_matching_direct_imports(import_expression=f"engine.{a}.** -> engine.{b}.**")
+        return {f"{i['importer']} -> {i['imported']}" for i in found}
+
+    mutual = [
+        (sorted(imports(a, b)), sorted(imports(b, a)))
+        for i, a in enumerate(STEPS)
+        for b in STEPS[i + 1 :]
+        if imports(a, b) and imports(b, a)
+    ]
+    assert mutual == [], f"steps that import each other: {mutual}"
+
+
 def _package_init_only(component: list[str]) -> bool:
     """A package and its own submodule importing each other only through the package's __init__ re-exports."""
     return len(component) == 2 and component[1].startswith(component[0] + ".")

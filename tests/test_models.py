@@ -103,3 +103,22 @@ def test_model_prepare_command_prints_the_directory_and_registers_it(db_path: Pa
     assert Path(printed) == models.bundled_model_dir()
     row = sqlite3.connect(db_path).execute("SELECT name, source, local_path FROM models").fetchone()
     assert row == ("default", "bundled", printed)
+
+
+def test_one_end_of_sequence_rule_for_sampling_and_evaluation() -> None:
+    """Every EOS the generation config, the model config and the tokenizer name ends a sequence, in
+    sampling (both backends) and evaluation alike."""
+    from types import SimpleNamespace
+
+    from engine.evaluation import decode, generate
+    from engine.sampling import hf
+
+    model = SimpleNamespace(
+        generation_config=SimpleNamespace(eos_token_id=[7, 2]), config=SimpleNamespace(eos_token_id=2)
+    )
+    tokenizer = SimpleNamespace(eos_token_id=0)
+    assert models.eos_token_ids(model, tokenizer) == [0, 2, 7]
+    # one id, or none, anywhere
+    assert models.eos_token_ids(SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=5)), tokenizer) == [0, 5]
+    assert models.eos_token_ids(SimpleNamespace(), SimpleNamespace(eos_token_id=None)) == []
+    assert hf.eos_token_ids is generate.eos_token_ids is decode.eos_token_ids is models.eos_token_ids

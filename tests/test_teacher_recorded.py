@@ -61,3 +61,58 @@ def test_import_refuses_a_file_of_another_task(sqa, db_path, capsys):
     rc = main(["--db", str(db_path), "teacher", "import", "reasoning-teacher", "--dataset", "sqa", "--file", str(file)])
     assert rc == 2
     assert "do not match dataset 'sqa'" in capsys.readouterr().err
+
+
+def test_coin_flip_reports_questions_and_rationales_apart(engine, db_path, capsys):
+    """8 coin-flip questions carry 5 rationales each (Fine-tune-CoT's diverse reasoning): the counts of
+    questions and of rationales are two numbers, each under its own label, in the text and in --json."""
+    from db.session import open_workspace
+    from tests.conftest import rt_files
+
+    dataset, split = rt_files("coin_flip")
+    argv = ["--db", str(db_path)]
+    assert (
+        main(
+            [*argv, "data", "import", "reasoning-teacher", "--name", "coin", "--dataset", str(dataset)]
+            + ["--split", str(split)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    file = RECORDED / "D_coin_flip.json"
+    records = json.loads(file.read_text())["data"]
+    splits = json.loads(split.read_text())
+    questions = {name: sum(str(i) in records for i in splits[name]) for name in ("train", "test")}
+    rationales = {name: sum(len(records.get(str(i), [])) for i in splits[name]) for name in ("train", "test")}
+    assert sum(rationales.values()) - sum(questions.values()) == 8 * 4  # the 8 questions with 5 each
+
+    assert (
+        main([*argv, "teacher", "import", "reasoning-teacher", "--dataset", "coin", "--file", str(file), "--json"]) == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["questions"] == questions and out["total"] == rationales
+    assert out["imported"] == sum(questions.values()) and out["rationales"] == sum(rationales.values())
+    eng = open_workspace(db_path)
+    try:
+        with session_scope(eng) as s:
+            rows = s.exec(
+                select(Question.split, Path.question_id, Path.correct)
+                .join(Question, Question.id == Path.question_id)
+                .where(Path.job_id == out["job"])
+            ).all()
+    finally:
+        eng.dispose()
+    with_correct = {name: len({q for sp, q, ok in rows if sp == name and ok}) for name in ("train", "test")}
+    correct = {name: sum(1 for sp, _q, ok in rows if sp == name and ok) for name in ("train", "test")}
+    assert out["questions_correct"] == with_correct and out["correct"] == correct
+    assert out["total"]["train"] == 382 and out["correct"]["train"] == 340  # the issue's figures: rationales
+
+    assert main([*argv, "teacher", "import", "reasoning-teacher", "--dataset", "coin", "--file", str(file)]) == 0
+    text = capsys.readouterr().out.strip()
+    assert text == (
+        f"job {out['job']}: {out['imported']} questions of 'coin', {out['rationales']} rationales ("
+        f"train: {with_correct['train']} of {questions['train']} questions with a correct rationale, "
+        f"{correct['train']} of {rationales['train']} rationales correct; "
+        f"test: {with_correct['test']} of {questions['test']} questions with a correct rationale, "
+        f"{correct['test']} of {rationales['test']} rationales correct)"
+    )

@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine.evaluation.generate import Generated, eos_ids
+from engine.evaluation.generate import Generated
+from engine.models import eos_token_ids
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +80,7 @@ class _Batch:
 
         self.model, self.tokenizer, self.encoded, self.rows, self.max_new = model, tokenizer, encoded, rows, max_new
         self.device = next(model.parameters()).device
-        self.eos = eos_ids(model, tokenizer)
+        self.eos = eos_token_ids(model, tokenizer)
         self.eos_t = torch.tensor(self.eos or [-1], dtype=torch.long)
         max_len = max(len(e) for e in encoded) + max_new
         self.decoder = make_decoder(model, rows, max_len, fused, pack=len(encoded) * max_new >= PACK_MIN_WORK)

@@ -8,6 +8,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine.models import eos_token_ids
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -17,19 +19,6 @@ class Generated:
     key: Any
     text: str
     token_ids: list[int]  # generated tokens, without EOS and padding
-
-
-def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The ids that end a greedy output: the tokenizer's EOS and the generation config's (one or a list)."""
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(gen_eos, int):
-        ids.add(gen_eos)
-    elif isinstance(gen_eos, list | tuple):
-        ids.update(int(i) for i in gen_eos)
-    return sorted(ids)
 
 
 def greedy_batches(
@@ -47,7 +36,7 @@ def greedy_batches(
     if not items:
         return
     device = next(model.parameters()).device
-    eos = eos_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     encoded = tokenizer([p for _k, p in items], add_special_tokens=True)["input_ids"]
     order = sorted(range(len(items)), key=lambda i: -len(encoded[i]))

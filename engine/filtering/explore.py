@@ -9,14 +9,13 @@ correct; then the selection (one path per question) and how many selected paths 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
 
 from db.errors import UserError
 from db.models import Dataset, Job
 from db.vocabulary import CONFIDENCE, FILTER, LENGTH, PERPLEXITY, REPETITION, SAMPLE
-from engine.config import FiltersConfig
+from engine.config import FiltersConfig, toml_value
 from engine.filtering.rules import AnswerSpec, Fixed, JobInputs, PathInput
 
 #: ``--set`` keys start with this section.
@@ -80,11 +79,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or not key.startswith(SECTION) or len(key) == len(SECTION):
             raise UserError(f"--set {item!r}: expected filters.KEY=VALUE (e.g. filters.min_perplexity=3)")
-        try:
-            value = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw.strip()
-        out[key[len(SECTION) :]] = value
+        out[key[len(SECTION) :]] = toml_value(raw)
     return out
 
 
@@ -151,8 +146,8 @@ def load_job_paths(session: Any, job_id: int, current: bool = False) -> JobPaths
     from sqlmodel import func, select
 
     from db.models import Path
+    from engine.answers import answer_spec
     from engine.filtering.rules import fixed_part, job_inputs
-    from engine.sampling.stage import answer_spec
 
     job = session.get(Job, job_id)
     if job is None:

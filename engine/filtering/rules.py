@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from db.vocabulary import CONFIDENCE, CORRECTNESS, OPTIONAL_RULES, RULES
-from engine import answers
+from engine.answers import AnswerSpec, parse_path_answer  # noqa: F401  (re-exported: the filters' vocabulary)
 from engine.config import FiltersConfig
+from engine.repetition import rep2  # noqa: F401  (re-exported)
 
 #: The filter rules are RULES, in the order applied; "confidence" and "correctness" follow "perplexity" where they are
 #: switched on (OPTIONAL_RULES).
@@ -36,12 +37,7 @@ OPTION_LIST_MAX_SHARE = 0.5
 
 
 # -- numbers ----------------------------------------------------------------------------------------------
-def rep2(token_ids: Sequence[int]) -> float:
-    """Bigram repetition rate: 1 - distinct bigrams / total bigrams (0.0 when there is no bigram)."""
-    bigrams = list(zip(token_ids, token_ids[1:], strict=False))
-    if not bigrams:
-        return 0.0
-    return 1.0 - len(set(bigrams)) / len(bigrams)
+# rep2 (engine.repetition) is re-exported above: the rule's number, stored by sampling.
 
 
 # -- verdicts ---------------------------------------------------------------------------------------------
@@ -241,22 +237,9 @@ class PathResult:
     question_id: int = 0  # set by judge_job
 
 
-@dataclass
-class AnswerSpec:
-    """How answers of a dataset are parsed."""
-
-    answer_type: str = "yes_no"
-    letters: str = "ABCDE"
-
-
 def rules_in_order(cfg: FiltersConfig) -> list[str]:
     on = {CONFIDENCE: cfg.min_confidence > 0, CORRECTNESS: cfg.require_correct}
     return [*RULES, *(rule for rule in OPTIONAL_RULES if on[rule])]
-
-
-def parse_path_answer(text: str, gold: str, spec: AnswerSpec) -> tuple[str | None, bool]:
-    answer = answers.parse_answer(text, spec.answer_type, spec.letters)
-    return answer, answers.is_correct(answer, gold, spec.answer_type)
 
 
 @dataclass(frozen=True)

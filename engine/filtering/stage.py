@@ -17,10 +17,11 @@ from db.errors import UserError
 from db.models import Dataset, Job
 from db.session import session_scope
 from db.vocabulary import SAMPLE
+from engine.answers import answer_spec
 from engine.config import ExperimentConfig, FiltersConfig, config_from_dict
 from engine.filtering import rules as filters
 from engine.jobs import JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
-from engine.sampling.stage import answer_spec, sample_fingerprint
+from engine.sampling.stage import sample_fingerprint
 
 
 def sample_job_for(database: Engine, config: ExperimentConfig, dataset: Dataset) -> Job:

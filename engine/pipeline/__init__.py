@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
+from db.decision_journal import apply_pending
 from db.errors import UserError
 from db.models import Job
 from db.vocabulary import ALL, DISTILL, EVAL, FILTER, FINETUNE_KIND, SAMPLE, SELF_TRAIN, STAGE_NAMES, TEACHER
@@ -46,7 +47,14 @@ def stage_function(name: str) -> StageFn:
     return getattr(importlib.import_module(module), function)
 
 
+#: The stages that read a person's decisions (the SERT training set): they start only with the decisions the
+#: app had to keep in its journal applied (db.decision_journal.apply_pending), or stop with an error naming it.
+READS_DECISIONS = frozenset({SELF_TRAIN, ALL})
+
+
 def run_stage(database: Engine, config: ExperimentConfig, name: str, echo: Echo) -> list[Job]:
+    if name in READS_DECISIONS:
+        apply_pending(database, echo)
     return stage_function(name)(database, config, echo)
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from db import vocabulary as vocab
+from db.decision_journal import apply_pending
 from db.errors import UserError
 from db.models import Evaluation, Job
 from db.session import session_scope
@@ -86,6 +87,7 @@ def run_rounds(database: Engine, config: ExperimentConfig, rounds: int, echo: Ec
 
     if rounds < 1:
         raise UserError(f"--rounds: {rounds} is not a number of rounds (1 or more)")
+    apply_pending(database, echo)  # the rounds self-train on people's decisions: the journal's too
     dataset = config_dataset(database, config)
     loop = Loop()
     steps = 4 * rounds + (1 if config.eval.baselines else 0)

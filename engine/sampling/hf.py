@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from db.errors import first_line
+from engine.models import eos_token_ids
 from engine.sampling.cache import kv_cache_bytes, output_cache
 from engine.sampling.decoders import PACK_MIN_WORK, make_decoder
 from engine.sampling.ops import branch_tokens, plain_margins, question_generator, sample_step
@@ -69,22 +70,6 @@ class _Question:
     branch_tokens: list[int]
     remaining: int  # rows still decoding
     lengths: list[int] = field(default_factory=list)
-
-
-def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """EOS ids from the generation config (may be a list), else the tokenizer's."""
-    ids: list[int] = []
-    gen = getattr(model, "generation_config", None)
-    value = getattr(gen, "eos_token_id", None) if gen is not None else None
-    if value is None:
-        value = getattr(model.config, "eos_token_id", None)
-    if value is None:
-        value = tokenizer.eos_token_id
-    if isinstance(value, int):
-        ids = [value]
-    elif value is not None:
-        ids = [int(v) for v in value]
-    return ids
 
 
 class HFSampler:

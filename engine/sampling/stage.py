@@ -20,9 +20,10 @@ from db.models import Dataset, Job, Path, Question
 from db.paths_repo import done_question_ids, write_question_paths
 from db.queries import split_questions
 from db.session import session_scope
+from engine.answers import AnswerSpec, answer_spec, parse_path_answer
 from engine.config import ExperimentConfig
-from engine.filtering import rules as filters
 from engine.jobs import JobCancelled, JobContext, config_dataset, find_or_create_job, fingerprint, reload_job, run_job
+from engine.repetition import rep2
 from engine.sampling.paths import text_decoder
 
 #: Sampling settings meant for speed: left out of the fingerprint so that changing them resumes the same job.
@@ -50,12 +51,8 @@ def sample_fingerprint(config: ExperimentConfig, dataset: Dataset) -> str:
     )
 
 
-def answer_spec(dataset: Dataset) -> filters.AnswerSpec:
-    return filters.AnswerSpec(dataset.answer_type, (dataset.meta or {}).get("choice_letters") or "ABCDE")
-
-
 def path_row(
-    path: Any, gold: str, spec: filters.AnswerSpec, decode: Callable[[list[int]], str] | None = None
+    path: Any, gold: str, spec: AnswerSpec, decode: Callable[[list[int]], str] | None = None
 ) -> dict[str, Any]:
     """The stored columns of one sampled path (a ``SampledPath``): rep-2 over its token ids, parsed answer, and
     its confidence (:func:`engine.sampling.paths.path_confidence`; ``decode``: the sampler's own decoding of token
@@ -64,7 +61,7 @@ def path_row(
     from engine.sampling.paths import path_confidence
 
     token_ids: Sequence[int] = path.token_ids
-    answer, correct = filters.parse_path_answer(path.text, gold, spec)
+    answer, correct = parse_path_answer(path.text, gold, spec)
     confidence = None
     margins = getattr(path, "margins", None)
     if decode is not None and margins is not None:
@@ -79,7 +76,7 @@ def path_row(
         "tokens": len(token_ids),
         "mean_logprob": path.mean_logprob,
         "perplexity": path.perplexity,
-        "rep2": filters.rep2(token_ids),
+        "rep2": rep2(token_ids),
         "confidence": confidence,
         "answer": answer,
         "correct": correct,

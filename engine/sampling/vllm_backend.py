@@ -152,17 +152,18 @@ def paths_from_branch_outputs(
 
 
 def _eos_ids(model_path: str, tokenizer: Any) -> set[int]:
-    """The ids vLLM stops at: the generation config's EOS (may be a list), else the tokenizer's."""
-    eos = None
+    """The ids vLLM stops at: :func:`engine.models.eos_token_ids` with the generation config of the folder."""
+    from types import SimpleNamespace
+
+    from engine.models import eos_token_ids
+
     try:
         from transformers import GenerationConfig
 
-        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+        generation_config = GenerationConfig.from_pretrained(model_path)
     except Exception:
-        eos = None
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    return {eos} if isinstance(eos, int) else {int(e) for e in eos or []}
+        generation_config = None
+    return set(eos_token_ids(SimpleNamespace(generation_config=generation_config), tokenizer))
 
 
 class VLLMSampler:

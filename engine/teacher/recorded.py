@@ -206,9 +206,35 @@ def _report(
     return {
         "dataset": dataset_name,
         "job": job_id,
-        "imported": imported,
+        "imported": imported,  # questions of the file that are questions of the dataset
         "rationales": sum(counts["total"].values()),
         "inserted": inserted,
+        # per split: rationales ("total", "correct": a question may carry several) and questions
         "correct": {split: counts["correct"].get(split, 0) for split in splits},
         "total": {split: counts["total"].get(split, 0) for split in splits},
+        "questions": {split: counts["questions"].get(split, 0) for split in splits},
+        "questions_correct": {split: counts["questions_correct"].get(split, 0) for split in splits},
     }
+
+
+def import_task_with_rationales(
+    database: Engine, name: str, data_root: Path | str, task: str | None = None, teacher: str = "text-davinci-002"
+) -> bool:
+    """Import Fine-tune-CoT task ``task`` (``name`` by default) of ``data_root`` (its ``dataset/``, ``split/``
+    and ``teacher-<teacher>/`` folders, as in ../shared/data/reasoning-teacher) as dataset ``name``, with the
+    teacher's recorded rationales; nothing when a dataset of that name is there. True when it imported."""
+    from db.queries import save_dataset
+    from engine.data import reasoning_teacher
+
+    root, task = Path(data_root), task or name
+    try:
+        with session_scope(database) as s:
+            get_dataset(s, name)
+        return False
+    except UserError:
+        pass
+    spec = reasoning_teacher.load(name, root / "dataset" / f"{task}.json", root / "split" / f"{task}__default.json")
+    with session_scope(database) as s:
+        save_dataset(s, spec)
+    import_recorded(database, name, root / f"teacher-{teacher}" / f"D_{task}.json")
+    return True

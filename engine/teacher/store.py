@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from db.models import Dataset, Job, JobItem, Path, Question
 from db.paths_repo import mark_item, write_question_paths
 from db.session import session_scope
-from engine.answers import grade
+from engine.answers import answer_spec, grade
 from engine.config import ExperimentConfig
 from engine.jobs import fingerprint
 from engine.prompts import TEACHER_PROMPT_VERSION, teacher_prompt
@@ -59,7 +59,7 @@ def teacher_fingerprint(config: ExperimentConfig, dataset: Dataset) -> str:
 
 
 def answer_letters(dataset: Dataset) -> str:
-    return (dataset.meta or {}).get("choice_letters") or "ABCDE"
+    return answer_spec(dataset).letters
 
 
 def rationale_row(
@@ -107,16 +107,31 @@ def failed_reasons(session: Session, job_id: int, limit: int = 3) -> list[str]:
 
 
 def path_counts(session: Session, job_id: int) -> dict[str, dict[str, int]]:
-    """Teacher rationales of a job per split: ``{"total": {split: n}, "correct": {split: n}}``."""
+    """Teacher rationales of a job per split, and the questions they answer: ``{"total": {split: n},
+    "correct": {split: n}}`` count rationales (a question may carry several: Fine-tune-CoT's diverse
+    reasoning), ``{"questions": {split: n}, "questions_correct": {split: n}}`` the questions with a rationale
+    and with at least one correct one."""
     rows = session.exec(
         select(Question.split, func.count(Path.id), func.sum(case((Path.correct == True, 1), else_=0)))  # noqa: E712
         .join(Question, Question.id == Path.question_id)
         .where(Path.job_id == job_id, Path.source == SOURCE)
         .group_by(Question.split)
     ).all()
+    per_question = (
+        select(Question.split, Path.question_id, func.max(case((Path.correct == True, 1), else_=0)).label("ok"))  # noqa: E712
+        .join(Question, Question.id == Path.question_id)
+        .where(Path.job_id == job_id, Path.source == SOURCE)
+        .group_by(Question.split, Path.question_id)
+        .subquery()
+    )
+    questions = session.exec(
+        select(per_question.c.split, func.count(), func.sum(per_question.c.ok)).group_by(per_question.c.split)
+    ).all()
     return {
         "total": {split: int(n) for split, n, _c in rows},
         "correct": {split: int(c or 0) for split, _n, c in rows},
+        "questions": {split: int(n) for split, n, _c in questions},
+        "questions_correct": {split: int(c or 0) for split, _n, c in questions},
     }
 
 

@@ -313,12 +313,17 @@ def load_trained(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.models import prepare_model
+    from engine.models import is_local, prepare_model, safetensors_only
 
+    safetensors_only(path, adapter=True)  # PEFT would read an adapter_model.bin through torch.load
     meta = read_meta(path)
     base_ref = meta.get("start_model") or "default"
     resolved = resolve_device(device)
-    base = AutoModelForCausalLM.from_pretrained(str(prepare_model(base_ref)), dtype=resolve_dtype(dtype, resolved))
+    base = AutoModelForCausalLM.from_pretrained(
+        str(prepare_model(base_ref)),
+        dtype=resolve_dtype(dtype, resolved),
+        **({"use_safetensors": True} if is_local(base_ref) else {}),
+    )
     model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     model.to(resolved)
     model.eval()

@@ -34,7 +34,7 @@ def load_start(plan: TrainingPlan, config: ExperimentConfig, device: str, resume
     or the checkpoint at ``resume_path``."""
     import torch
 
-    from engine.models import load_model
+    from engine.models import load_model, safetensors_only
 
     if resume_path is not None:
         checkpoints.load_state(resume_path, tensors=False)  # a bad state file is refused before any model loads
@@ -46,7 +46,9 @@ def load_start(plan: TrainingPlan, config: ExperimentConfig, device: str, resume
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if resume_path is not None:
-            model = PeftModel.from_pretrained(model, resume_path, is_trainable=True)
+            model = PeftModel.from_pretrained(
+                model, str(safetensors_only(resume_path, adapter=True)), is_trainable=True
+            )
         else:
             lora = LoraConfig(
                 r=config.train.lora_r,

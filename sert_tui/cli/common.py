@@ -24,6 +24,17 @@ def open_db(args: argparse.Namespace) -> Engine:
     return open_workspace(workspace_path(args))
 
 
+def open_db_with_decisions(args: argparse.Namespace) -> Engine:
+    """The workspace of a command that reads people's decisions (``paths``, ``export``), with the decisions
+    the app had to keep in its journal applied first (said on stderr: with ``--json`` stdout holds the one
+    JSON document); an ``error:`` naming the journal when they cannot be (db.decision_journal.apply_pending)."""
+    from db.decision_journal import apply_pending
+
+    engine = open_db(args)
+    apply_pending(engine, stderr, attempts=1)
+    return engine
+
+
 #: Whether this command has printed its JSON document (``--json``: exactly one per command, error or not).
 _JSON_OUTPUT = {"printed": False}
 

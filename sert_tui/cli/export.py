@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sert_tui.cli.common import open_db, print_json, stderr
+from sert_tui.cli.common import open_db, open_db_with_decisions, print_json, stderr
 from sert_tui.cli.paths import DECISION_CHOICES
 
 
@@ -65,7 +65,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     refuse_existing(args.out, args.force)  # before the set is built
-    engine = open_db(args)
+    engine = open_db_with_decisions(args)
     samples, notes = training_set(engine, config, args.stage)
     for note in notes:
         stderr(note)
@@ -77,7 +77,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
     from engine.files import refuse_existing
 
     refuse_existing(args.out, args.force)
-    return _report(args, path_records(open_db(args), args.job, args.decision, args.selected))
+    return _report(args, path_records(open_db_with_decisions(args), args.job, args.decision, args.selected))
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:

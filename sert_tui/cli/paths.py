@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sert_tui.cli.common import open_db, print_json, print_table
+from sert_tui.cli.common import open_db_with_decisions, print_json, print_table
 
 DECISION_CHOICES = ("accepted", "rejected", "ignored", "none")
 
@@ -41,27 +41,11 @@ def _first_failure(verdicts: dict) -> str | None:
     return "passed"
 
 
-def open_paths_db(args: argparse.Namespace):
-    """The workspace, with the decisions an earlier app session had to keep in its journal applied first
-    (said on stderr: with ``--json`` stdout holds the one JSON document)."""
-    from db.decision_journal import replay
-
-    engine = open_db(args)
-    try:
-        result = replay(engine, attempts=1)
-        message = result.message() if result is not None else None
-    except OSError as exc:
-        message = f"the decisions kept in {exc.filename} could not be read: {exc.strerror or exc}"
-    if message:
-        print(f"note: {message}", file=sys.stderr)
-    return engine
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from db.session import session_scope
     from engine.path_views import path_rows, paths_job, replaced_verdicts
 
-    with session_scope(open_paths_db(args)) as session:
+    with session_scope(open_db_with_decisions(args)) as session:
         job = paths_job(session, args.job)
         verdicts = replaced_verdicts(session, args.job, job)
         rows = path_rows(session, job.id, args.decision, args.selected, verdicts)
@@ -121,7 +105,7 @@ def cmd_reject_duplicates(args: argparse.Namespace) -> int:
     from db.session import session_scope
     from engine.path_views import paths_job
 
-    with session_scope(open_paths_db(args)) as session:
+    with session_scope(open_db_with_decisions(args)) as session:
         job = paths_job(session, args.job)
         found = reject_undecided(session, job.id)
     if args.json:

@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     rt = imp_sub.add_parser("reasoning-teacher", help="Fine-tune-CoT format: teacher-<model>/D_<task>.json")
     rt.add_argument("--dataset", required=True, help="dataset of the workspace the file belongs to")
     rt.add_argument("--file", type=Path, required=True, help="D_<task>.json")
-    rt.add_argument("--json", action="store_true", help='print {"dataset", "imported", "correct", "total", ...}')
+    rt.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"dataset", "imported", "rationales", "questions", "questions_correct", "correct", "total", '
+        "...}: per split the questions (with a correct rationale) and the rationales (correct)",
+    )
     rt.set_defaults(func=cmd_import_recorded)
 
     exp = t_sub.add_parser("batch-export", help="write a teacher job's open requests as OpenAI Batch API input")
@@ -62,10 +67,15 @@ def cmd_import_recorded(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    parts = ", ".join(
-        f"{split}: {result['correct'][split]} of {result['total'][split]} correct" for split in result["total"]
+    parts = "; ".join(
+        f"{split}: {result['questions_correct'][split]} of {result['questions'][split]} questions with a correct "
+        f"rationale, {result['correct'][split]} of {result['total'][split]} rationales correct"
+        for split in result["total"]
     )
-    print(f"job {result['job']}: {result['imported']} questions of {result['dataset']!r} ({parts})")
+    print(
+        f"job {result['job']}: {result['imported']} questions of {result['dataset']!r}, "
+        f"{result['rationales']} rationales ({parts})"
+    )
     return 0
 
 

@@ -87,14 +87,39 @@ class DecisionWriter:
 
     def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` seconds for every submitted decision to be written or kept; what is still
-        in flight then is kept in the journal. Returns the number of batches this call kept."""
+        in flight then is kept in the journal. Returns the number of batches this call kept; raises the
+        ``OSError`` of a journal that could not take them (they stay pending: see :meth:`rescue`)."""
         with self._state:
             self._state.wait_for(lambda: not self._pending, timeout)
+        return self._keep()
+
+    def unsaved(self) -> list[tuple[list[Change], datetime]]:
+        """The batches neither written nor kept, in the order they were made."""
+        with self._state:
+            return [batch for _seq, batch in sorted(self._pending.items())]
+
+    def rescue(self, error: BaseException) -> str:
+        """After a failed :meth:`drain` (the hang-up's): one more try at keeping the unsaved batches in the
+        journal; the sentence says where they went or, when they could not be kept, holds them as the
+        journal's lines would, so that a log of standard error still has them."""
+        batches = self.unsaved()
+        n = sum(len(changes) for changes, _at in batches)
+        if not batches:
+            return f"the decision writer failed while ending ({first_line(error)}); no decision was left unsaved"
         try:
-            return self._keep()
-        except OSError as exc:
-            self.report(f"decisions could not be kept in {self.journal}: {first_line(exc)}", "error")
-            return 0
+            if self.journal is None:
+                raise OSError("the workspace has no journal (an in-memory workspace)")
+            kept = self._keep()
+        except Exception as again:
+            lines = "".join(journal.line(changes, at).decode() for changes, at in batches)
+            return (
+                f"{_plural(n, 'decision')} could not be saved ({first_line(error)}; then {first_line(again)}); "
+                f"they were, as lines of {self.journal}:\n{lines.rstrip()}"
+            )
+        return (
+            f"decisions could not be kept at first ({first_line(error)}); "
+            f"{_plural(n, 'decision')} ({_plural(kept, 'batch')}) kept in {self.journal} on a second try"
+        )
 
     def flush(self) -> None:
         """Block until every submitted decision is written or kept."""
@@ -103,7 +128,11 @@ class DecisionWriter:
     def close(self, timeout: float | None = None) -> None:
         """Every decision made is written or kept (waiting up to ``timeout`` seconds for the writes), then
         the thread ends."""
-        self.kept_on_close = self.drain(self.CLOSE_TIMEOUT_S if timeout is None else timeout)
+        try:
+            self.kept_on_close = self.drain(self.CLOSE_TIMEOUT_S if timeout is None else timeout)
+        except OSError as exc:
+            self.kept_on_close = 0
+            self.report(f"decisions could not be kept in {self.journal}: {first_line(exc)}", "error")
         self._closing.set()
         with self._state:
             self._state.notify_all()
