@@ -1,4 +1,5 @@
-"""Each filter job keeps its own verdicts and selection (``filter_verdicts``).
+"""Each filter job keeps its own verdicts and selection (``filter_verdicts``), and eval finds the model a config
+trained by its training fingerprint.
 
 On a real workspace with the StrategyQA data and hand-made paths (the rules read only stored texts and numbers):
 two filter jobs over one sample job, the paper's rule and ``require_correct`` (or ``filters.select`` rep2 and
@@ -17,7 +18,7 @@ from sqlmodel import select
 
 from db import app_queries as q
 from db.errors import UserError
-from db.models import FilterVerdict, Job, Path
+from db.models import Checkpoint, FilterVerdict, Job, Path
 from db.paths_repo import set_decision, write_question_paths
 from db.queries import split_questions
 from db.session import current_revision, head_revision, make_engine, migrate, open_workspace, session_scope
@@ -303,3 +304,64 @@ def test_upgrade_from_0003_backfills_the_current_filter_jobs_verdicts_and_keeps_
         assert not has_own_verdicts(upgraded, s.get(Job, 2), s.get(Job, 1))
         assert has_own_verdicts(upgraded, s.get(Job, 3), s.get(Job, 1))
     upgraded.dispose()
+
+
+# -- eval: the model this config trained, by its training fingerprint -------------------------------------------
+def fake_training_job(engine, config: ExperimentConfig, dataset, tmp_path: FsPath, name: str) -> int:
+    """A completed self-train job as ``run --stage self-train`` of ``config`` would have left it (its fingerprint,
+    parent filter job and a final checkpoint), without training."""
+    from engine.training.stage import sert_plan, train_fingerprint
+
+    plan = sert_plan(engine, config, dataset)
+    job = create_job(
+        engine,
+        "self-train",
+        config.model_dump(mode="json"),
+        fp=train_fingerprint(config, plan, dataset),
+        dataset_id=dataset.id,
+        parent_id=plan.parent_id,
+        label=plan.label,
+    )
+    with session_scope(engine) as s:
+        s.get(Job, job.id).status = "completed"
+        s.add(Checkpoint(job_id=job.id, step=1, path=str(tmp_path / f"ckpt-{name}"), is_final=True))
+    return job.id  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("order", [("rep2", "confidence"), ("confidence", "rep2")])
+def test_eval_of_each_config_evaluates_its_own_sert_model(engine, sqa, tmp_path, monkeypatch, order):
+    """Two configs that differ only in ``filters.select``: each one's ``run --stage eval`` evaluates its own SERT
+    checkpoint, whichever trained last; a config that trained none says which model it evaluates instead, and
+    under ``strict`` (the study) refuses."""
+    import engine.evaluation.stage as eval_stage
+
+    configs = {"rep2": make_config(PAPER, "same"), "confidence": make_config(CONFIDENCE, "same")}
+    configs = {
+        k: c.model_copy(update={"eval": c.eval.model_copy(update={"baselines": False})}) for k, c in configs.items()
+    }
+    sample_job(engine, sqa, configs["rep2"])
+    trained = {}
+    for name in order:
+        run_stage(engine, configs[name], "filter", quiet)
+        trained[name] = fake_training_job(engine, configs[name], sqa, tmp_path, name)
+    evaluated: list = []
+    monkeypatch.setattr(eval_stage, "evaluate", lambda _db, _cfg, _ds, target, _echo: evaluated.append(target))
+    for name, config in configs.items():
+        evaluated.clear()
+        lines: list[str] = []
+        run_stage(engine, config, "eval", lines.append)
+        assert [(t.label, t.job.id) for t in evaluated] == [("SERT", trained[name])], name
+        assert not any("not this config's" in line for line in lines), lines
+
+    # A third config (require_correct) trained nothing: the newest SERT model, said so; strict: an error.
+    other = make_config(CORRECT, "same").model_copy(update={"eval": configs["rep2"].eval})
+    run_stage(engine, other, "filter", quiet)
+    evaluated.clear()
+    lines = []
+    run_stage(engine, other, "eval", lines.append)
+    assert [t.job.id for t in evaluated] == [trained[order[-1]]]
+    assert any(
+        f"evaluating self-train job {trained[order[-1]]}" in line and "not this config's" in line for line in lines
+    )
+    with pytest.raises(UserError, match="no SERT model trained by this config"):
+        eval_stage.run_eval(engine, other, print, strict=True)
