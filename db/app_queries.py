@@ -3,6 +3,12 @@
 Everything here is a short read through SQLAlchemy Core (no ORM objects) so that the app can call it from a
 worker thread while a job writes. Paging is keyset (``WHERE id > ? ORDER BY id LIMIT n``) over the
 ``(job_id, ..., id)`` indexes of ``paths``: a page costs the same on the first and the 200,000th path.
+
+Verdicts: a sample job's paths carry, on their rows, a display copy of the verdicts, passed and selected of the
+sample job's current filter job (``summary["filter_job"]``); every filter job keeps its own in
+``filter_verdicts``. The reads of a sample job use the rows; the reads of a filter job (``verdicts_job``, see
+:func:`verdicts_job_id`) join its own rows (``LEFT JOIN filter_verdicts ON (filter job, path id)``, one primary
+key lookup per path row the page visits), so a filter job always shows its own verdicts, whichever ran since.
 """
 
 from __future__ import annotations
@@ -15,7 +21,19 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from db import duplicates
-from db.models import Checkpoint, Dataset, Job, JobEvent, Metric, Model, Path, Prediction, Question, utcnow
+from db.models import (
+    Checkpoint,
+    Dataset,
+    FilterVerdict,
+    Job,
+    JobEvent,
+    Metric,
+    Model,
+    Path,
+    Prediction,
+    Question,
+    utcnow,
+)
 from db.vocabulary import FILTER, PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
 
 
@@ -109,22 +127,42 @@ _PATH_COLUMNS = (
     Path.decision,
     Path.decided_at,
 )
+#: Where the verdicts, passed and selected of ``_PATH_COLUMNS`` sit.
+_VERDICT_COLUMNS = slice(14, 17)
+
+
+def _verdict_columns(verdicts_job: int | None) -> tuple:
+    """The columns verdicts, passed, selected: the path rows' display copy (None), else the filter job's own rows
+    (a path it has no row for shows as not filtered)."""
+    if verdicts_job is None:
+        return (Path.verdicts, Path.passed, Path.selected)
+    return (FilterVerdict.verdicts, FilterVerdict.passed, func.coalesce(FilterVerdict.selected, False))
+
+
+def _with_verdicts(stmt, verdicts_job: int | None):
+    """``stmt`` (selecting from ``paths``) joined to the rows of filter job ``verdicts_job``, if given."""
+    if verdicts_job is None:
+        return stmt
+    return stmt.outerjoin(
+        FilterVerdict, and_(FilterVerdict.path_id == Path.id, FilterVerdict.filter_job_id == verdicts_job)
+    )
 
 
 #: Up to this many matching questions, a text search becomes ``question_id IN (ids)`` (index per question).
 SEARCH_IN_LIMIT = 900
 
 
-def _conditions(conn: Connection, job_id: int, flt: PathFilter) -> list:
+def _conditions(conn: Connection, job_id: int, flt: PathFilter, verdicts_job: int | None = None) -> list:
     cond: list = [Path.job_id == job_id]
+    _verdicts, passed, selected = _verdict_columns(verdicts_job)
     if flt.decision == "undecided":
         cond.append(Path.decision.is_(None))  # type: ignore[union-attr]
     elif flt.decision:
         cond.append(Path.decision == flt.decision)
     if flt.passed is not None:
-        cond.append(Path.passed == flt.passed)
+        cond.append(passed == flt.passed)
     if flt.selected is not None:
-        cond.append(Path.selected == flt.selected)
+        cond.append(selected == flt.selected)
     if flt.source:
         cond.append(Path.source == flt.source)
     if flt.correct is not None:
@@ -148,22 +186,35 @@ def _row(r: Any) -> PathRow:
     return PathRow(*r)
 
 
-def _page_select(cond: list, limit: int, descending: bool = False):
+def _page_select(cond: list, limit: int, descending: bool = False, verdicts_job: int | None = None):
     order = Path.id.desc() if descending else Path.id  # type: ignore[union-attr]
-    return (
-        select(*_PATH_COLUMNS)
-        .join(Question, Question.id == Path.question_id)
-        .where(and_(*cond))
-        .order_by(order)
-        .limit(limit)
-    )
+    columns = list(_PATH_COLUMNS)
+    columns[_VERDICT_COLUMNS] = _verdict_columns(verdicts_job)
+    stmt = select(*columns).join(Question, Question.id == Path.question_id)
+    return _with_verdicts(stmt, verdicts_job).where(and_(*cond)).order_by(order).limit(limit)
 
 
-def page_paths(conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, size: int = 100) -> Page:
+def _ids(cond: list, verdicts_job: int | None):
+    """``SELECT paths.id`` under ``cond`` (the filter job's rows joined where ``cond`` reads them)."""
+    return _with_verdicts(select(Path.id), verdicts_job).where(and_(*cond))
+
+
+def verdicts_job_id(conn: Connection, job_id: int) -> int | None:
+    """The filter job whose own verdicts (``filter_verdicts``) the paths of ``job_id`` are shown with: a filter
+    job's own; None for every other job (a sample job shows the display copy on its path rows, its current filter
+    job's). The paths screen and ``paths list`` ask this beside :func:`paths_job_id`."""
+    row = conn.execute(select(Job.kind).where(Job.id == job_id)).first()
+    return job_id if row is not None and row[0] == FILTER else None
+
+
+def page_paths(
+    conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, size: int = 100, verdicts_job: int | None = None
+) -> Page:
     """The page of paths starting at ``id >= anchor`` (keyset, never OFFSET); each row carries its duplicate
-    mark, read from the paths of the page's questions."""
-    cond = _conditions(conn, job_id, flt)
-    rows = [_row(r) for r in conn.execute(_page_select([*cond, Path.id >= anchor], size + 1))]
+    mark, read from the paths of the page's questions. ``verdicts_job``: show (and filter by) that filter job's
+    own verdicts instead of the rows' display copy."""
+    cond = _conditions(conn, job_id, flt, verdicts_job)
+    rows = [_row(r) for r in conn.execute(_page_select([*cond, Path.id >= anchor], size + 1, False, verdicts_job))]
     has_next = len(rows) > size
     rows = rows[:size]
     marks = duplicates.find(conn, job_id, {r.question_id for r in rows}).of if rows else {}
@@ -173,7 +224,7 @@ def page_paths(conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, 
         r.agreement = agreement_of(agree, r.question_id, r.source, r.answer)
     first = rows[0].id if rows else anchor
     has_prev = (
-        conn.execute(select(Path.id).where(and_(*cond, Path.id < first)).order_by(Path.id.desc()).limit(1)).first()
+        conn.execute(_ids([*cond, Path.id < first], verdicts_job).order_by(Path.id.desc()).limit(1)).first()  # type: ignore[union-attr]
         is not None
     )
     return Page(rows, anchor, has_prev, has_next)
@@ -210,36 +261,36 @@ def agreement_of(counts: AnswerCounts, question_id: int, source: str, answer: st
     return None if answer is None else counts.get((question_id, source, answer), 0)
 
 
-def previous_anchor(conn: Connection, job_id: int, flt: PathFilter, before: int, size: int = 100) -> int:
+def previous_anchor(
+    conn: Connection, job_id: int, flt: PathFilter, before: int, size: int = 100, verdicts_job: int | None = None
+) -> int:
     """The anchor of the page that ends just before id ``before``."""
-    cond = _conditions(conn, job_id, flt)
-    ids = conn.execute(
-        select(Path.id).where(and_(*cond, Path.id < before)).order_by(Path.id.desc()).limit(size)  # type: ignore[union-attr]
-    ).all()
+    cond = _conditions(conn, job_id, flt, verdicts_job)
+    ids = conn.execute(_ids([*cond, Path.id < before], verdicts_job).order_by(Path.id.desc()).limit(size)).all()  # type: ignore[union-attr]
     return ids[-1][0] if ids else 0
 
 
-def last_anchor(conn: Connection, job_id: int, flt: PathFilter, size: int = 100) -> int:
-    cond = _conditions(conn, job_id, flt)
-    ids = conn.execute(select(Path.id).where(and_(*cond)).order_by(Path.id.desc()).limit(size)).all()  # type: ignore[union-attr]
+def last_anchor(
+    conn: Connection, job_id: int, flt: PathFilter, size: int = 100, verdicts_job: int | None = None
+) -> int:
+    cond = _conditions(conn, job_id, flt, verdicts_job)
+    ids = conn.execute(_ids(cond, verdicts_job).order_by(Path.id.desc()).limit(size)).all()  # type: ignore[union-attr]
     return ids[-1][0] if ids else 0
 
 
-def question_passed_undecided(conn: Connection, job_id: int, question_id: int) -> list[int]:
-    """Ids of a question's paths that passed every rule and carry no decision yet (the bulk accept)."""
-    return [
-        r[0]
-        for r in conn.execute(
-            select(Path.id)
-            .where(
-                Path.job_id == job_id,
-                Path.question_id == question_id,
-                Path.passed == True,  # noqa: E712
-                Path.decision.is_(None),  # type: ignore[union-attr]
-            )
-            .order_by(Path.id)
-        )
+def question_passed_undecided(
+    conn: Connection, job_id: int, question_id: int, verdicts_job: int | None = None
+) -> list[int]:
+    """Ids of a question's paths that passed every rule and carry no decision yet (the bulk accept); the rules'
+    verdicts of ``verdicts_job`` where given, else the rows' display copy."""
+    _verdicts, passed, _selected = _verdict_columns(verdicts_job)
+    cond = [
+        Path.job_id == job_id,
+        Path.question_id == question_id,
+        passed == True,  # noqa: E712
+        Path.decision.is_(None),  # type: ignore[union-attr]
     ]
+    return [r[0] for r in conn.execute(_ids(cond, verdicts_job).order_by(Path.id))]
 
 
 def decisions_of(conn: Connection, path_ids: list[int]) -> dict[int, str | None]:
@@ -257,13 +308,28 @@ def paths_job_id(conn: Connection, job_id: int) -> int:
     return job_id
 
 
-def in_training_set():
-    """The one rule for "the training set" of stage 2 (DESIGN.md section 1): selected by the rules unless a
-    person rejected it, plus every path a person accepted. The SERT set is built with it
-    (engine.training.datasets); :class:`PathCounts` counts the same rule through the decision index."""
+def selected_by(filter_job_id: int):
+    """``paths.id IN`` the paths filter job ``filter_job_id`` selected (its own rows, through the
+    ``(filter_job_id, selected, path_id)`` index)."""
+    return Path.id.in_(  # type: ignore[union-attr]
+        select(FilterVerdict.path_id).where(
+            FilterVerdict.filter_job_id == filter_job_id,
+            FilterVerdict.selected == True,  # noqa: E712
+        )
+    )
+
+
+def in_training_set(filter_job_id: int | None):
+    """The one rule for "the training set" of stage 2 (DESIGN.md section 1): selected by the rules of filter job
+    ``filter_job_id`` (its own rows in ``filter_verdicts``) unless a person rejected it, plus every path a person
+    accepted. ``None``: the selection the path rows carry (the display copy of the sample job's current filter
+    job), what the paths screen of a sample job counts. The SERT set (engine.training.datasets) and so
+    ``export set`` are built with it; :func:`path_counts` counts the same rule, with the same selection
+    (:func:`selected_by` for a filter job), through the decision index."""
+    selected = Path.selected == True if filter_job_id is None else selected_by(filter_job_id)  # noqa: E712
     return or_(
         Path.decision == "accepted",
-        and_(Path.selected == True, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]  # noqa: E712
+        and_(selected, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]
     )
 
 
@@ -284,27 +350,25 @@ class PathCounts:
     undecided: int = 0
     selected_kept: int = 0  # selected by the rules and not rejected
     accepted_extra: int = 0  # accepted by hand and not already counted as selected
+    #: What training will use, the rule of :func:`in_training_set`: selected-not-rejected plus accepted by hand
+    #: (= selected_kept + accepted_extra). The filter stage selects among the student's own paths only, and a
+    #: job's paths come from one source (a sample job: self; a teacher job: teacher), so no source check is needed.
+    training_set: int = 0
     correct: int | None = None  # counted only on request (teacher jobs: no index serves it)
     recent_decisions: int = 0  # decisions made in the last REVIEW_WINDOW_S seconds (review speed)
     coverage: dict[str, Any] | None = None  # engine.filtering.coverage of a sample job, when the screen asks
-
-    @property
-    def training_set(self) -> int:
-        """What training will use (:func:`in_training_set`): selected-not-rejected plus accepted by hand.
-
-        The filter stage selects among the student's own paths only, and a job's paths come from one source
-        (a sample job: self; a teacher job: teacher), so no per-row source check is needed here.
-        """
-        return self.selected_kept + self.accepted_extra
 
 
 def max_path_id(conn: Connection, job_id: int) -> int:
     return int(conn.execute(select(func.coalesce(func.max(Path.id), 0)).where(Path.job_id == job_id)).scalar() or 0)
 
 
-def path_counts(conn: Connection, job_id: int, with_correct: bool = False) -> PathCounts:
-    """The training-set preview: two grouped counts over covering indexes and three small indexed counts,
-    so that it stays cheap on a job of 200,000 paths."""
+def path_counts(
+    conn: Connection, job_id: int, with_correct: bool = False, verdicts_job: int | None = None
+) -> PathCounts:
+    """The training-set preview: grouped counts over covering indexes and small indexed counts, so that it stays
+    cheap on a job of 200,000 paths. ``verdicts_job``: the filtered/passed/selected counts and the training set
+    of that filter job's own verdicts (``filter_verdicts``), else of the rows' display copy."""
     c = PathCounts(max_id=max_path_id(conn, job_id))
     for decision, n in conn.execute(
         select(Path.decision, func.count()).where(Path.job_id == job_id).group_by(Path.decision)
@@ -314,16 +378,28 @@ def path_counts(conn: Connection, job_id: int, with_correct: bool = False) -> Pa
             c.undecided = n
         elif decision in ("accepted", "rejected", "ignored"):
             setattr(c, decision, n)
-    for passed, n in conn.execute(select(Path.passed, func.count()).where(Path.job_id == job_id).group_by(Path.passed)):
+    if verdicts_job is None:
+        by_passed = select(Path.passed, func.count()).where(Path.job_id == job_id).group_by(Path.passed)
+        c.selected = _count(conn, Path.job_id == job_id, Path.selected == True)  # noqa: E712
+        # coalesce() keeps SQLite on the decision index (hand decisions are few) instead of the selected one.
+        is_selected = func.coalesce(Path.selected, 0) == 1
+    else:
+        own = FilterVerdict.filter_job_id == verdicts_job
+        by_passed = select(FilterVerdict.passed, func.count()).where(own).group_by(FilterVerdict.passed)
+        c.selected = int(
+            conn.execute(select(func.count()).where(own, FilterVerdict.selected == True)).scalar() or 0  # noqa: E712
+        )
+        is_selected = selected_by(verdicts_job)
+    for passed, n in conn.execute(by_passed):
         if passed is not None:
             c.filtered += n
             c.passed += n if passed else 0
-    c.selected = _count(conn, Path.job_id == job_id, Path.selected == True)  # noqa: E712
-    # coalesce() keeps SQLite on the decision index (hand decisions are few) instead of the selected one.
-    not_indexed_selected = func.coalesce(Path.selected, 0)
-    selected_rejected = _count(conn, Path.job_id == job_id, Path.decision == "rejected", not_indexed_selected == 1)
+    selected_rejected = _count(conn, Path.job_id == job_id, Path.decision == "rejected", is_selected)
     c.selected_kept = c.selected - selected_rejected
-    c.accepted_extra = _count(conn, Path.job_id == job_id, Path.decision == "accepted", not_indexed_selected == 0)
+    c.accepted_extra = _count(conn, Path.job_id == job_id, Path.decision == "accepted", ~is_selected)
+    # The rule of in_training_set, decomposed over indexes: counted as one OR over the job's rows it costs a pass
+    # over all of them (64 ms on 40,000 paths against ~1 ms), on every decision (tests/test_layout.py: they agree).
+    c.training_set = c.selected_kept + c.accepted_extra
     if with_correct:
         c.correct = _count(conn, Path.job_id == job_id, Path.correct == True)  # noqa: E712
     cutoff = utcnow() - timedelta(seconds=REVIEW_WINDOW_S)

@@ -140,6 +140,29 @@ class Path(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class FilterVerdict(SQLModel, table=True):
+    """One filter job's judgement of one path: every rule's verdict, passed, selected.
+
+    Each filter job keeps its own rows, so two filter jobs over one sample job (other thresholds, another
+    selection rule) never overwrite each other: the training set, the exports and the reports of a filter job read
+    these. The path rows carry a display copy of the sample job's current filter job's (``summary["filter_job"]``),
+    which the paths screen pages through; people's decisions and the parsed answer stay on the path rows.
+    """
+
+    __tablename__ = "filter_verdicts"
+    __table_args__ = (
+        Index("ix_filter_verdicts_job_selected", "filter_job_id", "selected", "path_id"),
+        Index("ix_filter_verdicts_job_passed", "filter_job_id", "passed", "path_id"),
+        Index("ix_filter_verdicts_path", "path_id"),  # a deleted path finds its rows (ON DELETE CASCADE)
+    )
+
+    filter_job_id: int = Field(foreign_key="jobs.id", ondelete="CASCADE", primary_key=True)
+    path_id: int = Field(foreign_key="paths.id", ondelete="CASCADE", primary_key=True)
+    verdicts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    passed: bool = False  # every rule passed
+    selected: bool = False
+
+
 class Metric(SQLModel, table=True):
     __tablename__ = "metrics"
     __table_args__ = (UniqueConstraint("job_id", "step", "name", name="uq_metric"),)

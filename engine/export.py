@@ -3,8 +3,9 @@
 Each record is ``{"prompt", "completion", ...}`` -- the prompt-completion shape TRL's ``SFTTrainer`` reads
 (the prompt is masked out of the loss, as here) -- with the question's index in its source dataset and, for
 paths, the path's id, branch, sample, selection and decision beside it. A training set is exactly what
-``run --stage self-train|distill|finetune`` would train on for the same config (selected and not rejected
-plus accepted paths; correct teacher rationales; answers only). Two formats: JSONL (one record a line) and
+``run --stage self-train|distill|finetune`` would train on for the same config (the paths the config's own filter
+job selected, found by its filter fingerprint, and not rejected, plus accepted paths; correct teacher rationales;
+answers only). Two formats: JSONL (one record a line) and
 a Hugging Face ``datasets`` folder (``save_to_disk``, for ``datasets.load_from_disk``).
 
 Nothing is overwritten unless asked; files are owner-only and appear whole (:mod:`engine.files`).
@@ -65,18 +66,19 @@ def sample_records(database: Engine, samples: list[Sample]) -> list[dict[str, An
 
 
 def path_records(database: Engine, job_id: int, decision: str | None = None, selected: bool = False) -> list[dict]:
-    """A sample (or filter) job's paths, as ``paths list`` chooses them, in the SERT training format."""
+    """A sample (or filter) job's paths, as ``paths list`` chooses them, in the SERT training format: a filter
+    job's with its own stored selection (``filter_verdicts``), whichever filter job the path rows show now."""
     from sqlmodel import select
 
     from db.models import Dataset, Question
     from db.session import session_scope
-    from engine.path_views import path_rows, paths_job, replaced_verdicts
+    from engine.path_views import own_verdicts, path_rows, paths_job
     from engine.prompts import training_prompt
     from engine.training.datasets import answer_surface, sert_completion
 
     with session_scope(database) as s:
         job = paths_job(s, job_id)
-        rows = path_rows(s, job.id, decision, selected, replaced_verdicts(s, job_id, job))
+        rows = path_rows(s, job.id, decision, selected, own_verdicts(s, job_id))
         dataset = s.get(Dataset, job.dataset_id)
         questions = {q.index: q for q in s.exec(select(Question).where(Question.dataset_id == dataset.id)).all()}
         answer_type = dataset.answer_type

@@ -1,7 +1,8 @@
 """Read-only views of a job's paths, shared by ``paths list``, the exports and scripts.
 
-A filter job shows its sample job's paths; a filter job whose verdicts a later filter run replaced shows its own,
-judged again from its frozen settings (the rules are pure functions of the stored texts and numbers).
+A filter job shows its sample job's paths with its own stored verdicts and selection (``filter_verdicts``), whichever
+filter job's verdicts the path rows carry now; a sample job shows its path rows as they are (the display copy of
+its current filter job's verdicts).
 """
 
 from __future__ import annotations
@@ -30,21 +31,18 @@ def paths_job(session: Any, job_id: int):
     return parent
 
 
-def replaced_verdicts(session: Any, job_id: int, sample_job: Any) -> dict[int, Any] | None:
-    """For a filter job whose verdicts a later filter run replaced on the paths: its own verdicts, judged again
-    from its frozen filter settings and the stored texts and numbers (the rules are pure), by path id. None
-    for a sample job, or a filter job whose verdicts the paths carry."""
-    from db.models import Dataset, Job
-    from engine.answers import answer_spec
-    from engine.config import FiltersConfig
-    from engine.filtering.rules import judge_job
+def own_verdicts(session: Any, job_id: int) -> dict[int, Any] | None:
+    """For a filter job: its own stored verdicts and selection (``filter_verdicts``) by path id, whichever filter
+    job's the path rows carry now; None for any other job (its path rows are shown as they are)."""
+    from sqlmodel import select
+
+    from db.models import FilterVerdict, Job
 
     job = session.get(Job, job_id)
-    if job.kind != "filter" or (sample_job.summary or {}).get("filter_job") == job_id:
+    if job is None or job.kind != "filter":
         return None
-    cfg = FiltersConfig.model_validate((job.config or {}).get("filters", {}))
-    results, _counts = judge_job(session, sample_job.id, cfg, answer_spec(session.get(Dataset, sample_job.dataset_id)))
-    return {r.id: r for r in results}
+    rows = session.exec(select(FilterVerdict).where(FilterVerdict.filter_job_id == job_id)).all()
+    return {r.path_id: r for r in rows}
 
 
 def path_rows(
@@ -54,9 +52,10 @@ def path_rows(
     selected: bool = False,
     verdicts: dict[int, Any] | None = None,
 ) -> list[dict]:
-    """Paths of a job in question order, as the JSON objects of ``paths list --json``; ``verdicts``: results
-    that replace the stored verdicts and selection (see :func:`replaced_verdicts`). ``duplicate_of``: the id
-    of the path this one duplicates (same question, same normalised text: db.duplicates), else None.
+    """Paths of a job in question order, as the JSON objects of ``paths list --json``; ``verdicts``: a filter
+    job's own rows by path id, which replace the rows' verdicts and selection (see :func:`own_verdicts`).
+    ``duplicate_of``: the id of the path this one duplicates (same question, same normalised text:
+    db.duplicates), else None.
     ``confidence``: CoT-decoding's Δ of the path's answer (engine.sampling.paths.path_confidence), None where no
     answer was found or the sampler gave no margins; ``agreement``: how many of the question's paths in this job
     give the same parsed answer, this one included (db.app_queries.agreement_of), None without an answer."""

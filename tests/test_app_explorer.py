@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
+from db.errors import UserError
 from db.models import Dataset, Job
 from db.models import Path as PathRow
 from db.paths_repo import set_decision
@@ -202,8 +203,13 @@ async def test_apply_runs_a_filter_job_keeps_decisions_and_training_follows_it(w
         accepted = {pid for pid, d in before.items() if d == "accepted"}
         rejected = {pid for pid, d in before.items() if d == "rejected"}
         wanted = (selected - rejected) | accepted
-        assert {p.id for p, _q in training_paths(s, sample)} == wanted
-    plan = sert_plan(engine, config, dataset)  # type: ignore[arg-type]
+        assert {p.id for p, _q in training_paths(s, sample, new)} == wanted
+    # A config with the applied settings trains on the new filter job's selection; the config's own settings
+    # (min_perplexity 5) have no filter job of their own here: it says to run the filter stage, never trains on
+    # another filter job's selection.
+    applied = config.model_copy(update={"filters": config.filters.model_copy(update={"min_perplexity": 8.0})})
+    plan = sert_plan(engine, applied, dataset)  # type: ignore[arg-type]
     assert plan.parent_id == new
     assert {x.path_id for x in plan.samples} == wanted
-    assert any(f"filter job {new}" in note for note in plan.notes)  # its settings differ from the config's
+    with pytest.raises(UserError, match="run --stage filter first"):
+        sert_plan(engine, config, dataset)  # type: ignore[arg-type]

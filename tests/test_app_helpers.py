@@ -108,12 +108,37 @@ def make_sample_job(
 
 
 def make_filter_job(engine, dataset_id: int, sample_id: int) -> int:
-    """A filter job on a sample job: it owns no paths (the sample job's paths carry its verdicts)."""
+    """A filter job on a sample job: it owns no paths; its own verdicts (``filter_verdicts``) are those the sample
+    job's path rows carry, as the filter stage writes both."""
     from engine.jobs import create_job
 
-    return create_job(
+    job_id = create_job(
         engine, "filter", {"filters": {"require_correct": False}}, dataset_id=dataset_id, parent_id=sample_id
-    ).id  # type: ignore[return-value]
+    ).id
+    assert job_id is not None
+    copy_verdicts(engine, sample_id, job_id)
+    return job_id
+
+
+def copy_verdicts(engine, sample_id: int, filter_job_id: int) -> None:
+    """Store what the path rows of ``sample_id`` carry as the own verdicts of ``filter_job_id``."""
+    from sqlmodel import select
+
+    from db import filter_verdicts
+
+    with session_scope(engine) as s:
+        rows = s.exec(
+            select(PathRow.id, PathRow.verdicts, PathRow.passed, PathRow.selected).where(PathRow.job_id == sample_id)
+        ).all()
+        filter_verdicts.write(
+            s,
+            filter_job_id,
+            [
+                {"path_id": i, "verdicts": v, "passed": bool(sel) if p is None else p, "selected": sel}
+                for i, v, p, sel in rows
+                if p is not None or sel  # a path written selected without verdicts (unit tests): selected
+            ],
+        )
 
 
 def decisions(engine, job_id: int) -> dict[int, str | None]:

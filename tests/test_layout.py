@@ -114,16 +114,19 @@ def test_one_training_set_rule_counted_and_built_alike(engine) -> None:
     from db.paths_repo import set_decision
     from db.session import session_scope
     from engine.training.datasets import training_paths
-    from tests.test_app_helpers import make_dataset, make_sample_job
+    from tests.test_app_helpers import make_dataset, make_filter_job, make_sample_job
 
-    job = make_sample_job(engine, make_dataset(engine), n_questions=3, per_question=25)
+    dataset = make_dataset(engine)
+    job = make_sample_job(engine, dataset, n_questions=3, per_question=25)
+    filt = make_filter_job(engine, dataset, job)
     rng = random.Random(7)
     with session_scope(engine) as s:
         ids = s.exec(select(PathRow.id).where(PathRow.job_id == job)).all()
         for pid in ids:
             set_decision(s, pid, rng.choice([None, None, "accepted", "rejected", "ignored"]))
     with session_scope(engine) as s:
-        built = {p.id for p, _q in training_paths(s, job)}
+        built = {p.id for p, _q in training_paths(s, job, filt)}
     with engine.connect() as conn:
-        counted = path_counts(conn, job).training_set
-    assert counted == len(built) > 0
+        counted = path_counts(conn, job).training_set  # the display copy on the rows
+        own = path_counts(conn, job, verdicts_job=filt)  # the filter job's own rows
+    assert counted == own.training_set == own.selected_kept + own.accepted_extra == len(built) > 0

@@ -182,6 +182,7 @@ def test_the_sert_set_cuts_the_paths_it_trains_on(engine, sqa):
     from db.queries import split_questions
     from db.session import session_scope
     from engine.jobs import create_job
+    from tests.test_app_helpers import make_filter_job
 
     with session_scope(engine) as s:
         _q1, pear = split_questions(s, sqa.id, "train", 2)
@@ -191,8 +192,9 @@ def test_the_sert_set_cuts_the_paths_it_trains_on(engine, sqa):
     with session_scope(engine) as s:
         rows = [{"branch": b, "sample": 0, "text": t, "selected": True} for b, t in enumerate(paths)]
         write_question_paths(s, job.id, pear.id, rows)
+    filt = make_filter_job(engine, sqa.id, job.id)
     with session_scope(engine) as s:
-        samples = ds.sert_samples(s, s.exec(select(Job).where(Job.id == job.id)).one(), sqa)
+        samples = ds.sert_samples(s, s.exec(select(Job).where(Job.id == job.id)).one(), sqa, filt)
     assert [smp.completion for smp in samples] == [
         " No, a pear would not sink in water. So the answer is no.",
         " The answer is no, because a pear cannot be able to sink in water. So the answer is no.",

@@ -149,11 +149,20 @@ def test_filter_stage_writes_verdicts_and_reruns_with_new_thresholds(engine, sqa
     assert paths[3].decision == "accepted"
     assert paths[1].verdicts["perplexity"] == {"pass": False, "reason": "perplexity 9.00 < 10"}
 
-    # Back to the first thresholds: the paths carry the second job's verdicts, so they are re-applied.
+    # Back to the first thresholds: the first job kept its own verdicts, so it is reused (no new job) and the
+    # paths show its verdicts again.
     [third] = run_stage(engine, config, "filter", print)
-    assert third.id not in (job.id, second.id)
-    assert third.summary["removed"] == job.summary["removed"]
+    assert third.id == job.id
     assert _paths(engine, sample_id)[1].passed is True
+    assert [(p.branch, p.passed, p.selected) for p in _paths(engine, sample_id)[:4]] == [
+        (0, False, False),
+        (1, True, False),
+        (2, True, True),
+        (3, False, False),
+    ]
+    with session_scope(engine) as s:
+        assert s.get(Job, sample_id).summary["filter_job"] == job.id
+    assert _paths(engine, sample_id)[3].decision == "accepted"
 
 
 def test_filter_stage_require_correct(engine, sqa):

@@ -18,6 +18,7 @@ from db.paths_repo import write_question_paths
 from db.queries import split_questions
 from db.session import session_scope
 from engine.jobs import create_job, request_cancel
+from tests.test_app_helpers import copy_verdicts
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -47,7 +48,9 @@ def seed_filtered_paths(engine, dataset, config_path: Path) -> int:
     sample = create_job(engine, "sample", {}, fp=sample_fingerprint(config, dataset), dataset_id=dataset.id)
     with session_scope(engine) as s:
         for q in split_questions(s, dataset.id, "train", 4):
-            write_question_paths(s, sample.id, q.id, [{"branch": 0, "sample": 0, "text": PATH_TEXT, "selected": True}])
+            write_question_paths(
+                s, sample.id, q.id, [{"branch": 0, "sample": 0, "text": PATH_TEXT, "passed": True, "selected": True}]
+            )
     filt = create_job(
         engine,
         "filter",
@@ -60,6 +63,7 @@ def seed_filtered_paths(engine, dataset, config_path: Path) -> int:
         for job_id in (sample.id, filt.id):
             s.get(Job, job_id).status = "completed"
         s.get(Job, sample.id).summary = {"filter_job": filt.id}
+    copy_verdicts(engine, sample.id, filt.id)
     return filt.id
 
 

@@ -26,6 +26,7 @@ from engine.training.trainer import (
     split_micro,
     token_loss_sum,
 )
+from tests.test_app_helpers import make_filter_job
 
 
 # -- formats ------------------------------------------------------------------------------------------------
@@ -98,13 +99,13 @@ def _sample_job_with_paths(engine, dataset):
         set_decision(s, paths[" accepted by a person"], "accepted")
         set_decision(s, paths[" ignored, not selected"], "ignored")
         set_decision(s, paths[" ignored but selected"], "ignored")
-    return job, q1, q2
+    return job, q1, q2, make_filter_job(engine, dataset.id, job.id)
 
 
 def test_sert_set_is_selected_unless_rejected_plus_accepted(engine, sqa):
-    job, q1, q2 = _sample_job_with_paths(engine, sqa)
+    job, q1, q2, filt = _sample_job_with_paths(engine, sqa)
     with session_scope(engine) as s:
-        samples = ds.sert_samples(s, s.get(Job, job.id), sqa)
+        samples = ds.sert_samples(s, s.get(Job, job.id), sqa, filt)
     texts = [smp.completion.split(" So the answer is")[0].strip() for smp in samples]
     assert sorted(texts) == sorted(["kept by the rules", "accepted by a person", "ignored but selected"])
     first = next(smp for smp in samples if smp.question_id == q1.id)
@@ -113,12 +114,12 @@ def test_sert_set_is_selected_unless_rejected_plus_accepted(engine, sqa):
 
 
 def test_sert_set_follows_a_later_decision(engine, sqa):
-    job, _q1, _q2 = _sample_job_with_paths(engine, sqa)
+    job, _q1, _q2, filt = _sample_job_with_paths(engine, sqa)
     with session_scope(engine) as s:
         kept = s.exec(select(Path).where(Path.text == " kept by the rules")).one()
         set_decision(s, kept.id, "rejected")
     with session_scope(engine) as s:
-        texts = {smp.completion for smp in ds.sert_samples(s, s.get(Job, job.id), sqa)}
+        texts = {smp.completion for smp in ds.sert_samples(s, s.get(Job, job.id), sqa, filt)}
     assert not any("kept by the rules" in t for t in texts)
 
 

@@ -8,10 +8,12 @@ computed from all stored predictions. The prompt is the training prompt ``Questi
 model, the zero-shot base model included.
 
 ``run --stage eval`` evaluates the base model (zero-shot, when ``eval.baselines``) and, for each label
-(Finetune, SERT, RD, SERT+RD), the completed training job of the config's dataset and student that this config
-trained (same name, data and train settings), else the newest one. ``eval.job`` or ``eval.checkpoint`` picks
-one model instead: any training job (its final checkpoint, else its newest, e.g. a cancelled job's last) or
-any checkpoint directory the workspace registered.
+(Finetune, SERT, RD, SERT+RD), the completed training job that this config trained, found by the fingerprint the
+training stage finds and resumes it by (``train_fingerprint`` of the config's plan: its training set, so its filter
+job, start model, student and train settings); where there is none, the newest one of the config's dataset and
+student, said on the output (``run_eval(strict=True)``, for the study: an error instead). ``eval.job`` or
+``eval.checkpoint`` picks one model instead: any training job (its final checkpoint, else its newest, e.g. a
+cancelled job's last) or any checkpoint directory the workspace registered.
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ def chosen_target(database: Engine, config: ExperimentConfig) -> Target:
 
 
 def trained_by(job: Job, config: ExperimentConfig) -> bool:
-    """Whether ``config`` is the config that trained ``job``: the same name, data and train settings (what only
-    changes when checkpoints are written aside)."""
+    """Whether ``job``'s frozen config has ``config``'s name, data and train settings (what only changes when
+    checkpoints are written aside): the order of the fallback of :func:`newest_targets`, not a match (two configs
+    that differ only in ``filters`` look the same here; the training fingerprint tells them apart)."""
     from engine.training.stage import CADENCE_KEYS
 
     frozen, mine = job.config or {}, config.model_dump(mode="json")
@@ -118,11 +121,53 @@ def trained_by(job: Job, config: ExperimentConfig) -> bool:
     return frozen.get("name") == mine["name"] and train(frozen) == train(mine) and data(frozen) == data(mine)
 
 
-def newest_targets(database: Engine, config: ExperimentConfig, dataset: Dataset) -> list[Target]:
-    """One completed training job of each label for the config's dataset and student: the one this config
-    trained, else the newest."""
+def trained_fingerprints(database: Engine, config: ExperimentConfig, dataset: Dataset) -> dict[str, str | Exception]:
+    """Per label (Finetune, SERT, RD, SERT+RD): the fingerprint of the training job ``config`` trains for it, the
+    one the training stage finds and resumes its job by (``train_fingerprint`` over the plan ``finetune_plan``,
+    ``sert_plan`` or ``distill_plan`` builds, RD and SERT+RD with ``train.distill_from`` "base" and "self-train"),
+    or the UserError that says why no plan can be built now (no filter job of this config's filter settings, no
+    teacher rationales, ...)."""
+    from engine.training.stage import distill_plan, finetune_plan, sert_plan, train_fingerprint
+
+    def variant(distill_from: str) -> ExperimentConfig:
+        copy = config.model_copy(deep=True)
+        copy.train.distill_from = distill_from  # type: ignore[assignment]
+        return copy
+
+    plans = [
+        (vocab.FINETUNE, finetune_plan, config),
+        (vocab.SERT, sert_plan, config),
+        (vocab.RD, distill_plan, variant("base")),
+        (vocab.SERT_RD, distill_plan, variant("self-train")),
+    ]
+    out: dict[str, str | Exception] = {}
+    for label, build, cfg in plans:
+        try:
+            out[label] = train_fingerprint(cfg, build(database, cfg, dataset), dataset)
+        except UserError as exc:
+            out[label] = exc
+    return out
+
+
+def newest_targets(
+    database: Engine,
+    config: ExperimentConfig,
+    dataset: Dataset,
+    *,
+    strict: bool = False,
+    echo: Echo | None = None,
+) -> list[Target]:
+    """One completed training job of each label for the config's dataset and student: the one this config trained,
+    found by its training fingerprint (:func:`trained_fingerprints`, the fingerprint the training stage resumes
+    its job by), so that configs that differ only in ``filters`` each evaluate their own SERT model.
+
+    Where no job of a label has that fingerprint (the config did not train one, or its training set changed
+    since: other decisions, another filter job), the newest job of the label is evaluated instead (those with
+    the config's name, data and train settings first), and ``echo`` says which and why; ``strict`` (the study)
+    makes that a UserError instead. A label with no completed job at all is left out."""
     from engine.training.checkpoints import final_checkpoint
 
+    fingerprints = trained_fingerprints(database, config, dataset)
     with session_scope(database) as s:
         jobs = s.exec(
             select(Job)
@@ -134,15 +179,39 @@ def newest_targets(database: Engine, config: ExperimentConfig, dataset: Dataset)
             .order_by(Job.id.desc())  # type: ignore[union-attr]
         ).all()
         labelled = [(lineage.job_label(s, j), j) for j in jobs]
-    newest: dict[str, Job] = {}
-    labelled.sort(key=lambda lj: not trained_by(lj[1], config))  # stable: this config's jobs first, newest first
+    candidates: dict[str, list[Job]] = {}
     for label, job in labelled:
         if (job.config.get("student") or {}).get("model") != config.student.model:
             continue
-        if label not in newest and final_checkpoint(database, job.id) is not None:  # type: ignore[arg-type]
-            newest[label] = job
-    ordered = [newest[label] for label in vocab.TABLE_ORDER if label in newest]
-    return [job_target(database, j) for j in ordered]
+        if final_checkpoint(database, job.id) is not None:  # type: ignore[arg-type]
+            candidates.setdefault(label, []).append(job)
+    chosen: list[Job] = []
+    for label in vocab.TABLE_ORDER:
+        mine = candidates.get(label)
+        if not mine:
+            continue
+        fp = fingerprints.get(label)
+        exact = [j for j in mine if isinstance(fp, str) and j.fingerprint == fp]
+        if exact:
+            chosen.append(exact[0])
+            continue
+        fallback = sorted(mine, key=lambda j: not trained_by(j, config))[0]  # stable: newest first
+        if isinstance(fp, Exception):
+            why = f"this config trains no {label} model now ({fp})"
+        else:
+            why = (
+                f"no completed {fallback.kind} job has this config's training fingerprint (this config did not "
+                "train one, or its training set, start model or train settings differ from those it trained with)"
+            )
+        message = (
+            f"{label}: evaluating {fallback.kind} job {fallback.id}, the newest {label} model, not this config's: {why}"
+        )
+        if strict:
+            raise UserError(f"{label}: no {label} model trained by this config to evaluate: {why}")
+        if echo is not None:
+            echo(message)
+        chosen.append(fallback)
+    return [job_target(database, j) for j in chosen]
 
 
 def eval_dtype(config: ExperimentConfig) -> str:
@@ -376,11 +445,15 @@ def evaluate(database: Engine, config: ExperimentConfig, dataset: Dataset, targe
     return reload_job(database, job.id)
 
 
-def run_eval(database: Engine, config: ExperimentConfig, echo: Echo) -> list[Job]:
+def run_eval(database: Engine, config: ExperimentConfig, echo: Echo, *, strict: bool = False) -> list[Job]:
+    """The eval stage: ``eval.job`` / ``eval.checkpoint``, else the base model (with ``eval.baselines``) and each
+    label's model of :func:`newest_targets`; ``strict``: a label whose model this config did not train (by its
+    training fingerprint) is a UserError, not a fallback to the newest."""
     dataset = config_dataset(database, config)
     if config.eval.job is not None or config.eval.checkpoint:
         return [evaluate(database, config, dataset, chosen_target(database, config), echo)]
-    targets = ([base_target(config)] if config.eval.baselines else []) + newest_targets(database, config, dataset)
+    trained = newest_targets(database, config, dataset, strict=strict, echo=echo)
+    targets = ([base_target(config)] if config.eval.baselines else []) + trained
     if not targets:
         raise UserError("nothing to evaluate: no completed training job for this config (and eval.baselines = false)")
     return [evaluate(database, config, dataset, t, echo) for t in targets]

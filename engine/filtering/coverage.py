@@ -7,8 +7,10 @@ Per sample job, over the questions it sampled (the student's own paths only):
 - ``any_correct_filtered``: ... among the paths that passed every filter rule;
 - ``selected_correct``: the share of questions whose selected path (lowest rep-2 survivor) is correct.
 
-Beside them, the greedy zero-shot accuracy of the same student on the dataset where it was evaluated. A job
-with no verdicts yet (not filtered) reports the filtered shares as None.
+For a filter job the filtered shares are of its own stored verdicts (``filter_verdicts``), whichever filter job
+ran since; for a sample job, of the verdicts its path rows carry (its current filter job's). Beside them, the
+greedy zero-shot accuracy of the same student on the dataset where it was evaluated. A job with no verdicts yet
+(not filtered) reports the filtered shares as None.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Connection
 
-from db.models import Evaluation, Job, Path
+from db.models import Evaluation, FilterVerdict, Job, Path
 from db.vocabulary import FILTER, SAMPLE, ZERO_SHOT
 
 KEYS = ("questions", "any_correct", "any_correct_filtered", "selected_correct")
@@ -44,17 +46,23 @@ def coverage(conn: Connection, job_id: int) -> dict[str, Any]:
     if kind not in (SAMPLE, FILTER):
         raise ValueError(f"job {job_id} is a {kind!r} job; coverage needs a sample or filter job")
     correct = func.coalesce(Path.correct, False)
-    per_question = (
-        select(
-            Path.question_id,
-            func.max(case((correct, 1), else_=0)).label("any"),
-            func.max(case((and_(correct, Path.passed.is_(True)), 1), else_=0)).label("any_passed"),  # type: ignore[union-attr]
-            func.max(case((and_(correct, Path.selected.is_(True)), 1), else_=0)).label("sel"),  # type: ignore[attr-defined]
-            func.max(case((Path.passed.is_not(None), 1), else_=0)).label("judged"),  # type: ignore[union-attr]
+    if kind == FILTER:  # the filter job's own verdicts, whichever filter job's the path rows carry now
+        passed, selected = FilterVerdict.passed, FilterVerdict.selected
+    else:  # a sample job: what its path rows carry (its current filter job's)
+        passed, selected = Path.passed, Path.selected
+    per_question = select(
+        Path.question_id,
+        func.max(case((correct, 1), else_=0)).label("any"),
+        func.max(case((and_(correct, passed.is_(True)), 1), else_=0)).label("any_passed"),  # type: ignore[union-attr, attr-defined]
+        func.max(case((and_(correct, selected.is_(True)), 1), else_=0)).label("sel"),  # type: ignore[attr-defined]
+        func.max(case((passed.is_not(None), 1), else_=0)).label("judged"),  # type: ignore[union-attr, attr-defined]
+    )
+    if kind == FILTER:
+        per_question = per_question.outerjoin(
+            FilterVerdict, and_(FilterVerdict.filter_job_id == job_id, FilterVerdict.path_id == Path.id)
         )
-        .where(Path.job_id == sample_id, Path.source == "self")
-        .group_by(Path.question_id)
-        .subquery()
+    per_question = (
+        per_question.where(Path.job_id == sample_id, Path.source == "self").group_by(Path.question_id).subquery()
     )
     n, any_, any_passed, sel, judged = conn.execute(
         select(

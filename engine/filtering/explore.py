@@ -122,7 +122,7 @@ class JobPaths:
     inputs: JobInputs
     fixed: dict[int, list[Fixed]]
     decisions: dict[str, int]  # the sample job's paths per human decision (accepted, rejected, ignored)
-    current_filter: int | None = None  # the filter job whose verdicts the paths carry now
+    current_filter: int | None = None  # the filter job whose verdicts the path rows show now (each keeps its own)
 
     def settings(self, overrides: dict[str, Any] | None = None) -> FiltersConfig:
         return settings_over(self.base, overrides or {})

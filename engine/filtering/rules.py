@@ -392,15 +392,26 @@ def rules_of(verdicts: dict[str, Any]) -> list[str]:
 
 
 # -- the pass over a job's paths in the workspace --------------------------------------------------------
-def apply_to_job(session: Any, job_id: int, cfg: FiltersConfig, spec: AnswerSpec) -> dict[str, Any]:
-    """Judge every self-sampled path of ``job_id`` and rewrite verdicts, passed, selected, answer, correct.
+def apply_to_job(session: Any, job_id: int, cfg: FiltersConfig, spec: AnswerSpec, filter_job_id: int) -> dict[str, Any]:
+    """Judge every self-sampled path of sample job ``job_id`` as filter job ``filter_job_id``: its own rows in
+    ``filter_verdicts`` (verdicts, passed, selected), and the path rows' display copy of them plus the parsed
+    answer and correctness; the sample job's ``summary["filter_job"]`` names it (db.filter_verdicts).
 
     Runs in the caller's transaction (all or nothing); people's decisions are left untouched. Returns the
     counts of :func:`count_verdicts`.
     """
-    from db.models import Path
+    from db import filter_verdicts
+    from db.models import Job, Path
 
     results, counts = judge_job(session, job_id, cfg, spec)
+    filter_verdicts.write(
+        session,
+        filter_job_id,
+        [{"path_id": r.id, "verdicts": r.verdicts, "passed": r.passed, "selected": r.selected} for r in results],
+    )
+    sample_job = session.get(Job, job_id)
+    sample_job.summary = {**(sample_job.summary or {}), "filter_job": filter_job_id}
+    session.add(sample_job)
     if results:
         session.bulk_update_mappings(
             Path,
@@ -423,7 +434,7 @@ def judge_job(
     session: Any, job_id: int, cfg: FiltersConfig, spec: AnswerSpec
 ) -> tuple[list[PathResult], dict[str, Any]]:
     """The rules' results on every self-sampled path of ``job_id`` from its stored texts and numbers, and their
-    counts; reads only (``apply_to_job`` writes them; ``paths list`` shows an older filter job's with it)."""
+    counts; reads only (``apply_to_job`` writes them; the filter explorer recounts with other settings)."""
     return judge_inputs(job_inputs(session, job_id), cfg, spec)
 
 

@@ -1,9 +1,12 @@
 """Stage ``filter``: the paper's filters over the paths of the config's sample job.
 
-The paths belong to the sample job; a filter job (parent = that sample job) rewrites their verdicts,
-passed, selected, answer and correct in one transaction, from the stored texts and numbers (no model).
-Re-running with other thresholds creates a new filter job; the sample job's summary names the filter job
-whose verdicts its paths carry now (``filter_job``).
+The paths belong to the sample job; a filter job (parent = that sample job) judges them from the stored texts
+and numbers (no model) and keeps its own verdicts, passed and selected per path (``filter_verdicts``), in one
+transaction. Other settings make another filter job with its own rows: two filter jobs of one sample job never
+overwrite each other, and a completed one is reused whatever ran since. The path rows also carry a display copy
+(verdicts, passed, selected; and the parsed answer and correctness, which no setting changes) of the sample job's
+current filter job, the one its summary names (``filter_job``): the job that ran last, or the one a reused
+``run --stage filter`` / the explorer's apply showed again (db.filter_verdicts.show).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from db import filter_verdicts
 from db.errors import UserError
 from db.models import Dataset, Job
 from db.session import session_scope
@@ -71,10 +75,7 @@ def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentCo
             f"require_correct {cfg.require_correct}, select {cfg.select}"
         )
         with session_scope(database) as s:
-            counts = filters.apply_to_job(s, parent.id, cfg, spec)  # type: ignore[arg-type]
-            sample_job = s.get(Job, parent.id)
-            assert sample_job is not None
-            sample_job.summary = {**sample_job.summary, "filter_job": job_id}
+            counts = filters.apply_to_job(s, parent.id, cfg, spec, job_id)  # type: ignore[arg-type]
         ctx.progress(counts["questions"], counts["questions"], "questions", force=True)
         removed = ", ".join(f"{rule} {n}" for rule, n in counts["removed"].items())
         ctx.log(
@@ -84,6 +85,51 @@ def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentCo
         return {"sample_job": parent.id, "filters": cfg.model_dump(), **counts}
 
     return body
+
+
+def has_own_verdicts(database: Engine, job: Job, parent: Job) -> bool:
+    """Whether filter job ``job`` has its verdicts stored (or ``parent`` has no path of its own to judge)."""
+    from sqlmodel import func
+
+    from db.models import Path
+
+    assert job.id is not None
+    with session_scope(database) as s:
+        if filter_verdicts.count(s, job.id):
+            return True
+        return not s.exec(
+            select(func.count()).select_from(Path).where(Path.job_id == parent.id, Path.source == "self")
+        ).one()
+
+
+def filter_job_for(database: Engine, config: ExperimentConfig, sample_job: Job) -> Job:
+    """The filter job of ``config`` over ``sample_job``: the newest completed one with its fingerprint (whatever
+    filter job ran since: each keeps its own verdicts). A UserError says to run the filter stage where none is."""
+    assert sample_job.id is not None
+    fp = filter_fingerprint(config, sample_job.id)
+    with session_scope(database) as s:
+        jobs = s.exec(
+            select(Job)
+            .where(Job.kind == "filter", Job.fingerprint == fp, Job.parent_id == sample_job.id)
+            .order_by(Job.id.desc())  # type: ignore[union-attr]
+        ).all()
+    for job in jobs:
+        if job.status == "completed" and has_own_verdicts(database, job, sample_job):
+            return job
+    if jobs and jobs[0].status != "completed":
+        raise UserError(
+            f"filter job {jobs[0].id} of this config's filter settings is {jobs[0].status}, not completed: "
+            "run --stage filter first"
+        )
+    if jobs:
+        raise UserError(
+            f"filter job {jobs[0].id} of this config's filter settings has no verdicts stored (a workspace of an "
+            "older sert-tui kept only the newest filter job's): run --stage filter first"
+        )
+    raise UserError(
+        f"the paths of sample job {sample_job.id} have no filter job with this config's filter settings: "
+        "run --stage filter first"
+    )
 
 
 def run_filter(database: Engine, config: ExperimentConfig, echo: Callable[[str], None]) -> list[Job]:
@@ -96,8 +142,8 @@ def refilter(database: Engine, sample_job_id: int, settings: FiltersConfig, echo
     """A filter job over the paths of ``sample_job_id`` with ``settings`` (the filter explorer's apply).
 
     Its config is the sample job's own with these ``filters``, so it is the job ``run --stage filter`` would
-    run for that config. People's decisions stay on the paths, and training follows the new filter job (the
-    sample job names it: ``filter_job``)."""
+    run for that config. People's decisions stay on the paths; the paths show its verdicts (the sample job names
+    it: ``filter_job``). Training follows the filter job of the config it trains with."""
     with session_scope(database) as s:
         parent = s.get(Job, sample_job_id)
         if parent is None or parent.kind != SAMPLE:
@@ -117,7 +163,8 @@ def refilter(database: Engine, sample_job_id: int, settings: FiltersConfig, echo
 def filter_sample_job(
     database: Engine, config: ExperimentConfig, dataset: Dataset, parent: Job, echo: Callable[[str], None]
 ) -> list[Job]:
-    """Find (a current completed one), resume or create the filter job of ``config`` over ``parent``, and run it."""
+    """Find (a completed one), resume or create the filter job of ``config`` over ``parent``, and run it; the
+    paths then show its verdicts (a reused job's are copied back to the path rows where another's were shown)."""
     assert parent.id is not None
     fp = filter_fingerprint(config, parent.id)
     job, done = find_or_create_job(
@@ -126,13 +173,19 @@ def filter_sample_job(
         fp,
         config,
         echo,
-        # A completed filter job is current only while the paths still carry its verdicts.
-        reuse_completed=lambda j: parent.summary.get("filter_job") == j.id,
+        # A completed filter job keeps its own verdicts: reused, unless it has none stored (its verdicts were
+        # overwritten on the paths before sert-tui kept them per filter job).
+        reuse_completed=lambda j: has_own_verdicts(database, j, parent),
         dataset_id=dataset.id,
         parent_id=parent.id,
     )
     if done:
-        return [job]
+        assert job.id is not None
+        with session_scope(database) as s:
+            if filter_verdicts.current(s, parent.id) != job.id:
+                filter_verdicts.show(s, parent.id, job.id)
+                echo(f"job {job.id} filter: its verdicts are shown on the paths of sample job {parent.id} again")
+        return [reload_job(database, job.id)]
     assert job.id is not None
     run_job(JobContext(database, job.id, echo), filter_body(database, job.id, parent, config, dataset))
     return [reload_job(database, job.id)]

@@ -49,10 +49,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from db.app_queries import in_training_set
-from db.models import Dataset, Job, Path, Question
+from db.models import Dataset, FilterVerdict, Job, Path, Question
 from engine import answers
 from engine.prompts import ANSWER_MARKER, COT_TRIGGER, clean, training_prompt
 
@@ -151,26 +151,37 @@ def digest(samples: list[Sample]) -> str:
 
 
 # -- the sets -----------------------------------------------------------------------------------------------
-def training_paths(session: Session, sample_job_id: int) -> list[tuple[Path, Question]]:
-    """The SERT set: paths selected by the filters and not rejected by a person, plus every path a person
-    accepted; in split order, then path id."""
+def _training_rows(session: Session, sample_job_id: int, filter_job_id: int) -> list[tuple[Path, Question, bool]]:
+    selected = (
+        select(FilterVerdict.selected)
+        .where(FilterVerdict.filter_job_id == filter_job_id, FilterVerdict.path_id == Path.id)
+        .scalar_subquery()
+    )
     stmt = (
-        select(Path, Question)
+        select(Path, Question, func.coalesce(selected, False))
         .join(Question, Question.id == Path.question_id)
         .where(
             Path.job_id == sample_job_id,
             Path.source == "self",
-            in_training_set(),
+            in_training_set(filter_job_id),
         )
         .order_by(Question.position, Path.id)
     )
-    return [(p, q) for p, q in session.exec(stmt).all()]
+    return [(p, q, bool(sel)) for p, q, sel in session.exec(stmt).all()]
 
 
-def sert_samples(session: Session, sample_job: Job, dataset: Dataset) -> list[Sample]:
+def training_paths(session: Session, sample_job_id: int, filter_job_id: int) -> list[tuple[Path, Question]]:
+    """The SERT set: paths of ``sample_job_id`` that filter job ``filter_job_id`` selected (its own verdicts, not
+    the path rows' display copy) and a person did not reject, plus every path a person accepted; in split order,
+    then path id (db.app_queries.in_training_set)."""
+    return [(p, q) for p, q, _sel in _training_rows(session, sample_job_id, filter_job_id)]
+
+
+def sert_samples(session: Session, sample_job: Job, dataset: Dataset, filter_job_id: int) -> list[Sample]:
+    """The SERT samples of :func:`training_paths`."""
     assert sample_job.id is not None
     out = []
-    for path, question in training_paths(session, sample_job.id):
+    for path, question, selected in _training_rows(session, sample_job.id, filter_job_id):
         if not clean(path.text):
             continue
         out.append(
@@ -179,7 +190,7 @@ def sert_samples(session: Session, sample_job: Job, dataset: Dataset) -> list[Sa
                 completion=sert_completion(path.text, answer_surface(question.answer, dataset.answer_type)),
                 question_id=question.id,
                 path_id=path.id,
-                meta={"decision": path.decision, "selected": path.selected},
+                meta={"decision": path.decision, "selected": selected},
             )
         )
     return out

@@ -3,7 +3,8 @@
 A training job's fingerprint covers the training set's content, the start model, the student and the train
 settings that change the result (not ``save_steps`` / ``save_total_limit``), so re-running a finished
 stage skips it, a killed or cancelled one resumes from its last checkpoint, and a changed set (a person
-accepted or rejected paths) trains a new model. Job lineage (``parent_id``) gives the run labels:
+accepted or rejected paths) trains a new model. Self-training reads the selection of its config's own filter job
+(found by the filter fingerprint, not the one the path rows show). Job lineage (``parent_id``) gives the run labels:
 self-train → filter job (SERT); distill → teacher job (RD) or the self-train job it starts from (SERT+RD);
 finetune → none (Finetune).
 """
@@ -59,26 +60,21 @@ def train_fingerprint(config: ExperimentConfig, plan: TrainingPlan, dataset: Dat
 
 # -- what each stage trains on ------------------------------------------------------------------------------
 def sert_plan(database: Engine, config: ExperimentConfig, dataset: Dataset) -> TrainingPlan:
-    """SERT stage 2: the paths of the config's sample job, as the newest filter job over them left them."""
-    from engine.filtering.stage import filter_fingerprint, sample_job_for
+    """SERT stage 2: the paths of the config's sample job that the config's own filter job selected (the newest
+    completed filter job with this config's filter fingerprint, whatever filter job ran since; its own verdicts),
+    with people's decisions on top. No such filter job: a UserError (run --stage filter first)."""
+    from engine.filtering.stage import filter_job_for, sample_job_for
 
     sample_job = sample_job_for(database, config, dataset)
-    notes = []
+    filter_job = filter_job_for(database, config, sample_job)
+    assert filter_job.id is not None
+    notes = [f"the training set follows the verdicts of filter job {filter_job.id}"]
     with session_scope(database) as s:
-        filter_id = (sample_job.summary or {}).get("filter_job")
-        filter_job = s.get(Job, filter_id) if filter_id is not None else None
-        if filter_job is None or filter_job.status != "completed":
-            raise UserError(f"the paths of sample job {sample_job.id} are not filtered: run --stage filter first")
-        if filter_job.fingerprint != filter_fingerprint(config, sample_job.id):  # type: ignore[arg-type]
-            notes.append(
-                f"the paths carry the verdicts of filter job {filter_job.id}, whose filter settings differ from "
-                "this config's (run --stage filter to apply this config's)"
-            )
-        samples = sert_samples(s, sample_job, dataset)
+        samples = sert_samples(s, sample_job, dataset, filter_job.id)
     if not samples:
         raise UserError(
-            f"the SERT training set of sample job {sample_job.id} is empty: no path was selected by the filters "
-            "or accepted by hand"
+            f"the SERT training set of sample job {sample_job.id} is empty: no path was selected by filter job "
+            f"{filter_job.id} or accepted by hand"
         )
     return TrainingPlan("self-train", vocab.SERT, samples, filter_job.id, config.student.model, {"kind": "base"}, notes)
 

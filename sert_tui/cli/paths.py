@@ -43,16 +43,22 @@ def _first_failure(verdicts: dict) -> str | None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from db.session import session_scope
-    from engine.path_views import path_rows, paths_job, replaced_verdicts
+    from engine.path_views import own_verdicts, path_rows, paths_job
 
     with session_scope(open_db_with_decisions(args)) as session:
         job = paths_job(session, args.job)
-        verdicts = replaced_verdicts(session, args.job, job)
+        verdicts = own_verdicts(session, args.job)
         rows = path_rows(session, job.id, args.decision, args.selected, verdicts)
-    if verdicts is not None:
+    current = (job.summary or {}).get("filter_job")
+    if verdicts is not None and not verdicts and rows:
         print(
-            f"note: the paths now carry the verdicts of filter job {job.summary.get('filter_job')}; "
-            f"shown are filter job {args.job}'s, judged again from its settings",
+            f"note: filter job {args.job} has no verdicts stored (a workspace of an older sert-tui kept only the "
+            "newest filter job's); run its config's filter stage again to judge the paths anew",
+            file=sys.stderr,
+        )
+    elif verdicts is not None and current != args.job:
+        print(
+            f"note: the paths now carry the verdicts of filter job {current}; shown are filter job {args.job}'s own",
             file=sys.stderr,
         )
     if args.json:

@@ -4,8 +4,9 @@ and the counts other thresholds would give (the paper's Fig. 4, made interactive
 The paths are read once in a worker (``engine.filtering.explore.load_job_paths``: the texts, the numbers and
 what of each verdict no threshold moves); every key then recounts them in memory in a worker through the
 filter stage's own rules (``JobPaths.counts``, what ``sert-tui report filters --set`` prints). ``a`` applies
-the settings as a new filter job through the filter stage (``engine.filtering.stage.refilter``): a real job,
-the paths' human decisions untouched, and the training set follows it.
+the settings as a new filter job through the filter stage (``engine.filtering.stage.refilter``): a real job with
+its own verdicts (``filter_verdicts``), shown on the paths from then on, the paths' human decisions untouched; a
+config with these settings trains on its selection (each filter job keeps its own, so none is lost).
 """
 
 from __future__ import annotations
@@ -278,7 +279,8 @@ class FilterExplorerScreen(Screen):
             if paths.current_filter == paths.job_id:
                 t.append(" (the paths carry its verdicts)")
             else:
-                t.append(f" (the paths carry those of filter job {paths.current_filter})", style="yellow")
+                shown = f" (the paths show those of filter job {paths.current_filter}; it keeps its own)"
+                t.append(shown, style="yellow")
         elif paths.current_filter is None:
             t.append(" · thresholds of the sample job's config (no filter job has run on it)")
         else:
@@ -359,7 +361,8 @@ class FilterExplorerScreen(Screen):
         decided = sum(paths.decisions.values())
         question = (
             f"Run a new filter job over the paths of sample job {paths.sample_id}?\n{moves}\n"
-            f"The {decided:,} human decisions on its paths are kept; training then follows the new filter job."
+            f"The {decided:,} human decisions on its paths are kept; the paths then show the new filter job's "
+            "verdicts, and a config with these settings trains on its selection."
         )
         settings = paths.settings(self.values)
 

@@ -5,6 +5,11 @@ is written by the app's ``DecisionWriter`` (``sert_tui.services.decisions``) in 
 press or bulk action, or kept in the workspace's journal of pending decisions when it cannot be.
 While sampling runs, a poll every second re-reads the page the person is on (anchored at its first id, so
 the place is kept) and the training-set counts.
+
+Opened on a filter job, the screen shows its sample job's paths with that filter job's own verdicts, passed and
+selected (``filter_verdicts``, left-joined per path by its primary key: the page still walks the
+``(job_id, id)`` index of ``paths``), so an older filter job shows its own judgement, not the newest one's. Opened on
+a sample job, it shows the display copy on the path rows (its current filter job's), through the ``paths`` indexes.
 """
 
 from __future__ import annotations
@@ -391,6 +396,9 @@ class PathsScreen(Screen):
         super().__init__()
         self.job_id = job_id
         self.paths_job: int | None = None
+        #: A filter job's screen shows its own stored verdicts (db.app_queries.verdicts_job_id), a sample job's
+        #: the display copy on its path rows; None until the first read.
+        self.verdicts_job: int | None = None
         self.page_size = page_size
         self.flt = PathFilter()
         self.sort = "id"  # the order of the page's rows (SORTS)
@@ -464,12 +472,13 @@ class PathsScreen(Screen):
             committed = self.writer.committed
             with workspace_app(self).db.connect() as conn:
                 if self.paths_job is None:
+                    self.verdicts_job = q.verdicts_job_id(conn, self.job_id)
                     self.paths_job = q.paths_job_id(conn, self.job_id)
-                job = self.paths_job
+                job, own = self.paths_job, self.verdicts_job
                 if mode == "prev":
-                    anchor = q.previous_anchor(conn, job, flt, before, self.page_size)
+                    anchor = q.previous_anchor(conn, job, flt, before, self.page_size, own)
                 elif mode == "last":
-                    anchor = q.last_anchor(conn, job, flt, self.page_size)
+                    anchor = q.last_anchor(conn, job, flt, self.page_size, own)
                 info = q.job_info(conn, self.job_id)
                 key = (
                     q.max_path_id(conn, job),
@@ -481,12 +490,13 @@ class PathsScreen(Screen):
                 if poll and key == self._counts_key and time.monotonic() - self._page_at < PAGE_MAX_AGE:
                     self.post_message(self.Failed(""))  # nothing changed: ends the poll, no repaint
                     return
-                page = q.page_paths(conn, job, flt, anchor, self.page_size)
+                page = q.page_paths(conn, job, flt, anchor, self.page_size, own)
                 self._page_at = time.monotonic()
                 # The counts cost a pass over the job's index entries: only when something may have changed.
                 counts = None
                 if key != self._counts_key or time.monotonic() - self._counts_at > COUNTS_MAX_AGE:
-                    counts = q.path_counts(conn, job, with_correct=info is not None and info.kind == "teacher")
+                    teacher = info is not None and info.kind == "teacher"
+                    counts = q.path_counts(conn, job, with_correct=teacher, verdicts_job=own)
                     if info is not None and info.kind in (SAMPLE, FILTER):
                         from engine.filtering.coverage import coverage
 
@@ -753,7 +763,7 @@ class PathsScreen(Screen):
         if row is None or self.paths_job is None:
             return
         with workspace_app(self).db.connect() as conn:
-            ids = q.question_passed_undecided(conn, self.paths_job, row.question_id)
+            ids = q.question_passed_undecided(conn, self.paths_job, row.question_id, self.verdicts_job)
         ids = [pid for pid in ids if self._decision_of(pid) is None]
         if not ids:
             self.notify(f"no undecided path of question #{row.question_index} passed every rule")
