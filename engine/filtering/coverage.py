@@ -5,7 +5,10 @@ Per sample job, over the questions it sampled (the student's own paths only):
 
 - ``any_correct``: the share of questions with at least one correct path among all sampled paths;
 - ``any_correct_filtered``: ... among the paths that passed every filter rule;
-- ``selected_correct``: the share of questions whose selected path (lowest rep-2 survivor) is correct.
+- ``selected_correct``: the share of questions whose selected path (by ``filters.select``) is correct;
+- ``selected_paths`` and ``selected_paths_correct``: how many paths were selected, and the share of them that
+  are correct. The two shares differ where some questions have no selected path: ``require_correct`` makes
+  the second 100% and lowers the first.
 
 For a filter job the filtered shares are of its own stored verdicts (``filter_verdicts``), whichever filter job
 ran since; for a sample job, of the verdicts its path rows carry (its current filter job's). Beside them, the
@@ -23,7 +26,14 @@ from sqlalchemy.engine import Connection
 from db.models import Evaluation, FilterVerdict, Job, Path
 from db.vocabulary import FILTER, SAMPLE, ZERO_SHOT
 
-KEYS = ("questions", "any_correct", "any_correct_filtered", "selected_correct")
+KEYS = (
+    "questions",
+    "any_correct",
+    "any_correct_filtered",
+    "selected_correct",
+    "selected_paths",
+    "selected_paths_correct",
+)
 
 
 def sample_job_of(conn: Connection, job_id: int) -> tuple[int, str] | None:
@@ -56,6 +66,8 @@ def coverage(conn: Connection, job_id: int) -> dict[str, Any]:
         func.max(case((and_(correct, passed.is_(True)), 1), else_=0)).label("any_passed"),  # type: ignore[union-attr, attr-defined]
         func.max(case((and_(correct, selected.is_(True)), 1), else_=0)).label("sel"),  # type: ignore[attr-defined]
         func.max(case((passed.is_not(None), 1), else_=0)).label("judged"),  # type: ignore[union-attr, attr-defined]
+        func.sum(case((selected.is_(True), 1), else_=0)).label("n_sel"),  # type: ignore[attr-defined]
+        func.sum(case((and_(correct, selected.is_(True)), 1), else_=0)).label("n_sel_ok"),  # type: ignore[attr-defined]
     )
     if kind == FILTER:
         per_question = per_question.outerjoin(
@@ -64,13 +76,15 @@ def coverage(conn: Connection, job_id: int) -> dict[str, Any]:
     per_question = (
         per_question.where(Path.job_id == sample_id, Path.source == "self").group_by(Path.question_id).subquery()
     )
-    n, any_, any_passed, sel, judged = conn.execute(
+    n, any_, any_passed, sel, judged, n_sel, n_sel_ok = conn.execute(
         select(
             func.count(),
             func.coalesce(func.sum(per_question.c.any), 0),
             func.coalesce(func.sum(per_question.c.any_passed), 0),
             func.coalesce(func.sum(per_question.c.sel), 0),
             func.coalesce(func.sum(per_question.c.judged), 0),
+            func.coalesce(func.sum(per_question.c.n_sel), 0),
+            func.coalesce(func.sum(per_question.c.n_sel_ok), 0),
         )
     ).one()
     filtered = judged > 0
@@ -81,6 +95,8 @@ def coverage(conn: Connection, job_id: int) -> dict[str, Any]:
         "any_correct": any_ / n if n else None,
         "any_correct_filtered": (any_passed / n if n else None) if filtered else None,
         "selected_correct": (sel / n if n else None) if filtered else None,
+        "selected_paths": n_sel if filtered else None,
+        "selected_paths_correct": (n_sel_ok / n_sel if n_sel else None) if filtered else None,
         "zero_shot_acc": zero_shot_acc(conn, sample_id),
     }
     return out

@@ -295,7 +295,8 @@ def register_coverage(report_sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help='print {"questions", "any_correct", "any_correct_filtered", "selected_correct", "zero_shot_acc"}',
+        help='print {"questions", "any_correct", "any_correct_filtered", "selected_correct", "selected_paths", '
+        '"selected_paths_correct", "zero_shot_acc"}',
     )
     p.set_defaults(func=cmd_coverage)
 
@@ -320,5 +321,10 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     print(f"  a correct path among all sampled paths   {share(result['any_correct'])}")
     print(f"  a correct path among the filtered paths  {share(result['any_correct_filtered'])}")
     print(f"  the selected path is correct             {share(result['selected_correct'])}")
+    if result["selected_paths"]:
+        print(
+            f"  selected paths that are correct          {share(result['selected_paths_correct'])}"
+            f" of {result['selected_paths']}"
+        )
     print(f"  greedy zero-shot accuracy (evaluation)   {share(result['zero_shot_acc'])}")
     return 0
