@@ -1,7 +1,9 @@
 """Stage ``filter``: the paper's filters over the paths of the config's sample job.
 
 The paths belong to the sample job; a filter job (parent = that sample job) rewrites their verdicts,
-passed, selected, answer and correct in one transaction, from the stored texts and numbers (no model).
+passed, selected, answer and correct in one transaction, from the stored texts and numbers (no model) -- except
+with ``filters.select = "gold_likelihood"``: then the student first scores the survivors that have no
+``gold_logp`` yet (:mod:`engine.filtering.gold`; the scores are written as they come, so a killed job keeps them).
 Re-running with other thresholds creates a new filter job; the sample job's summary names the filter job
 whose verdicts its paths carry now (``filter_job``).
 """
@@ -47,13 +49,17 @@ def sample_job_for(database: Engine, config: ExperimentConfig, dataset: Dataset)
 
 
 #: Filter settings added after filter jobs existed: at their defaults they leave the fingerprint out, so a job of
-#: an older sert-tui is found and resumed as before; set to anything else they make a new job.
-LATER_SETTINGS = ("min_confidence", "select")
+#: an older sert-tui is found and resumed as before; set to anything else they make a new job. ``seed`` is in it
+#: whenever ``select = "random"`` reads it, even at its default.
+LATER_SETTINGS = ("min_confidence", "select", "seed")
 
 
 def filter_fingerprint(config: ExperimentConfig, parent_id: int) -> str:
     settings = config.filters.model_dump()
+    random_pick = settings["select"] == "random"
     for key in LATER_SETTINGS:
+        if key == "seed" and random_pick:
+            continue
         if settings[key] == FiltersConfig.model_fields[key].default:
             del settings[key]
     return fingerprint("filter", {"filters": settings, "parent": parent_id})
@@ -68,7 +74,12 @@ def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentCo
             f"filtering the paths of sample job {parent.id}: min_tokens {cfg.min_tokens}, max_rep2 {cfg.max_rep2}, "
             f"min_perplexity {cfg.min_perplexity}, min_confidence {cfg.min_confidence}, "
             f"require_correct {cfg.require_correct}, select {cfg.select}"
+            + (f" (seed {cfg.seed})" if cfg.select == "random" else "")
         )
+        if cfg.select == "gold_likelihood":
+            from engine.filtering.gold import score_survivors
+
+            score_survivors(database, parent.id, config, dataset.answer_type, spec, ctx)  # type: ignore[arg-type]
         with session_scope(database) as s:
             counts = filters.apply_to_job(s, parent.id, cfg, spec)  # type: ignore[arg-type]
             sample_job = s.get(Job, parent.id)

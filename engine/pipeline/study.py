@@ -1,7 +1,8 @@
 """``sert-tui study CONFIG --datasets A,B --seeds 0,1,2``: the whole comparison over datasets and seeds.
 
 Each (dataset, seed) cell is ``run --stage all`` on a copy of the config with ``data.dataset`` set to the dataset
-and both ``sampling.seed`` and ``train.seed`` set to the seed. Every stage of a cell is a job with a fingerprint,
+and both ``sampling.seed`` and ``train.seed`` set to the seed (and ``filters.seed`` where ``filters.select =
+"random"``, the control). Every stage of a cell is a job with a fingerprint,
 so a study that was killed or cancelled resumes where it stopped: finished jobs are skipped, unfinished ones
 resume, nothing is duplicated.
 
@@ -76,6 +77,8 @@ def cell_config(config: ExperimentConfig, dataset: str, seed: int) -> Experiment
     cfg.data.dataset = dataset
     cfg.sampling.seed = seed
     cfg.train.seed = seed
+    if cfg.filters.select == "random":  # the control's pick follows the cell's seed too (other rules read no seed)
+        cfg.filters.seed = seed
     return cfg
 
 
