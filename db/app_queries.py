@@ -85,6 +85,7 @@ class PathRow:
     rep2: float | None
     perplexity: float | None
     confidence: float | None  # CoT-decoding's Δ of the answer (engine.sampling.paths.path_confidence)
+    gold_logp: float | None  # log p(gold answer sentence | SERT sample of the path) (engine.filtering.gold)
     verdicts: dict[str, Any]
     passed: bool | None
     selected: bool
@@ -119,6 +120,7 @@ _PATH_COLUMNS = (
     Path.rep2,
     Path.perplexity,
     Path.confidence,
+    Path.gold_logp,
     Path.verdicts,
     Path.passed,
     Path.selected,

@@ -130,6 +130,9 @@ class Path(SQLModel, table=True):
     rep2: float | None = None
     # CoT-decoding's Δ: mean p(top-1) - p(top-2) over the answer's tokens (engine.sampling.paths.path_confidence)
     confidence: float | None = None
+    # log p(" So the answer is {gold}." | SERT training prompt + path) under the student, summed over the answer
+    # sentence's tokens (engine.filtering.gold); scored by a filter job with select = gold_likelihood, survivors only
+    gold_logp: float | None = None
     verdicts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     passed: bool | None = None  # every rule passed (None: not filtered yet)
     selected: bool = False

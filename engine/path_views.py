@@ -57,7 +57,9 @@ def path_rows(
     ``duplicate_of``: the id of the path this one duplicates (same question, same normalised text:
     db.duplicates), else None.
     ``confidence``: CoT-decoding's Δ of the path's answer (engine.sampling.paths.path_confidence), None where no
-    answer was found or the sampler gave no margins; ``agreement``: how many of the question's paths in this job
+    answer was found or the sampler gave no margins; ``gold_logp``: the student's log-likelihood of the gold
+    answer sentence after the path (engine.filtering.gold, ``filters.select = "gold_likelihood"``), None where no
+    such filter job scored it; ``agreement``: how many of the question's paths in this job
     give the same parsed answer, this one included (db.app_queries.agreement_of), None without an answer."""
     from sqlmodel import select
 
@@ -99,6 +101,7 @@ def path_rows(
                 "rep2": p.rep2,
                 "perplexity": p.perplexity,
                 "confidence": p.confidence,
+                "gold_logp": p.gold_logp,
                 "answer": p.answer,
                 "agreement": agreement_of(answers, p.question_id, p.source, p.answer),
                 "verdicts": path_verdicts,

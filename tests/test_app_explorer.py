@@ -213,3 +213,24 @@ async def test_apply_runs_a_filter_job_keeps_decisions_and_training_follows_it(w
     assert {x.path_id for x in plan.samples} == wanted
     with pytest.raises(UserError, match="run --stage filter first"):
         sert_plan(engine, config, dataset)  # type: ignore[arg-type]
+
+
+async def test_each_rule_shows_what_it_throws_away(workspace):
+    """Per rule and for the selection: the correct paths removed beside the incorrect ones and the correct share
+    of the removed and the kept, with the legend (a rule removing both at one rate selects nothing)."""
+    engine, sample = workspace["engine"], workspace["sample"]
+    app = SertApp(workspace["db"], engine=engine)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_from_paths(app, pilot, sample)
+        await wait_for(pilot, lambda: screen.counts is not None, what="the counts")
+        counts = counts_now(engine, sample, {})
+        shown = screen_text(app)
+        for step in [*counts["rules"], counts["selection"]]:
+            if step["rule"] in ("pattern", "selection"):
+                continue  # in the summary line, checked below
+            line = f"removed: {step['removed_correct']} correct · {step['removed_incorrect']} incorrect"
+            assert line in shown, line
+        assert "correct share:" in shown and "of removed" in shown and "of kept" in shown
+        sel = counts["selection"]
+        assert f"selection (rep2) removed: {sel['removed_correct']} correct" in shown
+        assert "selects nothing" in shown

@@ -21,6 +21,7 @@ from tests.test_app_helpers import (  # noqa: F401  (anyio_backend is a fixture)
     make_sample_job,
     path_rows,
     question_ids,
+    screen_dump,
     screen_text,
     wait_for,
 )
@@ -382,3 +383,27 @@ async def test_confidence_and_agreement_columns_sort_the_page(engine, db_path):
 
         await pilot.press("S")
         assert screen.sort == "id" and [r.id for r in screen.rows] == sorted(r.id for r in screen.rows)
+
+
+@pytest.mark.parametrize("size", [(160, 50), (240, 50)])
+async def test_gold_log_likelihood_column_and_detail(workspace, size):
+    """A scored path's gold log-likelihood is its row's glp cell and is in its detail; at 160 columns beside the
+    detail pane the decision column is still shown (glp is the last column)."""
+    from sqlmodel import func, select
+
+    from db.models import Path
+
+    with session_scope(workspace["engine"]) as s:
+        first = s.exec(select(func.min(Path.id)).where(Path.job_id == workspace["sample"])).one()
+        s.get(Path, first).gold_logp = -3.21
+    app = SertApp(workspace["db"], engine=workspace["engine"])
+    async with app.run_test(size=size) as pilot:
+        screen = await open_paths(app, pilot, workspace["filter"])
+        assert cell_text(screen.table, str(first), "glp") == "-3.21"
+        assert cell_text(screen.table, str(first + 1), "glp") == ""
+        await wait_for(
+            pilot, lambda: "gold log-likelihood -3.210" in " ".join(screen_text(app).split()), what="the detail"
+        )
+        shown = screen_dump(app)  # what a person sees, the table cut to its pane
+        assert " decision " in shown
+        assert (" glp" in shown) == (size[0] > 160)

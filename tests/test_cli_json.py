@@ -326,9 +326,14 @@ def test_reports_and_exports(workspace, tmp_path: Path) -> None:
         same = sum(o["question_index"] == r["question_index"] and o["answer"] == r["answer"] for o in doc)
         assert r["agreement"] == (None if r["answer"] is None else same)
         assert r["confidence"] is None or 0.0 <= r["confidence"] <= 1.0
+        assert r["gold_logp"] is None  # scored only by a filter job with select = gold_likelihood
     undecided_duplicates = sorted(r["id"] for r in doc if r["duplicate_of"] is not None and r["decision"] is None)
     doc, _ = cli("report", "filters", "--job", filt, db=db)
     assert doc["paths"] == 100
+    removal = {"removed_correct", "removed_incorrect", "correct_share_removed", "correct_share_kept"}
+    assert [s["rule"] for s in doc["rules"]] == list(doc["removed"])
+    assert all(removal <= set(s) for s in [*doc["rules"], doc["selection"]])
+    assert doc["selection"]["paths_left"] == doc["selected"]
     doc, _ = cli("report", "runs", db=db)
     assert {r["label"] for r in doc} >= {"zero-shot", "Finetune"}
     doc, _ = cli("report", "compare", "--a", "Finetune", "--b", "zero-shot", db=db)

@@ -77,3 +77,57 @@ def test_what_if_refuses_bad_settings(db_path, sample_job, capsys):
     assert capsys.readouterr().err.startswith("error: --set filters.min_perplexity")
     assert main([*argv, "--set", "filters.min_perplexity=4"]) == 0
     assert "nothing written" in capsys.readouterr().out
+
+
+REMOVAL_KEYS = {"removed_correct", "removed_incorrect", "correct_share_removed", "correct_share_kept"}
+
+
+def test_what_each_rule_throws_away_by_hand(db_path, engine, sample_job, capsys):
+    """Per rule (and the selection): the correct paths it removes beside the incorrect ones, and the correct
+    share among the removed and the kept, on the fixture's six paths (gold yes; correct = "So yes.")."""
+    argv = ["--db", str(db_path), "report", "filters", "--job", str(sample_job)]
+    sets = ["--set", "filters.min_perplexity=5", "--set", "filters.max_rep2=0.2"]
+    assert main([*argv, "--json", *sets]) == 0
+    out = json.loads(capsys.readouterr().out)
+    steps = {s["rule"]: s for s in out["rules"]}
+    assert all(REMOVAL_KEYS <= set(s) for s in out["rules"])
+    pick = ("removed_correct", "removed_incorrect", "correct_share_removed", "correct_share_kept")
+    # pattern removes nothing; length the 10-token wrong path; repetition the rep-2 0.30 wrong path; perplexity
+    # two correct paths (3.0, 4.0) and a wrong one (2.5), keeping one correct path
+    assert [steps["pattern"][k] for k in pick] == [0, 0, None, 0.5]
+    assert [steps["length"][k] for k in pick] == [0, 1, 0.0, 0.6]
+    assert [steps["repetition"][k] for k in pick] == [0, 1, 0.0, 0.75]
+    assert [steps["perplexity"][k] for k in pick] == [2, 1, pytest.approx(2 / 3), 1.0]
+    assert out["selection"]["rule"] == "selection" and out["selection"]["removed"] == 0
+    assert [out["selection"][k] for k in pick] == [0, 0, None, 1.0]
+    # looser: four survivors; rep-2 keeps question 1's correct path and question 2's wrong one (rep-2 0.12), so the
+    # selection removes two correct paths and keeps half correct
+    assert main([*argv, "--json", "--set", "filters.min_perplexity=2", "--set", "filters.max_rep2=0.2"]) == 0
+    loose = json.loads(capsys.readouterr().out)["selection"]
+    assert [loose[k] for k in pick] == [2, 0, 1.0, 0.5]
+    assert main([*argv, *sets]) == 0
+    text = capsys.readouterr().out
+    assert "correct removed" in text and "correct % kept" in text and "66.7%" in text
+    assert "selection (rep2)" in text and "selects nothing" in text
+
+
+def test_report_of_a_filter_job_has_the_removal_keys(db_path, engine, sample_job, capsys):
+    from db.models import Job
+    from engine.config import FiltersConfig
+    from engine.filtering.stage import refilter
+
+    with session_scope(engine) as s:
+        s.get(Job, sample_job).status = "completed"
+    filt = refilter(engine, sample_job, FiltersConfig(min_perplexity=5, max_rep2=0.2, select="random", seed=3), print)
+    capsys.readouterr()
+    for job in (filt.id, sample_job):  # the filter job, and the sample job (its current verdicts)
+        assert main(["--db", str(db_path), "report", "filters", "--job", str(job), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert {"job", "questions", "paths", "removed", "selected", "rules", "selection"} <= set(out)
+        assert out["paths"] == 6 and out["selected"] == 1
+        assert [s["rule"] for s in out["rules"]] == list(out["removed"])
+        assert all(REMOVAL_KEYS <= set(s) for s in [*out["rules"], out["selection"]])
+        assert out["selection"]["select"] == "random" and out["selection"]["paths_left"] == 1
+    assert main(["--db", str(db_path), "report", "filters", "--job", str(filt.id)]) == 0
+    text = capsys.readouterr().out
+    assert "selection (random)" in text and "incorrect removed" in text

@@ -5,6 +5,11 @@ rules are pure functions of each path's stored text and numbers, so the same jud
 again on the stored rows with other settings. Per rule, in the order applied: the paths it removes (that
 survived the rules before it), and the paths and questions left after it, with how many of those paths are
 correct; then the selection (one path per question) and how many selected paths are correct.
+
+What each rule throws away (:func:`removal_step`): per rule, the correct paths it removes beside the incorrect ones,
+and the share of correct paths among the removed and among the kept (kept = the paths left after it); a path
+without a parsed answer counts as incorrect. The selection is the last such line (``selection``: removed = the
+survivors not selected, kept = the selected). :data:`SAME_RATE` says how to read it.
 """
 
 from __future__ import annotations
@@ -104,6 +109,33 @@ def settings_over(base: dict[str, Any], overrides: dict[str, Any]) -> FiltersCon
         raise UserError(f"--set filters.{where}: {err['msg']}") from None
 
 
+#: The legend of the removal counts, wherever they are shown.
+SAME_RATE = (
+    "correct share of the removed vs the kept: a rule that removes correct and incorrect paths at the same rate "
+    "selects nothing (both shares equal); a path without a parsed answer counts as incorrect"
+)
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def removal_step(before: list, kept: list) -> dict[str, Any]:
+    """What one rule (or the selection) throws away, of the paths ``before`` it, keeping ``kept``:
+    ``removed_correct``, ``removed_incorrect``, ``correct_share_removed``, ``correct_share_kept`` (None when there
+    is no path to share among). ``before``/``kept``: objects with ``correct`` (None counts as incorrect)."""
+    correct_before = sum(bool(r.correct) for r in before)
+    correct_kept = sum(bool(r.correct) for r in kept)
+    removed = len(before) - len(kept)
+    removed_correct = correct_before - correct_kept
+    return {
+        "removed_correct": removed_correct,
+        "removed_incorrect": removed - removed_correct,
+        "correct_share_removed": _share(removed_correct, removed),
+        "correct_share_kept": _share(correct_kept, len(kept)),
+    }
+
+
 def what_if(session: Any, job_id: int, overrides: dict[str, Any]) -> dict[str, Any]:
     """The counts of the module docstring for the sample job of ``job_id`` under its settings + ``overrides``."""
     return load_job_paths(session, job_id).counts(overrides)
@@ -189,10 +221,20 @@ def count_survivors(results: list, cfg: FiltersConfig, rules: list[str], job_id:
                 "paths_left": len(kept),
                 "questions_left": left,
                 "correct_left": sum(bool(r.correct) for r in kept),
+                **removal_step(alive, kept),
             }
         )
         alive, questions = kept, left
     selected = [r for r in results if r.selected]
+    selection = {
+        "rule": "selection",
+        "select": cfg.select,
+        "removed": len(alive) - len(selected),
+        "paths_left": len(selected),
+        "questions_left": len({r.question_id for r in selected}),
+        "correct_left": sum(bool(r.correct) for r in selected),
+        **removal_step(alive, selected),
+    }
     return {
         "job": job_id,
         "sample_job": sample_id,
@@ -206,4 +248,5 @@ def count_survivors(results: list, cfg: FiltersConfig, rules: list[str], job_id:
         "survivors_correct": sum(bool(r.correct) for r in alive),
         "selected": len(selected),
         "selected_correct": sum(bool(r.correct) for r in selected),
+        "selection": selection,
     }

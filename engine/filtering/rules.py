@@ -6,14 +6,19 @@ after an earlier rule dropped it, so the independent failure counts of an ablati
 "removed by" counts attribute a path to the first rule that dropped it. Selection keeps, per question, the
 surviving path with the lowest rep-2 (``filters.select = "rep2"``, the paper; ties: branch, then sample, then id)
 or the highest confidence (``"confidence"``: CoT-decoding's Δ of the answer; ties: lowest rep-2, then branch,
-sample, id; a path without a confidence ranks below every path with one).
+sample, id; a path without a confidence ranks below every path with one), or a seeded uniform pick
+(``"random"``, the control: the question's survivors in branch/sample/id order, the index drawn by
+``random.Random`` seeded with ``filters.seed`` and the question id, so re-applying a job picks the same path), or
+the highest gold log-likelihood (``"gold_likelihood"``, LaTRO's self-reward: ``Path.gold_logp``, scored by the
+filter stage with the student, :mod:`engine.filtering.gold`; ties and unscored paths as for confidence).
 
-The rules read only what the sample stage stored (text, token count, rep-2, perplexity, confidence), so
-re-filtering with new thresholds needs no model.
+The rules read only what the sample stage stored (text, token count, rep-2, perplexity, confidence) and, for
+``gold_likelihood``, the stored scores, so re-filtering with new thresholds needs no model.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -217,6 +222,7 @@ class PathInput:
     rep2: float | None
     perplexity: float | None
     confidence: float | None = None
+    gold_logp: float | None = None
 
 
 @dataclass
@@ -224,6 +230,7 @@ class QuestionInput:
     text: str
     answer: str  # normalised gold answer
     choices: list[str] | None = None
+    id: int = 0  # the question's id: with filters.seed, the seed of select = "random"
 
 
 @dataclass
@@ -293,47 +300,77 @@ def judge_question(
                 correct=correct,
             )
         )
-    _select(paths, results, cfg.select)
+    _select(paths, results, cfg.select, cfg.seed, question.id)
     return results
 
 
+#: The stored number each ranked rule selects by: (PathInput field, how a verdict names it, highest or lowest wins).
+RANKED = {
+    "rep2": ("rep2", "rep-2", "lowest"),
+    "confidence": ("confidence", "confidence", "highest"),
+    "gold_likelihood": ("gold_logp", "gold log-likelihood", "highest"),
+}
+
+
 def selection_key(path: PathInput, select: str = "rep2") -> tuple:
-    """The order of the selection, best first (the smallest key is kept): see the module docstring."""
+    """The order of the selection, best first (the smallest key is kept): see the module docstring. ``random``
+    has no order of its own (:func:`random_pick`); its survivors are listed in the rep-2 order."""
     order = (path.branch, path.sample, path.id)
-    if select == "confidence":
-        missing = path.confidence is None
-        return (missing, -(path.confidence or 0.0), path.rep2, *order)
+    if select in ("confidence", "gold_likelihood"):
+        value = getattr(path, RANKED[select][0])
+        return (value is None, -(value or 0.0), path.rep2, *order)
     return (path.rep2, *order)
+
+
+def random_pick(n: int, seed: int, question_id: int) -> int:
+    """The index of the uniform pick among ``n`` survivors (in branch, sample, id order) of question
+    ``question_id``: ``random.Random`` seeded with a string, which it hashes (SHA-512) the same way in every
+    process and Python version, so the pick is a pure function of (n, seed, question id)."""
+    return random.Random(f"sert-select:{seed}:{question_id}").randrange(n)
 
 
 def _number(value: float | None) -> str:
     return "none" if value is None else f"{value:.3f}"
 
 
-def _select(paths: Sequence[PathInput], results: list[PathResult], select: str = "rep2") -> None:
+def _select(
+    paths: Sequence[PathInput],
+    results: list[PathResult],
+    select: str = "rep2",
+    seed: int = 0,
+    question_id: int = 0,
+) -> None:
     survivors = [(p, r) for p, r in zip(paths, results, strict=True) if r.passed]
     if not survivors:
         for r in results:
             r.verdicts[SELECTION] = Verdict(False, "no path of this question passed the filters").as_json()
         return
-    best_path, best = min(survivors, key=lambda pr: selection_key(pr[0], select))
-    best.selected = True
     n = len(survivors)
-    by_confidence = select == "confidence"
-    measure, column = ("confidence", "confidence") if by_confidence else ("rep-2", "rep2")
+    of_n = f"{n} surviving path{'s' if n > 1 else ''}"
+    if select == "random":
+        ordered = sorted(survivors, key=lambda pr: (pr[0].branch, pr[0].sample, pr[0].id))
+        best_path, best = ordered[random_pick(n, seed, question_id)]
+        kept = Verdict(True, f"random pick among {of_n} (seed {seed})")
+        where = f"branch {best_path.branch} sample {best_path.sample}"
+
+        def lost(_path: PathInput) -> Verdict:
+            return Verdict(False, f"{where} was picked at random (seed {seed})")
+    else:
+        best_path, best = min(survivors, key=lambda pr: selection_key(pr[0], select))
+        column, measure, extreme = RANKED.get(select, RANKED["rep2"])
+        mine = _number(getattr(best_path, column))
+        kept = Verdict(True, f"{extreme} {measure} ({mine}) of {of_n}")
+        where = f"branch {best_path.branch} sample {best_path.sample}"
+
+        def lost(path: PathInput) -> Verdict:
+            return Verdict(False, f"{where} was kept ({measure} {mine} vs {_number(getattr(path, column))})")
+
+    best.selected = True
     for path, r in zip(paths, results, strict=True):
         if r is best:
-            extreme = "highest" if by_confidence else "lowest"
-            v = Verdict(
-                True,
-                f"{extreme} {measure} ({_number(getattr(path, column))}) of {n} surviving path{'s' if n > 1 else ''}",
-            )
+            v = kept
         elif r.passed:
-            v = Verdict(
-                False,
-                f"branch {best_path.branch} sample {best_path.sample} was kept "
-                f"({measure} {_number(getattr(best_path, column))} vs {_number(getattr(path, column))})",
-            )
+            v = lost(path)
         else:
             v = Verdict(False, "did not pass the filters")
         r.verdicts[SELECTION] = v.as_json()
@@ -459,6 +496,7 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
             Path.rep2,
             Path.perplexity,
             Path.confidence,
+            Path.gold_logp,
             Question.text,
             Question.answer,
             Question.choices,
@@ -468,9 +506,9 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
         .order_by(Path.question_id, Path.branch, Path.sample, Path.id)
     ).all()
     by_question: dict[int, tuple[QuestionInput, list[PathInput]]] = {}
-    for pid, qid, branch, sample, text, tokens, r2, ppl, conf, qtext, gold, choices in rows:
-        entry = by_question.setdefault(qid, (QuestionInput(qtext, gold, choices), []))
-        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl, conf))
+    for pid, qid, branch, sample, text, tokens, r2, ppl, conf, gold_lp, qtext, gold, choices in rows:
+        entry = by_question.setdefault(qid, (QuestionInput(qtext, gold, choices, qid), []))
+        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl, conf, gold_lp))
     return by_question
 
 

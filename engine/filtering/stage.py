@@ -7,6 +7,8 @@ overwrite each other, and a completed one is reused whatever ran since. The path
 (verdicts, passed, selected; and the parsed answer and correctness, which no setting changes) of the sample job's
 current filter job, the one its summary names (``filter_job``): the job that ran last, or the one a reused
 ``run --stage filter`` / the explorer's apply showed again (db.filter_verdicts.show).
+With ``filters.select = "gold_likelihood"`` the student first scores the survivors that have no ``gold_logp`` yet
+(:mod:`engine.filtering.gold`; the scores are written as they come, so a killed job keeps them).
 """
 
 from __future__ import annotations
@@ -52,13 +54,17 @@ def sample_job_for(database: Engine, config: ExperimentConfig, dataset: Dataset)
 
 
 #: Filter settings added after filter jobs existed: at their defaults they leave the fingerprint out, so a job of
-#: an older sert-tui is found and resumed as before; set to anything else they make a new job.
-LATER_SETTINGS = ("min_confidence", "select")
+#: an older sert-tui is found and resumed as before; set to anything else they make a new job. ``seed`` is in it
+#: whenever ``select = "random"`` reads it, even at its default.
+LATER_SETTINGS = ("min_confidence", "select", "seed")
 
 
 def filter_fingerprint(config: ExperimentConfig, parent_id: int) -> str:
     settings = config.filters.model_dump()
+    random_pick = settings["select"] == "random"
     for key in LATER_SETTINGS:
+        if key == "seed" and random_pick:
+            continue
         if settings[key] == FiltersConfig.model_fields[key].default:
             del settings[key]
     return fingerprint("filter", {"filters": settings, "parent": parent_id})
@@ -73,7 +79,12 @@ def filter_body(database: Engine, job_id: int, parent: Job, config: ExperimentCo
             f"filtering the paths of sample job {parent.id}: min_tokens {cfg.min_tokens}, max_rep2 {cfg.max_rep2}, "
             f"min_perplexity {cfg.min_perplexity}, min_confidence {cfg.min_confidence}, "
             f"require_correct {cfg.require_correct}, select {cfg.select}"
+            + (f" (seed {cfg.seed})" if cfg.select == "random" else "")
         )
+        if cfg.select == "gold_likelihood":
+            from engine.filtering.gold import score_survivors
+
+            score_survivors(database, parent.id, config, dataset.answer_type, spec, ctx)  # type: ignore[arg-type]
         with session_scope(database) as s:
             counts = filters.apply_to_job(s, parent.id, cfg, spec, job_id)  # type: ignore[arg-type]
         ctx.progress(counts["questions"], counts["questions"], "questions", force=True)

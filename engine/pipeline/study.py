@@ -2,7 +2,8 @@
 datasets, seeds and config variants.
 
 Each (dataset, seed, variant) cell is ``run --stage all`` on a copy of the config with ``data.dataset`` set to the
-dataset, ``sampling.seed``, ``train.seed`` and ``filters.seed`` set to the seed, and the variant's keys set. The
+dataset, ``sampling.seed`` and ``train.seed`` set to the seed (and ``filters.seed`` where ``filters.select = "random"``,
+the control), and the variant's keys set. The
 variants are the grid of the ``--vary`` options (``--vary filters.select=rep2,random`` gives two), each labelled by
 the keys it sets (``select=random``). Every stage of a cell is a job with a fingerprint, so
 
@@ -172,8 +173,8 @@ def cell_config(config: ExperimentConfig, dataset: str, seed: int, variant: Vari
     cfg.data.dataset = dataset
     cfg.sampling.seed = seed
     cfg.train.seed = seed
-    if "seed" in type(cfg.filters).model_fields:
-        cfg.filters.seed = seed  # type: ignore[attr-defined]
+    if cfg.filters.select == "random":  # the control's pick follows the cell's seed too (other rules read no seed)
+        cfg.filters.seed = seed
     return cfg
 
 

@@ -27,7 +27,12 @@ def register_filters(report_sub: argparse._SubParsersAction) -> None:
         metavar="filters.KEY=VALUE",
         help="what if: the counts these settings would give on the job's paths (writes nothing); repeatable",
     )
-    p.add_argument("--json", action="store_true", help='print {"job","questions","paths","removed","selected"}')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"job","questions","paths","removed","selected","rules","selection"}; per rule and for the '
+        "selection: removed_correct, removed_incorrect, correct_share_removed, correct_share_kept",
+    )
     p.set_defaults(func=cmd_filters)
 
 
@@ -35,7 +40,9 @@ def filters_report(session: Any, job_id: int) -> dict[str, Any]:
     """Counts of a filter job (from its summary) or of a sample job (from its paths' current verdicts).
 
     Keys: job, sample_job, rules, questions, paths, removed (by the first rule that dropped a path),
-    failed (each rule on its own), selected.
+    failed (each rule on its own), selected; ``steps`` and ``selection``: what each rule and the selection throw
+    away (correct vs incorrect, :func:`engine.filtering.explore.removal_step`), recounted from the stored paths
+    under the job's own settings (the rules are pure functions of them, so the counts are the job's).
     """
     from sqlmodel import select
 
@@ -67,7 +74,30 @@ def filters_report(session: Any, job_id: int) -> dict[str, Any]:
         sample_job = job_id
     else:
         raise UserError(f"job {job_id} is a {job.kind!r} job; report filters needs a filter or sample job")
-    return {"job": job_id, "sample_job": sample_job, **counts}
+    from engine.filtering.explore import load_job_paths
+
+    recount = load_job_paths(session, job_id, current=True).counts()
+    steps = {"steps": recount["rules"], "selection": recount["selection"]}
+    return {"job": job_id, "sample_job": sample_job, **counts, **steps}
+
+
+#: What each rule throws away, as the text report's columns: (column, key of a step).
+REMOVAL_COLUMNS = (
+    ("correct removed", "removed_correct"),
+    ("incorrect removed", "removed_incorrect"),
+    ("correct % removed", "correct_share_removed"),
+    ("correct % kept", "correct_share_kept"),
+)
+
+
+def _removal_cells(step: dict[str, Any] | None) -> dict[str, Any]:
+    if step is None:
+        return {}
+    out: dict[str, Any] = {}
+    for column, key in REMOVAL_COLUMNS:
+        value = step.get(key)
+        out[column] = f"{100 * value:.1f}%" if key.startswith("correct_share") and value is not None else value
+    return out
 
 
 def cmd_filters(args: argparse.Namespace) -> int:
@@ -78,7 +108,8 @@ def cmd_filters(args: argparse.Namespace) -> int:
     with session_scope(open_db(args)) as session:
         report = filters_report(session, args.job)
     if args.json:
-        print_json({k: report[k] for k in ("job", "questions", "paths", "removed", "selected")})
+        keys = ("job", "questions", "paths", "removed", "selected")
+        print_json({**{k: report[k] for k in keys}, "rules": report["steps"], "selection": report["selection"]})
         return 0
     print(
         f"filters of job {report['job']} (paths of sample job {report['sample_job']}): "
@@ -86,12 +117,35 @@ def cmd_filters(args: argparse.Namespace) -> int:
     )
     left = report["paths"]
     rows = []
+    steps = {s["rule"]: s for s in report["steps"]}
     for rule, removed in report["removed"].items():
         left -= removed
-        rows.append({"rule": rule, "removed": removed, "left": left, "fails alone": report["failed"].get(rule)})
-    rows.append({"rule": "selection", "removed": left - report["selected"], "left": report["selected"]})
-    print_table(rows, ["rule", "removed", "left", "fails alone"])
+        rows.append(
+            {
+                "rule": rule,
+                "removed": removed,
+                "left": left,
+                "fails alone": report["failed"].get(rule),
+                **_removal_cells(steps.get(rule)),
+            }
+        )
+    rows.append(
+        {
+            "rule": f"selection ({report['selection']['select']})",
+            "removed": left - report["selected"],
+            "left": report["selected"],
+            **_removal_cells(report["selection"]),
+        }
+    )
+    print_table(rows, ["rule", "removed", "left", "fails alone", *(c for c, _k in REMOVAL_COLUMNS)])
+    print(_legend())
     return 0
+
+
+def _legend() -> str:
+    from engine.filtering.explore import SAME_RATE
+
+    return f"{SAME_RATE[0].upper()}{SAME_RATE[1:]}."
 
 
 def cmd_filters_what_if(args: argparse.Namespace) -> int:
@@ -119,20 +173,23 @@ def cmd_filters_what_if(args: argparse.Namespace) -> int:
                 "paths left": s["paths_left"],
                 "questions left": s["questions_left"],
                 "correct left": s["correct_left"],
+                **_removal_cells(s),
             }
             for s in result["rules"]
         ]
         + [
             {
-                "rule": "selection",
+                "rule": f"selection ({result['selection']['select']})",
                 "removes": result["survivors"] - result["selected"],
                 "paths left": result["selected"],
                 "questions left": result["selected"],
                 "correct left": result["selected_correct"],
+                **_removal_cells(result["selection"]),
             }
         ],
-        ["rule", "removes", "paths left", "questions left", "correct left"],
+        ["rule", "removes", "paths left", "questions left", "correct left", *(c for c, _k in REMOVAL_COLUMNS)],
     )
+    print(_legend())
     return 0
 
 

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 from textual_plotext import PlotextPlot
 
-from engine.filtering.explore import Threshold, thresholds
+from engine.filtering.explore import SAME_RATE, Threshold, thresholds
 from sert_tui.context import workspace_app
 
 if TYPE_CHECKING:
@@ -48,10 +48,23 @@ def plot_range(values: list[float], threshold: float) -> tuple[float, float, int
     return low, high, sum(v > high for v in ordered)
 
 
+def _pct(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.0f}%"
+
+
+def removal_text(step: dict[str, Any]) -> str:
+    """What a rule (or the selection) throws away: correct vs incorrect, and the correct share of each side."""
+    return (
+        f"removed: {step['removed_correct']:,} correct · {step['removed_incorrect']:,} incorrect\n"
+        f"correct share: {_pct(step['correct_share_removed'])} of removed · {_pct(step['correct_share_kept'])} of kept"
+    )
+
+
 def step_text(step: dict[str, Any]) -> str:
     return (
         f"removes {step['removed']:,} paths · {step['questions_removed']:,} questions\n"
-        f"left: {step['paths_left']:,} paths of {step['questions_left']:,} questions · {step['correct_left']:,} correct"
+        f"left: {step['paths_left']:,} paths of {step['questions_left']:,} questions · "
+        f"{step['correct_left']:,} correct\n{removal_text(step)}"
     )
 
 
@@ -301,13 +314,19 @@ class FilterExplorerScreen(Screen):
         t.append(f"{c['paths']:,} paths of {c['questions']:,} questions ({c['correct']:,} correct)", style="bold")
         others = [s for s in c["rules"] if s["rule"] not in {r.rule for r in self.rows}]
         for s in others:
-            t.append(f" · {s['rule']} removes {s['removed']:,} paths, {s['questions_removed']:,} questions")
+            t.append(f"\n{s['rule']} removes {s['removed']:,} paths, {s['questions_removed']:,} questions · ")
+            t.append(removal_text(s).replace("\n", " · "))
         t.append("\nsurvive every rule: ")
         t.append(f"{c['survivors']:,} paths", style="bold green")
         t.append(f" of {c['rules'][-1]['questions_left'] if c['rules'] else c['questions']:,} questions")
         t.append(f", {c['survivors_correct']:,} correct · selected (one per question): ")
         t.append(f"{c['selected']:,}", style="bold green")
         t.append(f", {c['selected_correct']:,} correct")
+        selection = c.get("selection")
+        if selection is not None:
+            t.append(f"\nselection ({selection['select']}) ")
+            t.append(removal_text(selection).replace("\n", " · "))
+        t.append(f"\n{SAME_RATE}", style="dim")
         decided = self.paths.decisions
         kept = ", ".join(f"{decided[d]:,} {d}" for d in ("accepted", "rejected", "ignored") if decided.get(d))
         t.append(f"\nhuman decisions: {kept or 'none'} (apply keeps them; accepted paths train, rejected do not)")

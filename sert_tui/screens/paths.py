@@ -76,6 +76,8 @@ COLUMNS = (
     Column("sel", "sel", 3),
     Column("ok", "ok", 2),
     Column("dup", "dup", 7),
+    # last: at 160 columns beside the detail pane the table ends at dup, and the detail shows the path's score
+    Column("glp", "glp", 6, right=True),  # gold log-likelihood (filters.select = "gold_likelihood")
 )
 
 DECISION_PIECE = {
@@ -110,6 +112,7 @@ def row_cells(r: PathRow) -> list[list[tuple[str, str]]]:
         [("★", "bold yellow")] if r.selected else [],
         [] if r.correct is None else [("✓", "green") if r.correct else ("✗", "red")],
         [] if r.duplicate_of is None else [(f"={r.duplicate_of}", "yellow")],
+        [(_num(r.gold_logp, ".2f"), "")],
     ]
 
 
@@ -134,11 +137,13 @@ def detail_text(r: PathRow, require_correct: bool | None = None) -> Text:
     t.append(
         f"   tokens {r.tokens} · rep-2 {_num(r.rep2, '.3f') or '?'} · perplexity {_num(r.perplexity, '.2f') or '?'}"
         f" · confidence {_num(r.confidence, '.3f') or '–'}"
+        f" · gold log-likelihood {_num(r.gold_logp, '.3f') or '–'}"
         f" · agreement {'–' if r.agreement is None else r.agreement}\n"
     )
     t.append(
         "  confidence: mean p(top-1) − p(top-2) over the answer's tokens (CoT-decoding); agreement: paths of "
-        "this question giving the same answer (self-consistency)\n",
+        "this question giving the same answer (self-consistency); gold log-likelihood (glp): of the gold answer "
+        "sentence after the path (LaTRO; select = gold_likelihood)\n",
         style="dim",
     )
     verdicts = r.verdicts or {}
