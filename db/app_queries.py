@@ -130,7 +130,8 @@ _PATH_COLUMNS = (
     Path.decided_at,
 )
 #: Where the verdicts, passed and selected of ``_PATH_COLUMNS`` sit.
-_VERDICT_COLUMNS = slice(14, 17)
+_VERDICT_AT = next(i for i, c in enumerate(_PATH_COLUMNS) if c is Path.verdicts)
+_VERDICT_COLUMNS = slice(_VERDICT_AT, _VERDICT_AT + 3)
 
 
 def _verdict_columns(verdicts_job: int | None) -> tuple:
