@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -386,6 +387,7 @@ class SertApp(WorkspaceApp):
                 self.notify("the default job is done: zero-shot and SERT side by side", timeout=8)
                 if not isinstance(self.screen, ResultsScreen):
                     self.action_results()
+                self._explain_default(launch.config)
             else:
                 self.notify(
                     f"the default job ended with status {code}: l on the home screen shows its log",
@@ -394,6 +396,19 @@ class SertApp(WorkspaceApp):
                 )
 
         timer = self.set_interval(DEFAULT_POLL_SECONDS, check)
+
+    @work(thread=True, group="default-outcome", exclusive=True)
+    def _explain_default(self, config: Path) -> None:
+        """In plain words, off the UI thread: what the default loop trained, what its numbers mean, what next
+        (engine.pipeline.rounds.outcome_lines, the same lines as ``run --default``)."""
+        from engine.config import load_config
+        from engine.pipeline.rounds import outcome_lines
+
+        try:
+            lines = outcome_lines(self.engine, load_config(config).data.dataset)
+        except Exception as exc:  # a notification, never a crash of the app
+            lines = [f"could not read the default job's results: {exc}"]
+        self.call_from_thread(self.notify, "\n".join(lines), title="The default loop", timeout=30)
 
     def start(self, config: Path, stages: list[str]) -> None:
         try:

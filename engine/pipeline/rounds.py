@@ -221,3 +221,60 @@ def loop_document(database: Engine, loop: Loop) -> dict[str, Any]:
         )
     zero = {"job": loop.zero_shot.id, "accuracy": accuracy_of(database, loop.zero_shot)} if loop.zero_shot else None
     return {"rounds": rounds, "zero_shot": zero}
+
+
+def outcome_lines(database: Engine, dataset_name: str) -> list[str]:
+    """What a finished default loop (or any SERT run beside zero-shot) means, in plain words: what was trained,
+    how SERT compares with the zero-shot base model on the same questions (the paired difference with its 95%
+    interval, clustered by question: engine.evaluation.stats.clustered_compare), what those numbers can say at
+    this size, and where to go next. Reads the newest completed SERT and zero-shot evaluations of the dataset."""
+    from sqlmodel import col
+
+    from db.models import Dataset
+    from engine.evaluation.report import outcomes
+    from engine.evaluation.stats import clustered_compare, fmt_interval, wilson_interval
+
+    with session_scope(database) as s:
+        rows = s.exec(
+            select(Evaluation.id, Evaluation.label)
+            .join(Job, col(Job.id) == Evaluation.job_id)
+            .join(Dataset, col(Dataset.id) == Evaluation.dataset_id)
+            .where(
+                Job.status == "completed",
+                Dataset.name == dataset_name,
+                col(Evaluation.label).in_([vocab.SERT, vocab.ZERO_SHOT]),
+            )
+            .order_by(col(Evaluation.id).desc())
+        ).all()
+        newest: dict[str, int] = {}
+        for eid, label in rows:
+            newest.setdefault(label, eid)  # type: ignore[arg-type]
+        if vocab.SERT not in newest or vocab.ZERO_SHOT not in newest:
+            return [f"no completed SERT and zero-shot evaluations of {dataset_name!r} to compare yet"]
+        conn = s.connection()
+        a, b = outcomes(conn, newest[vocab.SERT]), outcomes(conn, newest[vocab.ZERO_SHOT])
+    c = clustered_compare({q: [ok] for q, ok in a.items()}, {q: [ok] for q, ok in b.items()})
+    if not c.n:
+        return [f"the SERT and zero-shot evaluations of {dataset_name!r} share no question to compare"]
+    sert = fmt_interval(sum(a.values()) / len(a), wilson_interval(sum(a.values()), len(a)))
+    zero = fmt_interval(sum(b.values()) / len(b), wilson_interval(sum(b.values()), len(b)))
+    lo, hi = 100 * c.diff_ci[0], 100 * c.diff_ci[1]
+    if c.diff_ci[0] > 0:
+        meaning = "SERT beat zero-shot on these questions: the interval lies above 0."
+    elif c.diff_ci[1] < 0:
+        meaning = "SERT did worse than zero-shot on these questions: the interval lies below 0."
+    else:
+        meaning = (
+            f"the interval holds 0, so at {c.n} questions this run cannot tell SERT from zero-shot; a few points "
+            "either way are noise."
+        )
+    return [
+        f"What was trained: the bundled student, self-trained (SERT) on its own reasoning paths of {dataset_name!r}"
+        " that the filters selected (and those you accepted by hand).",
+        f"What it scored on the same {c.n} test questions: SERT {sert}%, zero-shot {zero}% (95% intervals); "
+        f"SERT - zero-shot {100 * c.diff:+.1f} points [{lo:+.1f}, {hi:+.1f}], p = {c.p_value:.2g}.",
+        f"What it means: {meaning} It is one seed of a 135M student on a small set: a claim needs more questions "
+        "and seeds (sert-tui study, docs/results.md).",
+        "Where to go next: the paths (enter on the sample job) and the review queue to choose better paths by hand, "
+        "the filter explorer (w) to see what the filters throw away, or a bigger config (o, or sert-tui config init).",
+    ]

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json",
         action="store_true",
         help='print {"jobs": [{"id", "kind", "status"}]} (and "error" on failure) as one JSON document; '
-        'with --rounds or --default also "rounds" (each round\'s jobs, checkpoint and accuracy) and "zero_shot"',
+        'with --rounds or --default also "rounds" (each round\'s jobs, checkpoint and accuracy) and "zero_shot"; '
+        'with --default also "outcome" (what was trained, SERT - zero-shot paired, what it means, what next)',
     )
     run.add_argument(
         "--shard",
@@ -127,6 +128,8 @@ def _print_result(args: argparse.Namespace, result: dict) -> None:
         for label, acc in accuracies:
             if acc is not None:
                 print(f"{label}: Acc % {fmt_interval(acc['acc'], acc['acc_ci'])} (n={acc['n']})")
+        for line in result.get("outcome") or []:
+            print(line)
 
 
 def _report(args: argparse.Namespace, result: dict) -> None:
@@ -178,6 +181,7 @@ def _run_loop(args: argparse.Namespace) -> int:
     engine = open_db(args)
     mark = len(RUN_HISTORY)
     try:
+        _path: Path | None = None
         if args.default:
             _path, loop = run_default(engine, workspace_path(args), stderr, rounds=args.rounds or 1)
         else:
@@ -186,7 +190,13 @@ def _run_loop(args: argparse.Namespace) -> int:
     except (Exception, KeyboardInterrupt) as exc:
         _report(args, {"jobs": _rows_of(engine, RUN_HISTORY[mark:]), "error": error_text(exc)})
         raise
-    _report(args, {"jobs": [job_row(j) for j in loop.jobs], **loop_document(engine, loop)})
+    document = {"jobs": [job_row(j) for j in loop.jobs], **loop_document(engine, loop)}
+    if args.default and loop.completed:
+        from engine.pipeline.rounds import outcome_lines
+
+        assert _path is not None
+        document["outcome"] = outcome_lines(engine, load_config(_path).data.dataset)
+    _report(args, document)
     return 0 if loop.completed else 1
 
 

@@ -1,0 +1,61 @@
+"""What the default loop says when it ends (engine.pipeline.rounds.outcome_lines): what was trained, SERT -
+zero-shot on the same questions with its paired interval, what that can mean at this size, where to go next."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import select
+
+from db.models import Evaluation, Job, Prediction, Question
+from db.session import session_scope
+from engine.evaluation.stats import clustered_compare
+from engine.jobs import create_job
+from engine.pipeline.rounds import outcome_lines
+
+
+def _evaluation(engine, dataset_id: int, label: str, correct: list[bool], status: str = "completed") -> int:
+    job = create_job(engine, "eval", {}, dataset_id=dataset_id)
+    with session_scope(engine) as s:
+        s.get(Job, job.id).status = status
+        qids = s.exec(
+            select(Question.id).where(Question.dataset_id == dataset_id, Question.split == "test").order_by(Question.id)
+        ).all()[: len(correct)]
+        ev = Evaluation(job_id=job.id, label=label, dataset_id=dataset_id, n=len(correct), acc=sum(correct) / 20)
+        s.add(ev)
+        s.flush()
+        for qid, ok in zip(qids, correct, strict=True):
+            s.add(Prediction(evaluation_id=ev.id, question_id=qid, correct=ok))
+        return ev.id
+
+
+def test_the_outcome_says_what_the_paired_interval_says(engine, sqa):
+    assert outcome_lines(engine, "sqa") == ["no completed SERT and zero-shot evaluations of 'sqa' to compare yet"]
+    sert = [True] * 14 + [False] * 6
+    zero = [True] * 2 + [False] * 18
+    _evaluation(engine, sqa.id, "zero-shot", zero)
+    _evaluation(engine, sqa.id, "SERT", sert)
+    _evaluation(engine, sqa.id, "SERT", [False] * 20, status="failed")  # newer, failed: never read
+    lines = outcome_lines(engine, "sqa")
+    c = clustered_compare({i: [x] for i, x in enumerate(sert)}, {i: [x] for i, x in enumerate(zero)})
+    assert c.diff_ci[0] > 0
+    assert lines[0].startswith("What was trained: the bundled student, self-trained (SERT)")
+    assert (
+        f"SERT - zero-shot {100 * c.diff:+.1f} points [{100 * c.diff_ci[0]:+.1f}, {100 * c.diff_ci[1]:+.1f}]"
+        in lines[1]
+    )
+    assert "on the same 20 test questions: SERT 70.0 [" in lines[1]
+    assert "SERT beat zero-shot on these questions: the interval lies above 0." in lines[2]
+    assert lines[3].startswith("Where to go next:") and "review queue" in lines[3]
+
+
+@pytest.mark.parametrize(
+    ("sert", "zero", "says"),
+    [
+        ([True] * 6 + [False] * 14, [True] * 5 + [False] * 15, "the interval holds 0"),
+        ([False] * 20, [True] * 12 + [False] * 8, "SERT did worse than zero-shot"),
+    ],
+)
+def test_the_outcome_does_not_claim_what_the_interval_does_not_hold(engine, sqa, sert, zero, says):
+    _evaluation(engine, sqa.id, "zero-shot", zero)
+    _evaluation(engine, sqa.id, "SERT", sert)
+    assert says in outcome_lines(engine, "sqa")[2]
