@@ -80,6 +80,10 @@ def test_run_default_runs_the_whole_loop_headless(db_path):
     assert sert["accuracy"]["label"] == "SERT" and sert["accuracy"]["n"] == 2
     zero = doc["zero_shot"]["accuracy"]
     assert zero["label"] == "zero-shot" and zero["n"] == 2 and zero["acc_ci"][0] <= zero["acc"] <= zero["acc_ci"][1]
+    # it ends in plain words: what was trained, the paired difference on the same questions, what next
+    trained, scored, means, nxt = doc["outcome"]
+    assert trained.startswith("What was trained") and "on the same 2 test questions" in scored
+    assert means.startswith("What it means") and nxt.startswith("Where to go next")
 
     from db.session import open_workspace
 
