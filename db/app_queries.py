@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from db import duplicates
+from db import curation, duplicates
 from db.models import Checkpoint, Dataset, Job, JobEvent, Metric, Model, Path, Prediction, Question, utcnow
 from db.vocabulary import FILTER, PATH_KINDS, RULES, TRAINING_KINDS  # noqa: F401  (used by the app)
 
@@ -260,10 +260,13 @@ def paths_job_id(conn: Connection, job_id: int) -> int:
 def in_training_set():
     """The one rule for "the training set" of stage 2 (DESIGN.md section 1): selected by the rules unless a
     person rejected it, plus every path a person accepted. The SERT set is built with it
-    (engine.training.datasets); :class:`PathCounts` counts the same rule through the decision index."""
-    return or_(
-        Path.decision == "accepted",
-        and_(Path.selected == True, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]  # noqa: E712
+    (engine.training.datasets); :class:`PathCounts` counts the same rule through the decision index. The review
+    screen's choices apply on top (:func:`db.curation.with_choices`: a chosen path alone, nothing for "no path")."""
+    return curation.with_choices(
+        or_(
+            Path.decision == "accepted",
+            and_(Path.selected == True, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]  # noqa: E712
+        )
     )
 
 
@@ -285,6 +288,9 @@ class PathCounts:
     selected_kept: int = 0  # selected by the rules and not rejected
     accepted_extra: int = 0  # accepted by hand and not already counted as selected
     correct: int | None = None  # counted only on request (teacher jobs: no index serves it)
+    chosen: int = 0  # paths chosen on the review screen (one per question)
+    no_path: int = 0  # paths of questions marked "no path is good enough" on the review screen
+    curated_total: int | None = None  # the training set counted with the choices (db.curation), where any
     recent_decisions: int = 0  # decisions made in the last REVIEW_WINDOW_S seconds (review speed)
     coverage: dict[str, Any] | None = None  # engine.filtering.coverage of a sample job, when the screen asks
 
@@ -293,8 +299,11 @@ class PathCounts:
         """What training will use (:func:`in_training_set`): selected-not-rejected plus accepted by hand.
 
         The filter stage selects among the student's own paths only, and a job's paths come from one source
-        (a sample job: self; a teacher job: teacher), so no per-row source check is needed here.
+        (a sample job: self; a teacher job: teacher), so no per-row source check is needed here. Where the
+        review screen made choices, the rule is counted as a whole (``curated_total``).
         """
+        if self.curated_total is not None:
+            return self.curated_total
         return self.selected_kept + self.accepted_extra
 
 
@@ -312,8 +321,10 @@ def path_counts(conn: Connection, job_id: int, with_correct: bool = False) -> Pa
         c.total += n
         if decision is None:
             c.undecided = n
-        elif decision in ("accepted", "rejected", "ignored"):
+        elif decision in ("accepted", "rejected", "ignored", "chosen"):
             setattr(c, decision, n)
+        elif decision == "no-path":
+            c.no_path = n
     for passed, n in conn.execute(select(Path.passed, func.count()).where(Path.job_id == job_id).group_by(Path.passed)):
         if passed is not None:
             c.filtered += n
@@ -324,6 +335,8 @@ def path_counts(conn: Connection, job_id: int, with_correct: bool = False) -> Pa
     selected_rejected = _count(conn, Path.job_id == job_id, Path.decision == "rejected", not_indexed_selected == 1)
     c.selected_kept = c.selected - selected_rejected
     c.accepted_extra = _count(conn, Path.job_id == job_id, Path.decision == "accepted", not_indexed_selected == 0)
+    if c.chosen or c.no_path:
+        c.curated_total = curation.training_count(conn, job_id, in_training_set())
     if with_correct:
         c.correct = _count(conn, Path.job_id == job_id, Path.correct == True)  # noqa: E712
     cutoff = utcnow() - timedelta(seconds=REVIEW_WINDOW_S)

@@ -93,9 +93,11 @@ class FiltersConfig(Section):
         le=1,
         description="extra, not in the paper: drop paths whose answer confidence (CoT-decoding) is below this; 0 = off",
     )
-    select: Literal["rep2", "confidence"] = Field(
+    select: Literal["rep2", "confidence", "curated"] = Field(
         "rep2",
-        description="one path per question: the lowest rep-2 (the paper) or the highest answer confidence",
+        description="one path per question: the lowest rep-2 (the paper), the highest answer confidence, or "
+        "curated: the path a person chose on the review screen where there is one (none where they marked "
+        "no path good enough), the lowest rep-2 elsewhere",
     )
 
 

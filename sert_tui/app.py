@@ -115,7 +115,7 @@ class SertApp(WorkspaceApp):
             "q", "quit", "Quit", tooltip="quit; asks first while job processes this app started run", id="app.quit"
         ),
         Binding("question_mark", "help", "Help", tooltip="every key of every screen, with its id", id="app.help"),
-        Binding("r", "refresh", "Refresh", show=False, tooltip="re-read the workspace now", id="app.refresh"),
+        Binding("ctrl+r", "refresh", "Refresh", show=False, tooltip="re-read the workspace now", id="app.refresh"),
     ]
     #: Keys that are Textual's own, listed in the help beside ours.
     HELP_EXTRA = (
@@ -229,6 +229,7 @@ class SertApp(WorkspaceApp):
         from sert_tui.screens.monitor import MonitorScreen
         from sert_tui.screens.paths import PathsScreen
         from sert_tui.screens.results import PredictionsScreen, ResultsScreen
+        from sert_tui.screens.review import ReviewScreen
         from sert_tui.widgets.path_table import PathTable
 
         return [
@@ -236,6 +237,7 @@ class SertApp(WorkspaceApp):
             HomeScreen,
             PathsScreen,
             PathTable,
+            ReviewScreen,
             FilterExplorerScreen,
             MonitorScreen,
             ResultsScreen,
@@ -308,6 +310,18 @@ class SertApp(WorkspaceApp):
         from sert_tui.screens.explorer import FilterExplorerScreen
 
         self.push_screen(FilterExplorerScreen(job_id))
+
+    def open_review(self, job_id: int) -> None:
+        """The review screen of a sample job (or of the sample job of a filter job): one question at a time."""
+        from sert_tui.screens.review import ReviewScreen
+
+        self.push_screen(ReviewScreen(job_id))
+
+    def on_home_screen_open_review(self, message: HomeScreen.OpenReview) -> None:
+        self.open_review(message.job_id)
+
+    def on_paths_screen_open_review(self, message: PathsScreen.OpenReview) -> None:
+        self.open_review(message.job_id)
 
     def open_monitor(self, job_ids: list[int]) -> None:
         from sert_tui.screens.monitor import MonitorScreen

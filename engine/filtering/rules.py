@@ -6,7 +6,9 @@ after an earlier rule dropped it, so the independent failure counts of an ablati
 "removed by" counts attribute a path to the first rule that dropped it. Selection keeps, per question, the
 surviving path with the lowest rep-2 (``filters.select = "rep2"``, the paper; ties: branch, then sample, then id)
 or the highest confidence (``"confidence"``: CoT-decoding's Δ of the answer; ties: lowest rep-2, then branch,
-sample, id; a path without a confidence ranks below every path with one).
+sample, id; a path without a confidence ranks below every path with one), or the path a person chose on the
+review screen (``"curated"``: the chosen path, none where the question is marked "no path", the rep-2 pick
+elsewhere; db/curation.py).
 
 The rules read only what the sample stage stored (text, token count, rep-2, perplexity, confidence), so
 re-filtering with new thresholds needs no model.
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.vocabulary import CONFIDENCE, CORRECTNESS, OPTIONAL_RULES, RULES
+from db.vocabulary import CHOSEN, CONFIDENCE, CORRECTNESS, NO_PATH, OPTIONAL_RULES, RULES
 from engine import answers
 from engine.config import FiltersConfig
 
@@ -221,6 +223,7 @@ class PathInput:
     rep2: float | None
     perplexity: float | None
     confidence: float | None = None
+    decision: str | None = None  # a person's decision (select = "curated" reads the review screen's choice)
 
 
 @dataclass
@@ -328,6 +331,8 @@ def _number(value: float | None) -> str:
 
 
 def _select(paths: Sequence[PathInput], results: list[PathResult], select: str = "rep2") -> None:
+    if select == "curated" and _select_curated(paths, results):
+        return
     survivors = [(p, r) for p, r in zip(paths, results, strict=True) if r.passed]
     if not survivors:
         for r in results:
@@ -354,6 +359,23 @@ def _select(paths: Sequence[PathInput], results: list[PathResult], select: str =
         else:
             v = Verdict(False, "did not pass the filters")
         r.verdicts[SELECTION] = v.as_json()
+
+
+def _select_curated(paths: Sequence[PathInput], results: list[PathResult]) -> bool:
+    """``select = "curated"``: the path chosen on the review screen (even one that failed a rule: the person saw
+    it), or nothing where the question is marked "no path"; False where no choice was made (the rep-2 pick)."""
+    chosen = next((r for p, r in zip(paths, results, strict=True) if p.decision == CHOSEN), None)
+    if chosen is None and not any(p.decision == NO_PATH for p in paths):
+        return False
+    for r in results:
+        r.selected = r is chosen
+        reason = (
+            "chosen by hand (review screen)"
+            if r is chosen
+            else ("another path was chosen by hand" if chosen is not None else "no path good enough (marked by hand)")
+        )
+        r.verdicts[SELECTION] = Verdict(r is chosen, reason).as_json()
+    return True
 
 
 # -- counts -----------------------------------------------------------------------------------------------
@@ -465,6 +487,7 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
             Path.rep2,
             Path.perplexity,
             Path.confidence,
+            Path.decision,
             Question.text,
             Question.answer,
             Question.choices,
@@ -474,9 +497,9 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
         .order_by(Path.question_id, Path.branch, Path.sample, Path.id)
     ).all()
     by_question: dict[int, tuple[QuestionInput, list[PathInput]]] = {}
-    for pid, qid, branch, sample, text, tokens, r2, ppl, conf, qtext, gold, choices in rows:
+    for pid, qid, branch, sample, text, tokens, r2, ppl, conf, decision, qtext, gold, choices in rows:
         entry = by_question.setdefault(qid, (QuestionInput(qtext, gold, choices), []))
-        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl, conf))
+        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl, conf, decision))
     return by_question
 
 

@@ -77,6 +77,8 @@ DECISION_PIECE = {
     "accepted": ("✓ accept", "bold green"),
     "rejected": ("✗ reject", "bold red"),
     "ignored": ("– ignore", "dim"),
+    "chosen": ("★ chosen", "bold yellow"),
+    "no-path": ("∅ no path", "dim red"),
 }
 
 
@@ -332,6 +334,13 @@ class PathsScreen(Screen):
             id="paths.explore",
         ),
         Binding(
+            "r",
+            "review",
+            "Review",
+            tooltip="the review screen of this job: one question at a time, 1-9 choose its training path",
+            id="paths.review",
+        ),
+        Binding(
             "slash",
             "search",
             "Search",
@@ -382,6 +391,13 @@ class PathsScreen(Screen):
 
     class OpenExplorer(Message):
         """The filter explorer of this screen's sample (or filter) job; the app opens it."""
+
+        def __init__(self, job_id: int) -> None:
+            super().__init__()
+            self.job_id = job_id
+
+    class OpenReview(Message):
+        """The review screen of this screen's job; the app opens it."""
 
         def __init__(self, job_id: int) -> None:
             super().__init__()
@@ -859,6 +875,12 @@ class PathsScreen(Screen):
             self.notify(f"job {self.job_id} is a {self.info.kind} job: the filter explorer opens a sample job's paths")
             return
         self.post_message(self.OpenExplorer(self.job_id))
+
+    def action_review(self) -> None:
+        if self.info is not None and self.info.kind not in (SAMPLE, FILTER):
+            self.notify(f"job {self.job_id} is a {self.info.kind} job: the review screen opens a sample job's paths")
+            return
+        self.post_message(self.OpenReview(self.job_id))
 
     def action_back(self) -> None:
         box = self.query_one("#paths-search", Input)
