@@ -159,15 +159,21 @@ def _page_select(cond: list, limit: int, descending: bool = False):
     )
 
 
-def page_paths(conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, size: int = 100) -> Page:
+def page_paths(
+    conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, size: int = 100, cache: Any = None
+) -> Page:
     """The page of paths starting at ``id >= anchor`` (keyset, never OFFSET); each row carries its duplicate
-    mark, read from the paths of the page's questions."""
+    mark, read from the paths of the page's questions (``cache``: a :class:`db.page_marks.QuestionMarks` that
+    keeps them per question between pages)."""
     cond = _conditions(conn, job_id, flt)
     rows = [_row(r) for r in conn.execute(_page_select([*cond, Path.id >= anchor], size + 1))]
     has_next = len(rows) > size
     rows = rows[:size]
-    marks = duplicates.find(conn, job_id, {r.question_id for r in rows}).of if rows else {}
-    agree = answer_agreement(conn, job_id, {r.question_id for r in rows}) if rows else {}
+    if cache is not None and rows:
+        marks, agree = cache.get(conn, job_id, {r.question_id for r in rows})
+    else:
+        marks = duplicates.find(conn, job_id, {r.question_id for r in rows}).of if rows else {}
+        agree = answer_agreement(conn, job_id, {r.question_id for r in rows}) if rows else {}
     for r in rows:
         r.duplicate_of = marks.get(r.id)
         r.agreement = agreement_of(agree, r.question_id, r.source, r.answer)

@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from db.app_queries import REVIEW_WINDOW_S, RULES, JobInfo, Page, PathCounts, PathFilter, PathRow
+from db.page_marks import QuestionMarks
 from db.vocabulary import FILTER, SAMPLE
 from sert_tui.context import workspace_app
 from sert_tui.services.decisions import Change, DecisionWriter
@@ -337,6 +338,7 @@ class PathsScreen(Screen):
             "r",
             "review",
             "Review",
+            show=False,
             tooltip="the review screen of this job: one question at a time, 1-9 choose its training path",
             id="paths.review",
         ),
@@ -389,6 +391,13 @@ class PathsScreen(Screen):
             super().__init__()
             self.error = error
 
+    class Counted(Message):
+        """The training-set counts, read after the page they go with is on screen."""
+
+        def __init__(self, counts: PathCounts, info: JobInfo | None) -> None:
+            super().__init__()
+            self.counts, self.info = counts, info
+
     class OpenExplorer(Message):
         """The filter explorer of this screen's sample (or filter) job; the app opens it."""
 
@@ -428,6 +437,7 @@ class PathsScreen(Screen):
         self._counts_at = 0.0
         self._page_at = 0.0
         self._shown: dict[str, tuple] = {}
+        self.marks = QuestionMarks()  # duplicate and agreement marks per question, between pages
 
     # -- layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -497,20 +507,37 @@ class PathsScreen(Screen):
                 if poll and key == self._counts_key and time.monotonic() - self._page_at < PAGE_MAX_AGE:
                     self.post_message(self.Failed(""))  # nothing changed: ends the poll, no repaint
                     return
-                page = q.page_paths(conn, job, flt, anchor, self.page_size)
+                # the marks of a question follow its paths and the filter job whose answers they carry
+                self.marks.generation = info and info.summary.get("filter_job")
+                page = q.page_paths(conn, job, flt, anchor, self.page_size, cache=self.marks)
                 self._page_at = time.monotonic()
-                # The counts cost a pass over the job's index entries: only when something may have changed.
-                counts = None
-                if key != self._counts_key or time.monotonic() - self._counts_at > COUNTS_MAX_AGE:
-                    counts = q.path_counts(conn, job, with_correct=info is not None and info.kind == "teacher")
-                    if info is not None and info.kind in (SAMPLE, FILTER):
-                        from engine.filtering.coverage import coverage
-
-                        counts.coverage = coverage(conn, self.job_id)
-                    self._counts_key, self._counts_at = key, time.monotonic()
+                # The counts cost a pass over the job's index entries (and the coverage one over its paths):
+                # only when something may have changed, and after the page is on screen (the first time before,
+                # so that the screen opens complete).
+                stale = key != self._counts_key or time.monotonic() - self._counts_at > COUNTS_MAX_AGE
+                counts = self._read_counts(conn, job, info, key) if stale and self._counts_key is None else None
             self.post_message(self.Loaded(request, poll, flt, page, counts, info, committed, cursor))
+            if stale and counts is None:
+                with workspace_app(self).db.connect() as conn:
+                    self.post_message(self.Counted(self._read_counts(conn, job, info, key), info))
         except Exception as exc:
             self.post_message(self.Failed(f"{exc.__class__.__name__}: {exc}"))
+
+    def _read_counts(self, conn, job: int, info: JobInfo | None, key: tuple) -> PathCounts:
+        import time
+
+        from db import app_queries as q
+
+        counts = q.path_counts(conn, job, with_correct=info is not None and info.kind == "teacher")
+        if info is not None and info.kind in (SAMPLE, FILTER):
+            from engine.filtering.coverage import coverage
+
+            counts.coverage = coverage(conn, self.job_id)
+        self._counts_key, self._counts_at = key, time.monotonic()
+        return counts
+
+    def on_paths_screen_counted(self, message: Counted) -> None:
+        self._show_counts(message.counts, message.info)
 
     def on_paths_screen_failed(self, message: Failed) -> None:
         self._poll_done()
