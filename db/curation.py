@@ -209,6 +209,12 @@ def question_view(conn: Connection, job_id: int, question_id: int) -> QuestionVi
     return view
 
 
+def in_review_order(paths: list[Candidate]) -> list[Candidate]:
+    """The order the review screen numbers candidates in: the rule's pick first, then by rep-2 (the paper's
+    order), branch, sample, id."""
+    return sorted(paths, key=lambda p: (not p.selected, p.rep2 is None, p.rep2 or 0.0, p.branch, p.sample, p.id))
+
+
 def choice_changes(paths: list[tuple[int, str | None]], choice: int | None) -> list[tuple[int, str | None]]:
     """The decisions that record a choice on a question whose paths are ``(id, decision now)``: ``choice`` = a
     path id (it becomes ``chosen``; another ``chosen`` or a ``no-path`` mark of the question is cleared), or None

@@ -214,7 +214,16 @@ class SertApp(WorkspaceApp):
         home = next((s for s in self.screen_stack if isinstance(s, HomeScreen)), None)
         return home.jobs if home is not None else []
 
+    #: The collector's thresholds while the app runs: rendering a frame allocates thousands of objects, and at
+    #: Python's default (700, 10, 10) a key press of the review screen paid a dozen collections (p95 +40%,
+    #: benchmarks/app_latency.py --review); the screens also freeze what they loaded (gc.freeze) once read.
+    GC_THRESHOLDS = (10_000, 50, 50)
+
     def on_mount(self) -> None:
+        import gc
+
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*self.GC_THRESHOLDS)
         self.push_screen(HomeScreen())
         self.run_worker(self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start")
         if self.keymap or self._keymap_problems:  # no keymap: nothing to check, no screen module to import
@@ -270,6 +279,10 @@ class SertApp(WorkspaceApp):
                 self.notify(clash, title="keymap: clash", severity="warning", timeout=20)
 
     def on_unmount(self) -> None:
+        import gc
+
+        gc.unfreeze()  # what the screens froze (their long-lived objects) is the collector's again
+        gc.set_threshold(*getattr(self, "_gc_thresholds", gc.get_threshold()))
         with self._writer_lock:
             self._unmounted = True
         if self._writer is not None:

@@ -113,6 +113,7 @@ class HomeScreen(Screen):
             "r",
             "review",
             "Review",
+            show=False,
             tooltip="review the highlighted sample (or filter) job one question at a time: 1-9 choose its "
             "training path, n none is good enough, backspace undoes",
             id="home.review",

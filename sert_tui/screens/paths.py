@@ -437,6 +437,7 @@ class PathsScreen(Screen):
         self._counts_at = 0.0
         self._page_at = 0.0
         self._shown: dict[str, tuple] = {}
+        self._coverage: tuple[tuple, dict] | None = None  # (the key it was read for, engine.filtering.coverage)
         self.marks = QuestionMarks()  # duplicate and agreement marks per question, between pages
 
     # -- layout --------------------------------------------------------------------------------------
@@ -530,9 +531,14 @@ class PathsScreen(Screen):
 
         counts = q.path_counts(conn, job, with_correct=info is not None and info.kind == "teacher")
         if info is not None and info.kind in (SAMPLE, FILTER):
-            from engine.filtering.coverage import coverage
+            # A pass over the job's paths that no decision changes: again only when the paths, the job or its
+            # filter job did (not after every key press).
+            coverage_key = (key[0], *key[2:])
+            if self._coverage is None or self._coverage[0] != coverage_key:
+                from engine.filtering.coverage import coverage
 
-            counts.coverage = coverage(conn, self.job_id)
+                self._coverage = (coverage_key, coverage(conn, self.job_id))
+            counts.coverage = self._coverage[1]
         self._counts_key, self._counts_at = key, time.monotonic()
         return counts
 
@@ -566,6 +572,10 @@ class PathsScreen(Screen):
         self._show_counts(message.counts, message.info)
         if not message.poll:
             self.loads += 1
+        if not self.loaded.is_set():
+            import gc
+
+            gc.freeze()  # the long-lived objects out of the collector's full passes (see screens/review.py)
         self.loaded.set()
 
     def _poll_done(self) -> None:

@@ -14,6 +14,7 @@ missed.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from dataclasses import dataclass
@@ -28,13 +29,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from db import curation
-from db.curation import ORDERS, Candidate, QuestionView, QueueItem, choice_changes, question_state
+from db.curation import ORDERS, Candidate, QuestionView, QueueItem, choice_changes, in_review_order, question_state
 from db.vocabulary import CHOSEN, FILTER, NO_PATH, SAMPLE
 from sert_tui.context import workspace_app
 from sert_tui.services.decisions import Change, DecisionWriter
 
 #: Questions read ahead of (and behind) the current one.
 PREFETCH = 4
+#: Candidates on screen at once, numbered 1-9.
+PAGE = 9
 UNDO_LEVELS = 1000
 
 
@@ -87,6 +90,21 @@ class ReviewScreen(Screen):
             "All paths",
             tooltip="show every path of the question, not only the filter survivors (again: survivors)",
             id="review.all",
+        ),
+        Binding(
+            "right_square_bracket",
+            "more",
+            "Next nine",
+            tooltip="the next nine paths of the question (1-9 choose among the nine shown)",
+            id="review.next_nine",
+        ),
+        Binding(
+            "left_square_bracket",
+            "fewer",
+            "Prev nine",
+            show=False,
+            tooltip="the previous nine paths of the question",
+            id="review.prev_nine",
         ),
         Binding(
             "o",
@@ -143,6 +161,8 @@ class ReviewScreen(Screen):
         self.renders = 0
         self._request = 0
         self._fetching: set[int] = set()
+        self.first_shown = 0  # the first candidate shown (numbered 1)
+        self._shown_question: int | None = None
 
     # -- layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -217,6 +237,9 @@ class ReviewScreen(Screen):
         self.cache.clear()
         self.show()
         self.loaded.set()
+        # What is alive now lives as long as the screen: out of the collector's full passes, which otherwise
+        # stop a key press for 0.1-0.3 s every dozen questions (the app thaws it when it ends).
+        gc.freeze()
 
     def _view(self, question_id: int) -> QuestionView | None:
         """A question from the cache, else read now (three indexed reads)."""
@@ -231,17 +254,22 @@ class ReviewScreen(Screen):
         return view
 
     def _prefetch(self) -> None:
+        """Read the questions around the current one in a worker, a batch at a time: once fewer than half of
+        :data:`PREFETCH` questions ahead are read, the next ``2 * PREFETCH``."""
+        ahead = range(self.position, min(len(self.items), self.position + PREFETCH // 2 + 1))
+        if all(self.items[i].question_id in self.cache for i in ahead):
+            return
         wanted = [
             self.items[i].question_id
-            for i in range(max(0, self.position - 1), min(len(self.items), self.position + PREFETCH + 1))
+            for i in range(max(0, self.position - 1), min(len(self.items), self.position + 2 * PREFETCH + 1))
         ]
         missing = [qid for qid in wanted if qid not in self.cache and qid not in self._fetching]
         if missing and self.paths_job is not None:
             self._fetching.update(missing)
             self._fetch(self.paths_job, missing)
-        if len(self.cache) > 64:  # keep the neighbourhood only
+        if len(self.cache) > 128:  # keep the neighbourhood only
             keep = set(wanted)
-            for qid in [q for q in self.cache if q not in keep][: len(self.cache) - 32]:
+            for qid in [q for q in self.cache if q not in keep][: len(self.cache) - 64]:
                 del self.cache[qid]
 
     @work(thread=True, exit_on_error=False, group="review-fetch")
@@ -275,9 +303,15 @@ class ReviewScreen(Screen):
         return [] if view is None else [(p.id, self.decision_of(p)) for p in view.paths]
 
     def visible(self, view: QuestionView) -> list[Candidate]:
-        """The numbered paths: the filter survivors, or every path (``a``, or a question none survived)."""
+        """The candidates: the filter survivors, or every path (``a``, or a question none survived); the rule's
+        pick first, then by rep-2 (the paper's order), then branch, sample."""
         survivors = view.survivors
-        return view.paths if self.show_all or not survivors else survivors
+        paths = view.paths if self.show_all or not survivors else survivors
+        return in_review_order(paths)
+
+    def shown(self, view: QuestionView) -> list[Candidate]:
+        """The nine candidates on screen, numbered 1-9 (``]`` and ``[`` move by nine)."""
+        return self.visible(view)[self.first_shown : self.first_shown + PAGE]
 
     def trains_on(self, view: QuestionView) -> list[int]:
         """The paths of the question that self-training will use, as this screen knows the decisions."""
@@ -294,7 +328,7 @@ class ReviewScreen(Screen):
         view = self._view(item.question_id) if item is not None else None
         if view is None:
             return
-        shown = self.visible(view)
+        shown = self.shown(view)
         if not 1 <= number <= len(shown):
             self.notify(f"no path {number} here ({len(shown)} shown)", timeout=2)
             return
@@ -360,6 +394,7 @@ class ReviewScreen(Screen):
 
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all
+        self.first_shown = 0
         self.show()
 
     def action_cycle_order(self) -> None:
@@ -372,11 +407,27 @@ class ReviewScreen(Screen):
         self.app.pop_screen()
 
     # -- drawing -------------------------------------------------------------------------------------
-    def show(self) -> None:
+    def action_more(self) -> None:
         item = self.current_item()
         view = self._view(item.question_id) if item is not None else None
+        if view is not None and self.first_shown + PAGE < len(self.visible(view)):
+            self.first_shown += PAGE
+            self.show()
+
+    def action_fewer(self) -> None:
+        if self.first_shown > 0:
+            self.first_shown = max(0, self.first_shown - PAGE)
+            self.show()
+
+    def show(self) -> None:
+        item = self.current_item()
+        if item is None or item.question_id != self._shown_question:
+            self.first_shown = 0  # a new question starts at its first nine
+            self._shown_question = item.question_id if item is not None else None
+        view = self._view(item.question_id) if item is not None else None
+        # fixed heights: no layout pass for these two (only the paths below change the layout)
         self.query_one("#review-status", Static).update(self.status_text(view), layout=False)
-        self.query_one("#review-question", Static).update(self.question_text(view))
+        self.query_one("#review-question", Static).update(self.question_text(view), layout=False)
         self.query_one("#review-body", Static).update(self.paths_text(view))
         self.query_one("#review-paths", VerticalScroll).scroll_home(animate=False)
         self.renders += 1
@@ -430,28 +481,32 @@ class ReviewScreen(Screen):
         if state is None:
             t.append("no choice yet: trains on the rule's pick and what was accepted by hand", style="dim")
         elif state[0] == CHOSEN:
-            number = next((i for i, p in enumerate(self.visible(view), 1) if p.id == state[1]), None)
-            where = f"path {number}" if number is not None else "a path not shown (a)"
+            number = next((i for i, p in enumerate(self.shown(view), 1) if p.id == state[1]), None)
+            where = f"path {number}" if number is not None else "a path not on screen"
             t.append(f"chosen: {where} (id {state[1]}) trains alone", style="bold yellow")
         else:
             t.append("no path good enough: trains on nothing", style="bold red")
         ids = self.trains_on(view)
-        numbers = {p.id: i for i, p in enumerate(self.visible(view), 1)}
+        numbers = {p.id: i for i, p in enumerate(self.shown(view), 1)}
         named = [f"path {numbers[pid]}" if pid in numbers else f"id {pid}" for pid in ids]
         t.append("\nTrains on: ", style="bold")
         t.append(", ".join(named) if named else "nothing", style="bold green" if named else "bold red")
         survivors = len(view.survivors)
-        shown = "every path" if self.show_all or not survivors else "the filter survivors"
-        t.append(f" · {survivors} of {len(view.paths)} paths survived the filters · showing {shown} (a)", style="dim")
+        kind = "every path" if self.show_all or not survivors else "the filter survivors"
+        total = len(self.visible(view))
+        t.append(f"\n{survivors} of {len(view.paths)} paths survived the filters · {kind} (a)", style="dim")
+        if total > PAGE:
+            last = min(self.first_shown + PAGE, total)
+            t.append(f" · {self.first_shown + 1}–{last} of {total} (] next nine, [ previous)", style="bold")
         return t
 
     def paths_text(self, view: QuestionView | None) -> Text:
         t = Text()
         if view is None:
             return t
-        for number, p in enumerate(self.visible(view), 1):
+        for number, p in enumerate(self.shown(view), 1):
             decision = self.decision_of(p)
-            head = f"{number:>2} " if number <= 9 else "   "
+            head = f"{number:>2} "
             t.append(head, style="bold reverse" if decision == CHOSEN else "bold")
             if decision == CHOSEN:
                 t.append("★ chosen ", style="bold yellow")
