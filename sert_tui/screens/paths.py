@@ -274,7 +274,8 @@ class PathsScreen(Screen):
             "cycle('decision')",
             "Decision filter",
             show=False,
-            tooltip="cycle decision filter: any → undecided → accepted → rejected → ignored",
+            tooltip="cycle decision filter: any → undecided → accepted → rejected → ignored → chosen → no path "
+            "(the review screen's)",
             id="paths.filter_decision",
         ),
         Binding(
@@ -363,7 +364,7 @@ class PathsScreen(Screen):
     ]
 
     CYCLES: dict[str, tuple] = {
-        "decision": (None, "undecided", "accepted", "rejected", "ignored"),
+        "decision": (None, "undecided", "accepted", "rejected", "ignored", "chosen", "no-path"),
         "passed": (None, True, False),
         "selected": (None, True, False),
         "source": (None, "self", "teacher"),

@@ -163,6 +163,7 @@ class ReviewScreen(Screen):
         self._fetching: set[int] = set()
         self.first_shown = 0  # the first candidate shown (numbered 1)
         self._shown_question: int | None = None
+        self._body_height = 0  # the candidates' pane: the most lines a question needed so far
 
     # -- layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -428,10 +429,25 @@ class ReviewScreen(Screen):
         # fixed heights: no layout pass for these two (only the paths below change the layout)
         self.query_one("#review-status", Static).update(self.status_text(view), layout=False)
         self.query_one("#review-question", Static).update(self.question_text(view), layout=False)
-        self.query_one("#review-body", Static).update(self.paths_text(view))
-        self.query_one("#review-paths", VerticalScroll).scroll_home(animate=False)
+        self._show_paths(self.paths_text(view))
         self.renders += 1
         self._prefetch()
+
+    def _show_paths(self, text: Text) -> None:
+        """The candidates, in a pane whose height only grows: a Static that changes height costs a layout pass
+        of the screen, half of a key press; so the pane keeps the largest height any question needed so far (an
+        estimate from the lines' lengths that errs high) and a new question is a repaint alone."""
+        pane = self.query_one("#review-paths", VerticalScroll)
+        body = self.query_one("#review-body", Static)
+        width = max(10, pane.scrollable_content_region.width - 2)
+        needed = sum(1 + (len(line) + 8) // width for line in text.plain.split("\n"))
+        if needed > self._body_height:
+            self._body_height = needed + 8
+            body.styles.height = self._body_height
+            body.update(text)
+        else:
+            body.update(text, layout=False)
+        pane.scroll_home(animate=False)
 
     def rate(self) -> float | None:
         """Choices per minute this session (None before the second one)."""
