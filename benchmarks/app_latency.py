@@ -8,7 +8,9 @@ measured twice in one run: first with the machine idle (baseline), then while
 ``sert-tui --db W run CONFIG --stage sample`` (the real engine, the bundled student) writes paths into the
 same workspace. Prints p50/p95 per key kind and phase; ``--json`` prints the same as one JSON object.
 
-    .venv/bin/python benchmarks/app_latency.py [--paths 20000] [--presses 40] [--json]
+    .venv/bin/python benchmarks/app_latency.py [--paths 20000] [--presses 40] [--layout question] [--review] [--json]
+
+``--review`` measures the review screen instead: a key (a choice, none, skip) until the next question shows.
 """
 
 from __future__ import annotations
@@ -31,57 +33,93 @@ sys.path.insert(0, str(ROOT))
 SIZE = (200, 60)
 
 
-def build_workspace(path: Path, n_paths: int) -> tuple[int, str]:
-    """A workspace with the default generated dataset and a sample job of ``n_paths`` filtered paths."""
+SQA_FILES = (
+    ROOT.parent / "shared" / "data" / "reasoning-teacher" / "dataset" / "strategy_qa.json",
+    ROOT.parent / "shared" / "data" / "reasoning-teacher" / "split" / "strategy_qa__default.json",
+)
+PER_QUESTION = 25  # the paper's 5 branches x 5 samples
+
+
+def build_workspace(path: Path, n_paths: int, layout: str = "question") -> tuple[int, str]:
+    """A workspace with a sample job of ``n_paths`` filtered paths.
+
+    ``layout="question"``: as the sample stage writes them, 25 paths per question, one question after another,
+    on StrategyQA's training split where ../shared/data has it (1,603 questions: 40,000 paths cover it), else on
+    the default generated dataset; answers vary, some are correct, the lowest rep-2 survivor is selected.
+    ``layout="interleaved"``: the default generated dataset's questions in turn (path n on question n mod N),
+    every path passing and none selected: the layout this benchmark used before (pages span every question).
+    """
+    import random
     import sqlite3
 
-    from db.session import open_workspace
+    from sqlmodel import select
+
+    from db.models import Dataset, Question
+    from db.session import open_workspace, session_scope
     from engine.jobs import create_job
     from engine.pipeline.processes import DEFAULT_DATASET, ensure_dataset
 
     engine = open_workspace(path)
-    ensure_dataset(engine)
-    from sqlmodel import select
+    name = DEFAULT_DATASET
+    if layout == "question" and all(f.exists() for f in SQA_FILES):
+        from db.queries import save_dataset
+        from engine.data import reasoning_teacher
 
-    from db.models import Dataset, Question
-    from db.session import session_scope
-
+        name = "strategy_qa"
+        with session_scope(engine) as s:
+            save_dataset(s, reasoning_teacher.load(name, *SQA_FILES))
+    else:
+        ensure_dataset(engine)
     with session_scope(engine) as s:
-        dataset = s.exec(select(Dataset).where(Dataset.name == DEFAULT_DATASET)).one()
-        qids = [q.id for q in s.exec(select(Question).where(Question.dataset_id == dataset.id)).all()]
+        dataset = s.exec(select(Dataset).where(Dataset.name == name)).one()
+        questions = [
+            (q.id, q.answer)
+            for q in s.exec(select(Question).where(Question.dataset_id == dataset.id, Question.split == "train")).all()
+        ]
     job = create_job(engine, "sample", {"name": "bench"}, dataset_id=dataset.id, label="bench").id
-    verdict = json.dumps({r: {"pass": True, "reason": ""} for r in ("pattern", "length", "repetition", "perplexity")})
+    rules = ("pattern", "length", "repetition", "perplexity")
+    rng = random.Random(0)
     rows = []
-    for n in range(n_paths):
-        qid = qids[n % len(qids)]
-        rows.append(
-            (
-                job,
-                qid,
-                "self",
-                n // len(qids),
-                0,
-                " The",
-                f"path {n}: some reasoning text. " * 4,
-                40,
-                8.0,
-                0.05,
-                verdict,
-                True,
-                False,
-                "2026-01-01 00:00:00",
+    if layout == "interleaved":
+        verdict = json.dumps({r: {"pass": True, "reason": ""} for r in rules})
+        for n in range(n_paths):
+            qid = questions[n % len(questions)][0]
+            rows.append(
+                (job, qid, "self", n // len(questions), 0, " The", f"path {n}: some reasoning text. " * 4, 40, 8.0,
+                 0.05, None, None, verdict, True, False, "2026-01-01 00:00:00")
+            )  # fmt: skip
+    else:
+        for n in range(n_paths):
+            qid, gold = questions[(n // PER_QUESTION) % len(questions)]
+            k = n % PER_QUESTION
+            rep2 = round(rng.uniform(0, 0.3), 3)
+            passed = rep2 <= 0.2 and k % 7 != 0
+            answer = rng.choice(("yes", "no")) if gold in ("yes", "no") else gold
+            verdict = json.dumps(
+                {r: {"pass": passed or r != "repetition", "reason": "" if passed else "rep-2"} for r in rules}
             )
-        )
+            text = f"path {n}: the question asks about one thing, and the facts point one way. " * 2
+            rows.append(
+                (job, qid, "self", k // 5, k % 5, " The", f"{text}So the answer is {answer}.", 40, 8.0 + k, rep2,
+                 answer, answer == gold, verdict, passed, False, "2026-01-01 00:00:00")
+            )  # fmt: skip
     con = sqlite3.connect(path)
     con.executemany(
         "INSERT INTO paths (job_id, question_id, source, branch, sample, branch_token, text, tokens, perplexity, "
-        "rep2, verdicts, passed, selected, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "rep2, answer, correct, verdicts, passed, selected, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
+    if layout != "interleaved":  # the selection: the lowest rep-2 survivor of each question
+        con.execute(
+            "UPDATE paths SET selected = 1 WHERE id IN (SELECT (SELECT p.id FROM paths p WHERE p.job_id = q.job_id "
+            "AND p.question_id = q.question_id AND p.passed ORDER BY p.rep2, p.id LIMIT 1) FROM "
+            "(SELECT DISTINCT job_id, question_id FROM paths WHERE job_id = ?) q)",
+            (job,),
+        )
     con.commit()
     con.close()
     engine.dispose()
-    return job, DEFAULT_DATASET  # type: ignore[return-value]
+    return job, name  # type: ignore[return-value]
 
 
 class FrameProbe:
@@ -156,6 +194,33 @@ async def measure(workspace: Path, job_id: int, presses: int, gap: float) -> dic
     return out
 
 
+async def measure_review(workspace: Path, job_id: int, presses: int, gap: float) -> dict[str, list[float]]:
+    """The review screen: each key (a choice ``1``-``3``, ``n`` none, ``s`` skip) until the next question's
+    number shows in its status line."""
+    from sert_tui.app import SertApp
+    from sert_tui.screens.review import ReviewScreen
+
+    app = SertApp(workspace)
+    out: dict[str, list[float]] = {"choose": [], "none": [], "skip": []}
+    keys = [("1", "choose"), ("2", "choose"), ("n", "none"), ("3", "choose"), ("s", "skip")]
+    async with app.run_test(size=SIZE) as pilot:
+        while not getattr(app.screen, "loaded", False):
+            await pilot.pause(0.05)
+        screen = ReviewScreen(job_id)
+        await app.push_screen(screen)
+        while not screen.loaded.is_set():
+            await pilot.pause(0.05)
+        await pilot.pause(0.5)
+        probe = FrameProbe(app)
+        for i in range(presses):
+            key, kind = keys[i % len(keys)]
+            target = f"question {screen.position + 2}/{len(screen.items)}"
+            out[kind].append(await probe.press(key, lambda text, t=target: t in text))
+            await asyncio.sleep(gap)
+        app.decision_writer.flush()
+    return out
+
+
 def start_sampler(workspace: Path, dataset: str, questions: int, tokens: int) -> tuple[subprocess.Popen, Path]:
     config = workspace.with_name("bench-sample.toml")
     config.write_text(
@@ -201,17 +266,28 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.12, help="seconds between key presses (a fast person)")
     parser.add_argument("--questions", type=int, default=20, help="questions the background sampler works on")
     parser.add_argument("--tokens", type=int, default=64, help="max new tokens of the background sampler")
+    parser.add_argument(
+        "--layout",
+        choices=("question", "interleaved"),
+        default="question",
+        help="question: 25 paths per question as the sample stage writes them (StrategyQA where ../shared/data "
+        "has it); interleaved: this benchmark's older workspace (path n on question n mod 52)",
+    )
+    parser.add_argument(
+        "--review", action="store_true", help="measure the review screen (key -> next question) instead"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    run = measure_review if args.review else measure
 
     with tempfile.TemporaryDirectory(prefix="sert-latency-") as tmp:
         workspace = Path(tmp) / "workspace.db"
-        job_id, dataset = build_workspace(workspace, args.paths)
-        idle = asyncio.run(measure(workspace, job_id, args.presses, args.gap))
+        job_id, dataset = build_workspace(workspace, args.paths, args.layout)
+        idle = asyncio.run(run(workspace, job_id, args.presses, args.gap))
         proc, log = start_sampler(workspace, dataset, args.questions, args.tokens)
         try:
             wait_decoding(workspace, proc, log)
-            busy = asyncio.run(measure(workspace, job_id, args.presses, args.gap))
+            busy = asyncio.run(run(workspace, job_id, args.presses, args.gap))
             still_running = proc.poll() is None
         finally:
             if proc.poll() is None:
@@ -221,6 +297,8 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
     result = {
+        "screen": "review" if args.review else "paths",
+        "layout": args.layout,
         "paths": args.paths,
         "cpus": os.cpu_count(),
         "idle": {kind: summary(v) for kind, v in idle.items()},
@@ -234,10 +312,13 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"key press -> frame latency, {args.paths:,} paths in the job, {os.cpu_count()} CPUs")
+    print(
+        f"key press -> frame latency, {result['screen']} screen, {args.paths:,} paths in the job ({args.layout}), "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
     for phase in ("idle", "sampling"):
         print(f"  {phase}{' (real sample job running)' if phase == 'sampling' else ''}:")
-        for kind in ("decide", "move", "page"):
+        for kind in idle:
             s = result[phase][kind]
             if s["n"]:
                 p50, p95, top = s["p50_ms"], s["p95_ms"], s["max_ms"]

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
-from db import duplicates
+from db import curation, duplicates
 from db.models import (
     Checkpoint,
     Dataset,
@@ -211,17 +211,27 @@ def verdicts_job_id(conn: Connection, job_id: int) -> int | None:
 
 
 def page_paths(
-    conn: Connection, job_id: int, flt: PathFilter, anchor: int = 0, size: int = 100, verdicts_job: int | None = None
+    conn: Connection,
+    job_id: int,
+    flt: PathFilter,
+    anchor: int = 0,
+    size: int = 100,
+    verdicts_job: int | None = None,
+    cache: Any = None,
 ) -> Page:
     """The page of paths starting at ``id >= anchor`` (keyset, never OFFSET); each row carries its duplicate
-    mark, read from the paths of the page's questions. ``verdicts_job``: show (and filter by) that filter job's
-    own verdicts instead of the rows' display copy."""
+    mark, read from the paths of the page's questions (``cache``: a :class:`db.page_marks.QuestionMarks` that
+    keeps them per question between pages). ``verdicts_job``: show (and filter by) that filter job's own verdicts
+    instead of the rows' display copy."""
     cond = _conditions(conn, job_id, flt, verdicts_job)
     rows = [_row(r) for r in conn.execute(_page_select([*cond, Path.id >= anchor], size + 1, False, verdicts_job))]
     has_next = len(rows) > size
     rows = rows[:size]
-    marks = duplicates.find(conn, job_id, {r.question_id for r in rows}).of if rows else {}
-    agree = answer_agreement(conn, job_id, {r.question_id for r in rows}) if rows else {}
+    if cache is not None and rows:
+        marks, agree = cache.get(conn, job_id, {r.question_id for r in rows})
+    else:
+        marks = duplicates.find(conn, job_id, {r.question_id for r in rows}).of if rows else {}
+        agree = answer_agreement(conn, job_id, {r.question_id for r in rows}) if rows else {}
     for r in rows:
         r.duplicate_of = marks.get(r.id)
         r.agreement = agreement_of(agree, r.question_id, r.source, r.answer)
@@ -328,11 +338,14 @@ def in_training_set(filter_job_id: int | None):
     accepted. ``None``: the selection the path rows carry (the display copy of the sample job's current filter
     job), what the paths screen of a sample job counts. The SERT set (engine.training.datasets) and so
     ``export set`` are built with it; :func:`path_counts` counts the same rule, with the same selection
-    (:func:`selected_by` for a filter job), through the decision index."""
+    (:func:`selected_by` for a filter job), through the decision index. The review screen's choices apply on top
+    (:func:`db.curation.with_choices`: a chosen path alone, nothing for a question marked "no path")."""
     selected = Path.selected == True if filter_job_id is None else selected_by(filter_job_id)  # noqa: E712
-    return or_(
-        Path.decision == "accepted",
-        and_(selected, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]
+    return curation.with_choices(
+        or_(
+            Path.decision == "accepted",
+            and_(selected, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]
+        )
     )
 
 
@@ -358,6 +371,9 @@ class PathCounts:
     #: job's paths come from one source (a sample job: self; a teacher job: teacher), so no source check is needed.
     training_set: int = 0
     correct: int | None = None  # counted only on request (teacher jobs: no index serves it)
+    chosen: int = 0  # paths chosen on the review screen (one per question)
+    no_path: int = 0  # paths of questions marked "no path is good enough" on the review screen
+    curated_total: int | None = None  # the training set counted with the choices (db.curation), where any
     recent_decisions: int = 0  # decisions made in the last REVIEW_WINDOW_S seconds (review speed)
     coverage: dict[str, Any] | None = None  # engine.filtering.coverage of a sample job, when the screen asks
 
@@ -379,8 +395,10 @@ def path_counts(
         c.total += n
         if decision is None:
             c.undecided = n
-        elif decision in ("accepted", "rejected", "ignored"):
+        elif decision in ("accepted", "rejected", "ignored", "chosen"):
             setattr(c, decision, n)
+        elif decision == "no-path":
+            c.no_path = n
     if verdicts_job is None:
         by_passed = select(Path.passed, func.count()).where(Path.job_id == job_id).group_by(Path.passed)
         c.selected = _count(conn, Path.job_id == job_id, Path.selected == True)  # noqa: E712
@@ -403,6 +421,9 @@ def path_counts(
     # The rule of in_training_set, decomposed over indexes: counted as one OR over the job's rows it costs a pass
     # over all of them (64 ms on 40,000 paths against ~1 ms), on every decision (tests/test_layout.py: they agree).
     c.training_set = c.selected_kept + c.accepted_extra
+    if c.chosen or c.no_path:  # the review screen's choices: the rule counted as a whole (db.curation)
+        c.curated_total = curation.training_count(conn, job_id, in_training_set(verdicts_job))
+        c.training_set = c.curated_total
     if with_correct:
         c.correct = _count(conn, Path.job_id == job_id, Path.correct == True)  # noqa: E712
     cutoff = utcnow() - timedelta(seconds=REVIEW_WINDOW_S)

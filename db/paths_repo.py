@@ -9,8 +9,7 @@ from sqlalchemy.dialects.sqlite import insert
 from sqlmodel import Session, select
 
 from db.models import JobItem, Path, utcnow
-
-DECISIONS = ("accepted", "rejected", "ignored")
+from db.vocabulary import DECISIONS  # noqa: F401  (db.decision_journal imports it from here)
 
 
 def write_question_paths(

@@ -42,6 +42,19 @@ RULES: tuple[str, ...] = (PATTERN, LENGTH, REPETITION, PERPLEXITY)
 #: The optional rules, applied after RULES (in this order) where they are switched on.
 OPTIONAL_RULES: tuple[str, ...] = (CONFIDENCE, CORRECTNESS)
 
+# -- a person's decisions on a path (``paths.decision``; None: undecided) ------------------------------------
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+IGNORED = "ignored"
+#: The review screen's choice: this path is its question's training path, alone (db.curation).
+CHOSEN = "chosen"
+#: The review screen's "no path is good enough": on every path of the question, which then trains on nothing.
+NO_PATH = "no-path"
+#: Every decision a path can carry, in the order the screens list them.
+DECISIONS: tuple[str, ...] = (ACCEPTED, REJECTED, IGNORED, CHOSEN, NO_PATH)
+#: The decisions that make a question "done" on the review screen (a choice, or none is good enough).
+CHOICES: tuple[str, ...] = (CHOSEN, NO_PATH)
+
 # -- run labels (the paper's Table II) -----------------------------------------------------------------------
 ZERO_SHOT = "zero-shot"
 FINETUNE = "Finetune"

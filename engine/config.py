@@ -93,14 +93,16 @@ class FiltersConfig(Section):
         le=1,
         description="extra, not in the paper: drop paths whose answer confidence (CoT-decoding) is below this; 0 = off",
     )
-    select: Literal["rep2", "confidence", "random", "gold_likelihood"] = Field(
+    select: Literal["rep2", "confidence", "random", "gold_likelihood", "curated"] = Field(
         "rep2",
         description=(
             "one path per question among the survivors: rep2 = the lowest bigram repetition (the paper); "
             "confidence = the highest answer confidence Δ (CoT-decoding, Wang & Zhou 2024); random = a seeded "
             "uniform pick (the control every selection claim is compared against; filters.seed); "
             "gold_likelihood = the highest log p(' So the answer is {gold}.' | training prompt + path) under the "
-            "student (LaTRO's self-reward, arXiv 2411.04282; scores the survivors once, stored per path)"
+            "student (LaTRO's self-reward, arXiv 2411.04282; scores the survivors once, stored per path); "
+            "curated = the path a person chose on the review screen where there is one (none where they marked no "
+            "path good enough), the lowest rep-2 elsewhere"
         ),
     )
     seed: int = Field(

@@ -24,6 +24,7 @@ OUT = ROOT / "docs" / "images"
 #: file name -> (what the picture shows, the scenario of tests/fixture_workspace.py, sample job still running)
 PICTURES = {
     "paths.svg": ("the paths screen while sampling runs", "show_paths", True),
+    "review.svg": ("the review screen, one question at a time", "show_review", False),
     "explorer.svg": ("the filter explorer", "show_explorer", False),
     "monitor.svg": ("the training monitor, two runs overlaid", "show_monitor", False),
     "results.svg": ("the results screen", "show_results", False),

@@ -116,7 +116,7 @@ class SertApp(WorkspaceApp):
             "q", "quit", "Quit", tooltip="quit; asks first while job processes this app started run", id="app.quit"
         ),
         Binding("question_mark", "help", "Help", tooltip="every key of every screen, with its id", id="app.help"),
-        Binding("r", "refresh", "Refresh", show=False, tooltip="re-read the workspace now", id="app.refresh"),
+        Binding("ctrl+r", "refresh", "Refresh", show=False, tooltip="re-read the workspace now", id="app.refresh"),
     ]
     #: Keys that are Textual's own, listed in the help beside ours.
     HELP_EXTRA = (
@@ -215,7 +215,16 @@ class SertApp(WorkspaceApp):
         home = next((s for s in self.screen_stack if isinstance(s, HomeScreen)), None)
         return home.jobs if home is not None else []
 
+    #: The collector's thresholds while the app runs: rendering a frame allocates thousands of objects, and at
+    #: Python's default (700, 10, 10) a key press of the review screen paid a dozen collections (p95 +40%,
+    #: benchmarks/app_latency.py --review); the screens also freeze what they loaded (gc.freeze) once read.
+    GC_THRESHOLDS = (10_000, 50, 50)
+
     def on_mount(self) -> None:
+        import gc
+
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*self.GC_THRESHOLDS)
         self.push_screen(HomeScreen())
         self.run_worker(self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start")
         if self.keymap or self._keymap_problems:  # no keymap: nothing to check, no screen module to import
@@ -230,6 +239,7 @@ class SertApp(WorkspaceApp):
         from sert_tui.screens.monitor import MonitorScreen
         from sert_tui.screens.paths import PathsScreen
         from sert_tui.screens.results import PredictionsScreen, ResultsScreen
+        from sert_tui.screens.review import ReviewScreen
         from sert_tui.widgets.path_table import PathTable
 
         return [
@@ -237,6 +247,7 @@ class SertApp(WorkspaceApp):
             HomeScreen,
             PathsScreen,
             PathTable,
+            ReviewScreen,
             FilterExplorerScreen,
             MonitorScreen,
             ResultsScreen,
@@ -269,6 +280,10 @@ class SertApp(WorkspaceApp):
                 self.notify(clash, title="keymap: clash", severity="warning", timeout=20)
 
     def on_unmount(self) -> None:
+        import gc
+
+        gc.unfreeze()  # what the screens froze (their long-lived objects) is the collector's again
+        gc.set_threshold(*getattr(self, "_gc_thresholds", gc.get_threshold()))
         with self._writer_lock:
             self._unmounted = True
         if self._writer is not None:
@@ -309,6 +324,18 @@ class SertApp(WorkspaceApp):
         from sert_tui.screens.explorer import FilterExplorerScreen
 
         self.push_screen(FilterExplorerScreen(job_id))
+
+    def open_review(self, job_id: int) -> None:
+        """The review screen of a sample job (or of the sample job of a filter job): one question at a time."""
+        from sert_tui.screens.review import ReviewScreen
+
+        self.push_screen(ReviewScreen(job_id))
+
+    def on_home_screen_open_review(self, message: HomeScreen.OpenReview) -> None:
+        self.open_review(message.job_id)
+
+    def on_paths_screen_open_review(self, message: PathsScreen.OpenReview) -> None:
+        self.open_review(message.job_id)
 
     def open_monitor(self, job_ids: list[int]) -> None:
         from sert_tui.screens.monitor import MonitorScreen

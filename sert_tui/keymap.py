@@ -7,7 +7,7 @@ Every binding of the app, its screens, modals and widgets has a stable ``id`` (`
     [keymap]
     "paths.accept" = "z"            # one key
     "paths.reject" = "x,delete"     # several keys, comma-separated
-    "home.results" = "ctrl+r"
+    "home.results" = "ctrl+t"
 
     [keymap.monitor]                # a nested table is the same as its dotted ids
     overlay_all = "O"

@@ -30,6 +30,7 @@ from sert_tui.screens.home import HomeScreen
 from sert_tui.screens.monitor import MonitorScreen
 from sert_tui.screens.paths import PathsScreen
 from sert_tui.screens.results import ResultsScreen
+from sert_tui.screens.review import ReviewScreen
 from tests.test_app_helpers import make_dataset, make_filter_job, make_sample_job, question_ids, wait_for
 
 SIZE = (160, 48)
@@ -224,6 +225,21 @@ async def show_monitor(pilot, workspace: dict[str, int]) -> None:
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, MonitorScreen) and pilot.app.screen.polls >= 1)
     monitor = pilot.app.screen
     await wait_for(pilot, lambda: len(monitor.plotted["loss"]) == 2, what="two curves")
+    await steady(pilot)
+
+
+async def show_review(pilot, workspace: dict[str, int]) -> None:
+    """The review screen of the sample job (r on the home screen): path 2 chosen on the first question (2, then p
+    back to it)."""
+    screen = await home(pilot)
+    screen.select_job(workspace["sample"])
+    await pilot.press("r")
+    app = pilot.app
+    await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.screen.loaded.is_set(), what="queue")
+    review = app.screen
+    await pilot.press("2", "p")
+    await wait_for(pilot, lambda: review.position == 0, what="back on the first question")
+    app.decision_writer.flush()
     await steady(pilot)
 
 

@@ -103,7 +103,7 @@ async def test_keys_move_a_threshold_and_the_counts_are_what_if(workspace):
         shown = screen_text(app)
         assert f"removes {perplexity['removed']} paths" in shown
         assert "min_perplexity 5 → 8" in shown  # not applied yet
-        await pilot.press("r")  # a re-read keeps the moved threshold
+        await pilot.press("ctrl+r")  # a re-read keeps the moved threshold
         await wait_for(pilot, lambda: screen.loads >= 2 and screen.counted_for == screen.values, what="re-read")
         assert screen.values["min_perplexity"] == 8.0 and screen.counts == moved
 

@@ -10,7 +10,9 @@ sample, id; a path without a confidence ranks below every path with one), or a s
 (``"random"``, the control: the question's survivors in branch/sample/id order, the index drawn by
 ``random.Random`` seeded with ``filters.seed`` and the question id, so re-applying a job picks the same path), or
 the highest gold log-likelihood (``"gold_likelihood"``, LaTRO's self-reward: ``Path.gold_logp``, scored by the
-filter stage with the student, :mod:`engine.filtering.gold`; ties and unscored paths as for confidence).
+filter stage with the student, :mod:`engine.filtering.gold`; ties and unscored paths as for confidence), or the
+path a person chose on the review screen (``"curated"``: the chosen path, none where the question is marked
+"no path", the rep-2 pick elsewhere; db/curation.py).
 
 The rules read only what the sample stage stored (text, token count, rep-2, perplexity, confidence) and, for
 ``gold_likelihood``, the stored scores, so re-filtering with new thresholds needs no model.
@@ -24,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.vocabulary import CONFIDENCE, CORRECTNESS, OPTIONAL_RULES, RULES
+from db.vocabulary import CHOSEN, CONFIDENCE, CORRECTNESS, NO_PATH, OPTIONAL_RULES, RULES
 from engine.answers import AnswerSpec, parse_path_answer  # noqa: F401  (re-exported: the filters' vocabulary)
 from engine.config import FiltersConfig
 from engine.repetition import rep2  # noqa: F401  (re-exported)
@@ -223,6 +225,7 @@ class PathInput:
     perplexity: float | None
     confidence: float | None = None
     gold_logp: float | None = None
+    decision: str | None = None  # a person's decision (select = "curated" reads the review screen's choice)
 
 
 @dataclass
@@ -340,6 +343,8 @@ def _select(
     seed: int = 0,
     question_id: int = 0,
 ) -> None:
+    if select == "curated" and _select_curated(paths, results):
+        return
     survivors = [(p, r) for p, r in zip(paths, results, strict=True) if r.passed]
     if not survivors:
         for r in results:
@@ -374,6 +379,23 @@ def _select(
         else:
             v = Verdict(False, "did not pass the filters")
         r.verdicts[SELECTION] = v.as_json()
+
+
+def _select_curated(paths: Sequence[PathInput], results: list[PathResult]) -> bool:
+    """``select = "curated"``: the path chosen on the review screen (even one that failed a rule: the person saw
+    it), or nothing where the question is marked "no path"; False where no choice was made (the rep-2 pick)."""
+    chosen = next((r for p, r in zip(paths, results, strict=True) if p.decision == CHOSEN), None)
+    if chosen is None and not any(p.decision == NO_PATH for p in paths):
+        return False
+    for r in results:
+        r.selected = r is chosen
+        reason = (
+            "chosen by hand (review screen)"
+            if r is chosen
+            else ("another path was chosen by hand" if chosen is not None else "no path good enough (marked by hand)")
+        )
+        r.verdicts[SELECTION] = Verdict(r is chosen, reason).as_json()
+    return True
 
 
 # -- counts -----------------------------------------------------------------------------------------------
@@ -497,6 +519,7 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
             Path.perplexity,
             Path.confidence,
             Path.gold_logp,
+            Path.decision,
             Question.text,
             Question.answer,
             Question.choices,
@@ -506,9 +529,9 @@ def job_inputs(session: Any, job_id: int) -> JobInputs:
         .order_by(Path.question_id, Path.branch, Path.sample, Path.id)
     ).all()
     by_question: dict[int, tuple[QuestionInput, list[PathInput]]] = {}
-    for pid, qid, branch, sample, text, tokens, r2, ppl, conf, gold_lp, qtext, gold, choices in rows:
+    for pid, qid, branch, sample, text, tokens, r2, ppl, conf, gold_lp, decision, qtext, gold, choices in rows:
         entry = by_question.setdefault(qid, (QuestionInput(qtext, gold, choices, qid), []))
-        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl, conf, gold_lp))
+        entry[1].append(PathInput(pid, branch, sample, text, tokens, r2, ppl, conf, gold_lp, decision))
     return by_question
 
 

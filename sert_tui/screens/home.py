@@ -110,6 +110,15 @@ class HomeScreen(Screen):
             id="home.explore",
         ),
         Binding(
+            "r",
+            "review",
+            "Review",
+            show=False,
+            tooltip="review the highlighted sample (or filter) job one question at a time: 1-9 choose its "
+            "training path, n none is good enough, backspace undoes",
+            id="home.review",
+        ),
+        Binding(
             "R",
             "app.results",
             "Results",
@@ -130,6 +139,13 @@ class HomeScreen(Screen):
         def __init__(self, job_id: int, kind: str, also: list[int]) -> None:
             super().__init__()
             self.job_id, self.kind, self.also = job_id, kind, also
+
+    class OpenReview(Message):
+        """The review screen (one question at a time) of this sample or filter job."""
+
+        def __init__(self, job_id: int) -> None:
+            super().__init__()
+            self.job_id = job_id
 
     class OpenExplorer(Message):
         """The filter explorer of this sample or filter job."""
@@ -351,6 +367,17 @@ class HomeScreen(Screen):
             self.notify(f"job {job.id} is a {job.kind} job: the filter explorer opens a sample or filter job")
             return
         self.post_message(self.OpenExplorer(job.id))
+
+    def action_review(self) -> None:
+        from db.vocabulary import FILTER, SAMPLE
+
+        job = self.current_job()
+        if job is None:
+            return
+        if job.kind not in (SAMPLE, FILTER):
+            self.notify(f"job {job.id} is a {job.kind} job: the review screen opens a sample or filter job")
+            return
+        self.post_message(self.OpenReview(job.id))
 
     def action_cancel_job(self) -> None:
         job = self.current_job()

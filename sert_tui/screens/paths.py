@@ -28,6 +28,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from db.app_queries import REVIEW_WINDOW_S, RULES, JobInfo, Page, PathCounts, PathFilter, PathRow
+from db.page_marks import QuestionMarks
 from db.vocabulary import FILTER, SAMPLE
 from sert_tui.context import workspace_app
 from sert_tui.services.decisions import Change, DecisionWriter
@@ -84,6 +85,8 @@ DECISION_PIECE = {
     "accepted": ("✓ accept", "bold green"),
     "rejected": ("✗ reject", "bold red"),
     "ignored": ("– ignore", "dim"),
+    "chosen": ("★ chosen", "bold yellow"),
+    "no-path": ("∅ no path", "dim red"),
 }
 
 
@@ -281,7 +284,8 @@ class PathsScreen(Screen):
             "cycle('decision')",
             "Decision filter",
             show=False,
-            tooltip="cycle decision filter: any → undecided → accepted → rejected → ignored",
+            tooltip="cycle decision filter: any → undecided → accepted → rejected → ignored → chosen → no path "
+            "(the review screen's)",
             id="paths.filter_decision",
         ),
         Binding(
@@ -342,6 +346,14 @@ class PathsScreen(Screen):
             id="paths.explore",
         ),
         Binding(
+            "r",
+            "review",
+            "Review",
+            show=False,
+            tooltip="the review screen of this job: one question at a time, 1-9 choose its training path",
+            id="paths.review",
+        ),
+        Binding(
             "slash",
             "search",
             "Search",
@@ -362,7 +374,7 @@ class PathsScreen(Screen):
     ]
 
     CYCLES: dict[str, tuple] = {
-        "decision": (None, "undecided", "accepted", "rejected", "ignored"),
+        "decision": (None, "undecided", "accepted", "rejected", "ignored", "chosen", "no-path"),
         "passed": (None, True, False),
         "selected": (None, True, False),
         "source": (None, "self", "teacher"),
@@ -390,8 +402,22 @@ class PathsScreen(Screen):
             super().__init__()
             self.error = error
 
+    class Counted(Message):
+        """The training-set counts, read after the page they go with is on screen."""
+
+        def __init__(self, counts: PathCounts, info: JobInfo | None) -> None:
+            super().__init__()
+            self.counts, self.info = counts, info
+
     class OpenExplorer(Message):
         """The filter explorer of this screen's sample (or filter) job; the app opens it."""
+
+        def __init__(self, job_id: int) -> None:
+            super().__init__()
+            self.job_id = job_id
+
+    class OpenReview(Message):
+        """The review screen of this screen's job; the app opens it."""
 
         def __init__(self, job_id: int) -> None:
             super().__init__()
@@ -425,6 +451,8 @@ class PathsScreen(Screen):
         self._counts_at = 0.0
         self._page_at = 0.0
         self._shown: dict[str, tuple] = {}
+        self._coverage: tuple[tuple, dict] | None = None  # (the key it was read for, engine.filtering.coverage)
+        self.marks = QuestionMarks()  # duplicate and agreement marks per question, between pages
 
     # -- layout --------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -495,21 +523,43 @@ class PathsScreen(Screen):
                 if poll and key == self._counts_key and time.monotonic() - self._page_at < PAGE_MAX_AGE:
                     self.post_message(self.Failed(""))  # nothing changed: ends the poll, no repaint
                     return
-                page = q.page_paths(conn, job, flt, anchor, self.page_size, own)
+                # the marks of a question follow its paths and the filter job whose answers they carry
+                self.marks.generation = own or (info and info.summary.get("filter_job"))
+                page = q.page_paths(conn, job, flt, anchor, self.page_size, own, cache=self.marks)
                 self._page_at = time.monotonic()
-                # The counts cost a pass over the job's index entries: only when something may have changed.
-                counts = None
-                if key != self._counts_key or time.monotonic() - self._counts_at > COUNTS_MAX_AGE:
-                    teacher = info is not None and info.kind == "teacher"
-                    counts = q.path_counts(conn, job, with_correct=teacher, verdicts_job=own)
-                    if info is not None and info.kind in (SAMPLE, FILTER):
-                        from engine.filtering.coverage import coverage
-
-                        counts.coverage = coverage(conn, self.job_id)
-                    self._counts_key, self._counts_at = key, time.monotonic()
+                # The counts cost a pass over the job's index entries (and the coverage one over its paths):
+                # only when something may have changed, and after the page is on screen (the first time before,
+                # so that the screen opens complete).
+                stale = key != self._counts_key or time.monotonic() - self._counts_at > COUNTS_MAX_AGE
+                counts = self._read_counts(conn, job, info, key) if stale and self._counts_key is None else None
             self.post_message(self.Loaded(request, poll, flt, page, counts, info, committed, cursor))
+            if stale and counts is None:
+                with workspace_app(self).db.connect() as conn:
+                    self.post_message(self.Counted(self._read_counts(conn, job, info, key), info))
         except Exception as exc:
             self.post_message(self.Failed(f"{exc.__class__.__name__}: {exc}"))
+
+    def _read_counts(self, conn, job: int, info: JobInfo | None, key: tuple) -> PathCounts:
+        import time
+
+        from db import app_queries as q
+
+        teacher = info is not None and info.kind == "teacher"
+        counts = q.path_counts(conn, job, with_correct=teacher, verdicts_job=self.verdicts_job)
+        if info is not None and info.kind in (SAMPLE, FILTER):
+            # A pass over the job's paths that no decision changes: again only when the paths, the job or its
+            # filter job did (not after every key press).
+            coverage_key = (key[0], *key[2:])
+            if self._coverage is None or self._coverage[0] != coverage_key:
+                from engine.filtering.coverage import coverage
+
+                self._coverage = (coverage_key, coverage(conn, self.job_id))
+            counts.coverage = self._coverage[1]
+        self._counts_key, self._counts_at = key, time.monotonic()
+        return counts
+
+    def on_paths_screen_counted(self, message: Counted) -> None:
+        self._show_counts(message.counts, message.info)
 
     def on_paths_screen_failed(self, message: Failed) -> None:
         self._poll_done()
@@ -538,6 +588,10 @@ class PathsScreen(Screen):
         self._show_counts(message.counts, message.info)
         if not message.poll:
             self.loads += 1
+        if not self.loaded.is_set():
+            import gc
+
+            gc.freeze()  # the long-lived objects out of the collector's full passes (see screens/review.py)
         self.loaded.set()
 
     def _poll_done(self) -> None:
@@ -874,6 +928,12 @@ class PathsScreen(Screen):
             self.notify(f"job {self.job_id} is a {self.info.kind} job: the filter explorer opens a sample job's paths")
             return
         self.post_message(self.OpenExplorer(self.job_id))
+
+    def action_review(self) -> None:
+        if self.info is not None and self.info.kind not in (SAMPLE, FILTER):
+            self.notify(f"job {self.job_id} is a {self.info.kind} job: the review screen opens a sample job's paths")
+            return
+        self.post_message(self.OpenReview(self.job_id))
 
     def action_back(self) -> None:
         box = self.query_one("#paths-search", Input)

@@ -28,6 +28,7 @@ from tests.fixture_workspace import (
     show_monitor,
     show_paths,
     show_results,
+    show_review,
     steady,
 )
 from tests.test_app_helpers import wait_for
@@ -87,6 +88,13 @@ def test_filter_report_paths_the_filter_removed(snap_compare, engine, workspace)
 def test_filter_explorer(snap_compare, engine, workspace):
     async def run_before(pilot) -> None:
         await show_explorer(pilot, workspace)
+
+    assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=run_before)
+
+
+def test_review_one_question_at_a_time(snap_compare, engine, workspace):
+    async def run_before(pilot) -> None:
+        await show_review(pilot, workspace)
 
     assert snap_compare(make_app(engine), terminal_size=SIZE, run_before=run_before)
 
