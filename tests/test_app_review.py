@@ -54,7 +54,12 @@ def training_ids(engine, sample: int) -> set[int]:
     with session_scope(engine) as s:
         job = s.get(Job, sample)
         dataset = s.get(Dataset, job.dataset_id)  # type: ignore[union-attr]
-        return {x.path_id for x in sert_samples(s, job, dataset)}  # type: ignore[arg-type, misc]
+        filter_job = s.exec(  # the sample job's filter job (the fixture's): training reads its own verdicts
+            select(Job.id).where(Job.parent_id == sample, Job.kind == "filter").order_by(Job.id.desc())  # type: ignore[union-attr]
+        ).first()
+        assert filter_job is not None
+        filter_job = int(filter_job[0]) if not isinstance(filter_job, int) else filter_job
+        return {x.path_id for x in sert_samples(s, job, dataset, filter_job)}  # type: ignore[arg-type, misc]
 
 
 def screen_says(screen: ReviewScreen) -> set[int]:
@@ -155,6 +160,7 @@ async def test_the_order_and_all_paths_keys(workspace):
 def test_curation_rule_and_changes_in_sql_and_memory(engine):
     dataset = make_dataset(engine, n_train=3)
     sample = make_sample_job(engine, dataset, n_questions=3)
+    make_filter_job(engine, dataset, sample)  # training reads a filter job's own selection
     with engine.connect() as conn:
         views = [curation.question_view(conn, sample, item.question_id) for item in curation.queue(conn, sample)]
     a, b, _c = views
@@ -285,7 +291,8 @@ def test_filters_select_curated_takes_the_choice_else_the_rep2_pick():
 
     def paths(decisions: list[str | None]) -> list[PathInput]:
         return [
-            PathInput(i + 1, i, 0, text + " x" * i, 40, 0.01 * (3 - i), 9.0, None, d) for i, d in enumerate(decisions)
+            PathInput(i + 1, i, 0, text + " x" * i, 40, 0.01 * (3 - i), 9.0, None, decision=d)
+            for i, d in enumerate(decisions)
         ]
 
     cfg = FiltersConfig(select="curated")
