@@ -114,7 +114,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         print()
         print(
             "Latent reasoning (report coverage), pooled over seeds: % of questions with a correct path among all "
-            "25, among the survivors, and selected; and % of selected paths that are correct"
+            "25, among the survivors, and selected; and % of selected paths that are correct [Wilson 95%]"
         )
         print_table(
             [
@@ -122,10 +122,10 @@ def cmd_study(args: argparse.Namespace) -> int:
                     "dataset": c["dataset"],
                     "variant": c["variant"] or "-",
                     "questions": c["questions"],
-                    "any of 25": _share(c["any_correct"]),
-                    "any filtered": _share(c["any_correct_filtered"]),
-                    "selected correct (questions)": _share(c["selected_correct"]),
-                    "selected paths correct": _share(c["selected_paths_correct"]),
+                    "any of 25": _share(c["any_correct"], c["questions"]),
+                    "any filtered": _share(c["any_correct_filtered"], c["questions"]),
+                    "selected correct (questions)": _share(c["selected_correct"], c["questions"]),
+                    "selected paths correct": _share(c["selected_paths_correct"], c["selected_paths"] or 0),
                 }
                 for c in result["coverage"]
             ],
@@ -148,5 +148,8 @@ def _side(label: str, variant: str) -> str:
     return f"{label} [{variant}]" if variant else label
 
 
-def _share(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+def _share(value: float | None, n: int) -> str:
+    """A share in percent with its 95% Wilson interval over ``n`` (questions, or selected paths)."""
+    from engine.evaluation.stats import fmt_interval, share_interval
+
+    return "-" if value is None else fmt_interval(value, share_interval(value, n))
