@@ -332,21 +332,21 @@ def selected_by(filter_job_id: int):
     )
 
 
-def in_training_set(filter_job_id: int | None):
+def in_training_set(filter_job_id: int | None, choices: bool = True):
     """The one rule for "the training set" of stage 2 (DESIGN.md section 1): selected by the rules of filter job
     ``filter_job_id`` (its own rows in ``filter_verdicts``) unless a person rejected it, plus every path a person
     accepted. ``None``: the selection the path rows carry (the display copy of the sample job's current filter
     job), what the paths screen of a sample job counts. The SERT set (engine.training.datasets) and so
     ``export set`` are built with it; :func:`path_counts` counts the same rule, with the same selection
     (:func:`selected_by` for a filter job), through the decision index. The review screen's choices apply on top
-    (:func:`db.curation.with_choices`: a chosen path alone, nothing for a question marked "no path")."""
+    (:func:`db.curation.with_choices`: a chosen path alone, nothing for a question marked "no path"), unless
+    ``choices`` is false (``filters.use_choices``: a study measuring the rules without them)."""
     selected = Path.selected == True if filter_job_id is None else selected_by(filter_job_id)  # noqa: E712
-    return curation.with_choices(
-        or_(
-            Path.decision == "accepted",
-            and_(selected, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]
-        )
+    base = or_(
+        Path.decision == "accepted",
+        and_(selected, or_(Path.decision.is_(None), Path.decision != "rejected")),  # type: ignore[union-attr]
     )
+    return curation.with_choices(base) if choices else base
 
 
 #: The window of the review speed the paths screen shows (decisions per minute over the last 5 minutes).

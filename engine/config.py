@@ -109,6 +109,11 @@ class FiltersConfig(Section):
         0,
         description="seed of select = random: the pick of a question is a pure function of (seed, question id)",
     )
+    use_choices: bool = Field(
+        True,
+        description="the review screen's choices (a chosen path, or none good enough) override the selection in the "
+        "training set; study sets it false for every select but curated, so rep2 and random are measured without them",
+    )
 
 
 class TrainConfig(Section):

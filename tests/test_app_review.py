@@ -322,3 +322,33 @@ async def test_r_opens_the_review_from_home_and_paths_and_help_lists_its_keys(wo
         ids = set(binding_ids(app.help_classes()))
         assert {"review.choose_1", "review.choose_9", "review.none", "review.skip", "review.back", "review.undo"} <= ids
         assert {"home.review", "paths.review", "app.refresh"} <= ids
+
+
+def test_a_study_measures_the_rules_without_the_choices_and_curated_with_them(engine):
+    """``filters.use_choices``: the training set of a rep2 or random variant of a study is the rule's own
+    selection, whatever a person chose; the curated variant's takes the choices (study.cell_config sets it)."""
+    from engine.config import ExperimentConfig
+    from engine.pipeline.study import Variant, cell_config
+
+    dataset = make_dataset(engine, n_train=3)
+    sample = make_sample_job(engine, dataset, n_questions=3)
+    make_filter_job(engine, dataset, sample)
+    with engine.connect() as conn:
+        a = curation.question_view(conn, sample, curation.queue(conn, sample)[0].question_id)
+    assert a is not None
+    pick = next(p.id for p in a.survivors if not p.selected) if any(not p.selected for p in a.survivors) else None
+    pick = pick or next(p.id for p in a.paths if not p.selected)
+    with session_scope(engine) as s:
+        set_decision(s, pick, CHOSEN)
+    with_choices = training_ids(engine, sample)
+    assert pick in with_choices
+    with session_scope(engine) as s:
+        job = s.get(Job, sample)
+        data = s.get(Dataset, job.dataset_id)  # type: ignore[union-attr]
+        filter_job = s.exec(select(Job.id).where(Job.parent_id == sample, Job.kind == "filter")).first()
+        fid = int(filter_job[0]) if not isinstance(filter_job, int) else filter_job
+        without = {x.path_id for x in sert_samples(s, job, data, fid, choices=False)}  # type: ignore[arg-type]
+    assert pick not in without and with_choices - {pick} <= without | with_choices
+    for rule, expected in (("rep2", False), ("random", False), ("confidence", False), ("curated", True)):
+        variant = Variant((("filters.select", rule),))
+        assert cell_config(ExperimentConfig(), "sqa", 1, variant).filters.use_choices is expected, rule

@@ -61,6 +61,7 @@ LATER_SETTINGS = ("min_confidence", "select", "seed")
 
 def filter_fingerprint(config: ExperimentConfig, parent_id: int) -> str:
     settings = config.filters.model_dump()
+    del settings["use_choices"]  # what training reads of the people's choices, not what the filters judge
     random_pick = settings["select"] == "random"
     for key in LATER_SETTINGS:
         if key == "seed" and random_pick:

@@ -175,6 +175,8 @@ def cell_config(config: ExperimentConfig, dataset: str, seed: int, variant: Vari
     cfg.train.seed = seed
     if cfg.filters.select == "random":  # the control's pick follows the cell's seed too (other rules read no seed)
         cfg.filters.seed = seed
+    if cfg.filters.select != "curated":  # each rule measured as it selects, without a person's choices
+        cfg.filters.use_choices = False
     return cfg
 
 

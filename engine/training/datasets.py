@@ -151,7 +151,9 @@ def digest(samples: list[Sample]) -> str:
 
 
 # -- the sets -----------------------------------------------------------------------------------------------
-def _training_rows(session: Session, sample_job_id: int, filter_job_id: int) -> list[tuple[Path, Question, bool]]:
+def _training_rows(
+    session: Session, sample_job_id: int, filter_job_id: int, choices: bool = True
+) -> list[tuple[Path, Question, bool]]:
     selected = (
         select(FilterVerdict.selected)
         .where(FilterVerdict.filter_job_id == filter_job_id, FilterVerdict.path_id == Path.id)
@@ -163,25 +165,29 @@ def _training_rows(session: Session, sample_job_id: int, filter_job_id: int) -> 
         .where(
             Path.job_id == sample_job_id,
             Path.source == "self",
-            in_training_set(filter_job_id),
+            in_training_set(filter_job_id, choices),
         )
         .order_by(Question.position, Path.id)
     )
     return [(p, q, bool(sel)) for p, q, sel in session.exec(stmt).all()]
 
 
-def training_paths(session: Session, sample_job_id: int, filter_job_id: int) -> list[tuple[Path, Question]]:
+def training_paths(
+    session: Session, sample_job_id: int, filter_job_id: int, choices: bool = True
+) -> list[tuple[Path, Question]]:
     """The SERT set: paths of ``sample_job_id`` that filter job ``filter_job_id`` selected (its own verdicts, not
     the path rows' display copy) and a person did not reject, plus every path a person accepted; in split order,
-    then path id (db.app_queries.in_training_set)."""
-    return [(p, q) for p, q, _sel in _training_rows(session, sample_job_id, filter_job_id)]
+    then path id (db.app_queries.in_training_set; ``choices``: with the review screen's choices on top)."""
+    return [(p, q) for p, q, _sel in _training_rows(session, sample_job_id, filter_job_id, choices)]
 
 
-def sert_samples(session: Session, sample_job: Job, dataset: Dataset, filter_job_id: int) -> list[Sample]:
+def sert_samples(
+    session: Session, sample_job: Job, dataset: Dataset, filter_job_id: int, choices: bool = True
+) -> list[Sample]:
     """The SERT samples of :func:`training_paths`."""
     assert sample_job.id is not None
     out = []
-    for path, question, selected in _training_rows(session, sample_job.id, filter_job_id):
+    for path, question, selected in _training_rows(session, sample_job.id, filter_job_id, choices):
         if not clean(path.text):
             continue
         out.append(

@@ -70,7 +70,7 @@ def sert_plan(database: Engine, config: ExperimentConfig, dataset: Dataset) -> T
     assert filter_job.id is not None
     notes = [f"the training set follows the verdicts of filter job {filter_job.id}"]
     with session_scope(database) as s:
-        samples = sert_samples(s, sample_job, dataset, filter_job.id)
+        samples = sert_samples(s, sample_job, dataset, filter_job.id, config.filters.use_choices)
     if not samples:
         raise UserError(
             f"the SERT training set of sample job {sample_job.id} is empty: no path was selected by filter job "
