@@ -17,11 +17,12 @@ import pytest
 from sqlmodel import func, select
 
 from db.errors import UserError
-from db.models import Job, JobItem, Path, Question
+from db.models import FilterVerdict, Job, JobItem, Path, Question
 from db.paths_repo import set_decision, write_question_paths
 from db.queries import split_questions
 from db.session import session_scope
 from engine.config import ExperimentConfig, config_from_dict
+from engine.filtering.explore import what_if
 from engine.jobs import create_job
 from engine.pipeline import run_stage
 from engine.sampling.stage import sample_fingerprint
@@ -272,6 +273,25 @@ def test_end_to_end_sample_then_filter(engine, db_path, sqa, tmp_path, capsys, p
     for p in paths:  # the selected one is the survivor with the lowest rep-2 of its question
         if p.selected:
             assert p.rep2 == min(o.rep2 for o in paths if o.question_id == p.question_id and o.passed)
+
+    # The filter explorer's counts (engine.filtering.explore.what_if, computed in memory) equal what real filter
+    # jobs stored, on these paths of the bundled student, at the paper's thresholds and at two moved ones.
+    for moved in ({}, {"min_perplexity": 2.5, "max_rep2": 0.3}, {"min_tokens": 10, "min_perplexity": 8.0}):
+        moved_config = tmp_path / f"moved-{len(moved)}-{moved.get('min_tokens', 25)}.toml"
+        moved_config.write_text(config.read_text() + "[filters]\n" + "".join(f"{k} = {v}\n" for k, v in moved.items()))
+        assert main(["--db", str(db_path), "run", str(moved_config), "--stage", "filter", "--json"]) == 0
+        [job] = json.loads(capsys.readouterr().out)["jobs"]
+        with session_scope(engine) as s:
+            stored = s.exec(select(FilterVerdict).where(FilterVerdict.filter_job_id == job["id"])).all()
+            shown = what_if(s, sample_id, moved)
+        assert len(stored) == 50
+        alive = list(stored)
+        for step in shown["rules"]:
+            kept = [v for v in alive if v.verdicts[step["rule"]]["pass"]]
+            assert (step["removed"], step["paths_left"]) == (len(alive) - len(kept), len(kept)), (moved, step)
+            alive = kept
+        assert shown["survivors"] == len(alive) == sum(bool(v.passed) for v in stored)
+        assert shown["selected"] == sum(bool(v.selected) for v in stored)
 
 
 def filter_rules(verdicts):
