@@ -108,6 +108,8 @@ class JobContext:
         self._created = time.monotonic()
         self._t0 = self._created
         self._done0: int | None = None
+        self._unit: str | None = None  # the unit of the count the rate is of
+        self._last_call = self._created  # when progress was last reported (any unit)
         self._last_progress = 0.0
         #: Where else the metrics go (``[log] report_to``: TensorBoard, trackio); closed when the job ends.
         self.trackers: list[Any] = []
@@ -168,6 +170,10 @@ class JobContext:
     def progress(self, done: int, total: int, unit: str = "items", extra: str = "", force: bool = False) -> str:
         """Record done/total with rate and ETA; rate-limited to a few writes a second unless forced."""
         now = time.monotonic()
+        if self._unit is not None and unit != self._unit:
+            # another count (paths scored, then questions): its rate from where the last count ended
+            self._done0, self._created = None, self._last_call
+        self._unit, self._last_call = unit, now
         if self._done0 is None and done >= total > 0:  # all the work came before the first report (the filter's
             self._done0, self._t0 = 0, self._created  # one transaction): its rate is over the whole run
         elif self._done0 is None:

@@ -29,3 +29,17 @@ def test_a_job_done_in_its_first_report_shows_its_real_rate(engine) -> None:
     time.sleep(0.2)
     line = ctx.progress(1500, 1500, "questions", force=True)
     assert line.startswith("1500/1500 questions, ") and 0 < _rate(line) <= 1500 / 0.2 and "ETA 0s" in line
+
+
+def test_a_second_count_of_a_job_gets_its_own_rate(engine, sqa) -> None:
+    """The filter stage with gold_likelihood reports paths scored, then questions filtered: the second rate is
+    not computed from the first count's baseline (it read -0.65 questions/s)."""
+    from engine.jobs import JobContext, create_job
+
+    job = create_job(engine, "filter", {}, dataset_id=sqa.id)
+    ctx = JobContext(engine, job.id)
+    ctx.progress(64, 207, "paths scored", force=True)
+    ctx.progress(207, 207, "paths scored", force=True)
+    line = ctx.progress(32, 32, "questions", force=True)
+    rate = float(line.split(", ")[1].split()[0])
+    assert rate > 0 and "ETA 0s" in line, line
