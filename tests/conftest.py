@@ -77,3 +77,40 @@ def tiny_llama(vocab_size: int, *, layers: int = 2, seed: int = 0, **config):
         **config,
     )
     return LlamaForCausalLM(cfg)
+
+
+def save_tiny_student(folder: Path) -> Path:
+    """A tiny random model with the bundled student's tokenizer, saved in ``folder`` like any local student model
+    (``student.model = "<folder>"``): what a test of jobs, lineage or resume needs, in seconds."""
+    from engine.models import load_tokenizer
+
+    tokenizer = load_tokenizer("default")
+    tokenizer.save_pretrained(folder)
+    tiny_llama(len(tokenizer), layers=1).save_pretrained(folder)
+    return folder
+
+
+def make_evaluation(engine, dataset_id: int, label: str, correct: list[bool], status: str = "completed") -> int:
+    """An evaluation of the first ``len(correct)`` test questions of a dataset with those outcomes, its eval job
+    in ``status``; returns the evaluation's id."""
+    from sqlmodel import select
+
+    from db.models import Evaluation, Job, Prediction, Question
+    from db.session import session_scope
+    from engine.jobs import create_job
+
+    job = create_job(engine, "eval", {}, dataset_id=dataset_id)
+    with session_scope(engine) as s:
+        s.get(Job, job.id).status = status  # type: ignore[union-attr]
+        qids = s.exec(
+            select(Question.id).where(Question.dataset_id == dataset_id, Question.split == "test").order_by(Question.id)
+        ).all()[: len(correct)]
+        ev = Evaluation(
+            job_id=job.id, label=label, dataset_id=dataset_id, n=len(correct), acc=sum(correct) / len(correct)
+        )
+        s.add(ev)
+        s.flush()
+        for qid, ok in zip(qids, correct, strict=True):
+            s.add(Prediction(evaluation_id=ev.id, question_id=qid, correct=ok))
+        assert ev.id is not None
+        return ev.id

@@ -152,14 +152,9 @@ def _row_counts(db: Path, tables: list[str]) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
     """A tiny random model with the bundled student's tokenizer, saved like any local student model."""
-    from engine.models import load_tokenizer
-    from tests.conftest import tiny_llama
+    from tests.conftest import save_tiny_student
 
-    folder = tmp_path_factory.mktemp("student")
-    tokenizer = load_tokenizer("default")
-    tokenizer.save_pretrained(folder)
-    tiny_llama(len(tokenizer), layers=1).save_pretrained(folder)
-    return folder
+    return save_tiny_student(tmp_path_factory.mktemp("student"))
 
 
 def new_workspace(folder: Path, student: Path, seed: int = 0) -> tuple[Path, Path]:

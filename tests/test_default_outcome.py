@@ -4,37 +4,19 @@ zero-shot on the same questions with its paired interval, what that can mean at 
 from __future__ import annotations
 
 import pytest
-from sqlmodel import select
 
-from db.models import Evaluation, Job, Prediction, Question
-from db.session import session_scope
 from engine.evaluation.stats import clustered_compare
-from engine.jobs import create_job
 from engine.pipeline.rounds import outcome_lines
-
-
-def _evaluation(engine, dataset_id: int, label: str, correct: list[bool], status: str = "completed") -> int:
-    job = create_job(engine, "eval", {}, dataset_id=dataset_id)
-    with session_scope(engine) as s:
-        s.get(Job, job.id).status = status
-        qids = s.exec(
-            select(Question.id).where(Question.dataset_id == dataset_id, Question.split == "test").order_by(Question.id)
-        ).all()[: len(correct)]
-        ev = Evaluation(job_id=job.id, label=label, dataset_id=dataset_id, n=len(correct), acc=sum(correct) / 20)
-        s.add(ev)
-        s.flush()
-        for qid, ok in zip(qids, correct, strict=True):
-            s.add(Prediction(evaluation_id=ev.id, question_id=qid, correct=ok))
-        return ev.id
+from tests.conftest import make_evaluation
 
 
 def test_the_outcome_says_what_the_paired_interval_says(engine, sqa):
     assert outcome_lines(engine, "sqa") == ["no completed SERT and zero-shot evaluations of 'sqa' to compare yet"]
     sert = [True] * 14 + [False] * 6
     zero = [True] * 2 + [False] * 18
-    _evaluation(engine, sqa.id, "zero-shot", zero)
-    _evaluation(engine, sqa.id, "SERT", sert)
-    _evaluation(engine, sqa.id, "SERT", [False] * 20, status="failed")  # newer, failed: never read
+    make_evaluation(engine, sqa.id, "zero-shot", zero)
+    make_evaluation(engine, sqa.id, "SERT", sert)
+    make_evaluation(engine, sqa.id, "SERT", [False] * 20, status="failed")  # newer, failed: never read
     lines = outcome_lines(engine, "sqa")
     c = clustered_compare({i: [x] for i, x in enumerate(sert)}, {i: [x] for i, x in enumerate(zero)})
     assert c.diff_ci[0] > 0
@@ -56,6 +38,6 @@ def test_the_outcome_says_what_the_paired_interval_says(engine, sqa):
     ],
 )
 def test_the_outcome_does_not_claim_what_the_interval_does_not_hold(engine, sqa, sert, zero, says):
-    _evaluation(engine, sqa.id, "zero-shot", zero)
-    _evaluation(engine, sqa.id, "SERT", sert)
+    make_evaluation(engine, sqa.id, "zero-shot", zero)
+    make_evaluation(engine, sqa.id, "SERT", sert)
     assert says in outcome_lines(engine, "sqa")[2]

@@ -53,14 +53,10 @@ def cli(*argv: object, db: Path | None = None) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> Path:
-    from engine.models import load_tokenizer
-    from tests.conftest import tiny_llama
+    """A tiny random model with the bundled student's tokenizer, saved like any local student model."""
+    from tests.conftest import save_tiny_student
 
-    folder = tmp_path_factory.mktemp("student")
-    tokenizer = load_tokenizer("default")
-    tokenizer.save_pretrained(folder)
-    tiny_llama(len(tokenizer), layers=1).save_pretrained(folder)
-    return folder
+    return save_tiny_student(tmp_path_factory.mktemp("student"))
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
 
-from db.models import Evaluation, Prediction, Question
-from db.session import session_scope
 from engine.evaluation.stats import mcnemar_exact, wilson_interval
-from engine.jobs import create_job
 from engine.pipeline.study import Cell, summarize
 from sert_tui.cli import main
-from tests.conftest import rt_files
+from tests.conftest import make_evaluation, rt_files, save_tiny_student
 
 TINY = """\
 name = "tiny-study"
@@ -52,29 +48,13 @@ baselines = false
 """
 
 
-def _evaluation(engine, dataset_id: int, label: str, correct: list[bool]) -> int:
-    job = create_job(engine, "eval", {}, dataset_id=dataset_id)
-    with session_scope(engine) as s:
-        qids = s.exec(
-            select(Question.id).where(Question.dataset_id == dataset_id, Question.split == "test").order_by(Question.id)
-        ).all()[: len(correct)]
-        ev = Evaluation(
-            job_id=job.id, label=label, dataset_id=dataset_id, n=len(correct), acc=sum(correct) / len(correct)
-        )
-        s.add(ev)
-        s.flush()
-        for qid, ok in zip(qids, correct, strict=True):
-            s.add(Prediction(evaluation_id=ev.id, question_id=qid, correct=ok))
-        return ev.id
-
-
 def test_summary_pools_seeds_by_hand(engine, sqa):
     # seed 0: SERT 6/10, Finetune 4/10; seed 1: SERT 8/10, Finetune 5/10
     s0 = {"SERT": [True] * 6 + [False] * 4, "Finetune": [True] * 4 + [False] * 6}
     s1 = {"SERT": [True] * 8 + [False] * 2, "Finetune": [False] * 5 + [True] * 5}
     cells = []
     for seed, runs in ((0, s0), (1, s1)):
-        evals = {label: _evaluation(engine, sqa.id, label, ok) for label, ok in runs.items()}
+        evals = {label: make_evaluation(engine, sqa.id, label, ok) for label, ok in runs.items()}
         cells.append(Cell("sqa", seed, status="completed", evaluations=evals))
     out = summarize(engine, cells)
     by_label = {c["label"]: c for c in out["cells"]}
@@ -107,15 +87,15 @@ def test_a_deterministic_evaluation_shared_by_the_seeds_counts_once(engine, sqa)
     the diff, interval and p of one seed (exact McNemar), not a pooled n of 3 x 10."""
     sert = [True] * 7 + [False] * 3
     zero = [True, False] * 5
-    zero_id = _evaluation(engine, sqa.id, "zero-shot", zero)
-    one = [Cell("sqa", 0, status="completed", evaluations={"SERT": _evaluation(engine, sqa.id, "SERT", sert),
+    zero_id = make_evaluation(engine, sqa.id, "zero-shot", zero)
+    one = [Cell("sqa", 0, status="completed", evaluations={"SERT": make_evaluation(engine, sqa.id, "SERT", sert),
                                                           "zero-shot": zero_id})]  # fmt: skip
     three = [
         Cell(
             "sqa",
             seed,
             status="completed",
-            evaluations={"SERT": _evaluation(engine, sqa.id, "SERT", sert), "zero-shot": zero_id},
+            evaluations={"SERT": make_evaluation(engine, sqa.id, "SERT", sert), "zero-shot": zero_id},
         )  # fmt: skip
         for seed in (0, 1, 2)
     ]
@@ -222,16 +202,8 @@ batch_size = 8
 
 @pytest.fixture(scope="module")
 def tiny_student(tmp_path_factory) -> Path:
-    """A tiny random model with the bundled student's tokenizer, saved like any local student model: the study's
-    bookkeeping (which jobs, shared or not, resumed or not) is the same as with the real one."""
-    from engine.models import load_tokenizer
-    from tests.conftest import tiny_llama
-
-    folder = tmp_path_factory.mktemp("student")
-    tokenizer = load_tokenizer("default")
-    tokenizer.save_pretrained(folder)
-    tiny_llama(len(tokenizer), layers=1).save_pretrained(folder)
-    return folder
+    """The study's bookkeeping (which jobs, shared or not, resumed or not) is the same as with the real student."""
+    return save_tiny_student(tmp_path_factory.mktemp("student"))
 
 
 def test_vary_shares_unchanged_jobs_and_resumes_after_a_kill(db_path, tmp_path, tiny_student):
