@@ -23,6 +23,7 @@ PATH_KEYS = [
     "rep2",
     "perplexity",
     "confidence",
+    "gold_logp",
     "answer",
     "agreement",
     "verdicts",
@@ -135,21 +136,25 @@ def test_report_filters_json_shape(db_path, filtered, capsys):
     sample_id, filter_id = filtered
     code, out, _ = run_cli(capsys, db_path, "report", "filters", "--job", filter_id, "--json")
     assert code == 0
-    assert json.loads(out) == {
+    doc = json.loads(out)
+    counts = {"questions": 2, "paths": 8, "removed": {"pattern": 2, "length": 0, "repetition": 2, "perplexity": 0}}
+    assert {k: doc[k] for k in ("job", "questions", "paths", "removed", "selected")} == {
         "job": filter_id,
-        "questions": 2,
-        "paths": 8,
-        "removed": {"pattern": 2, "length": 0, "repetition": 2, "perplexity": 0},
+        **counts,
         "selected": 2,
     }
+    # what each rule throws away, in the order applied, and the selection last
+    assert [r["rule"] for r in doc["rules"]] == ["pattern", "length", "repetition", "perplexity"]
+    assert [r["removed"] for r in doc["rules"]] == [2, 0, 2, 0] and doc["selection"]["rule"] == "selection"
+    for step in [*doc["rules"], doc["selection"]]:
+        assert step["removed_correct"] + step["removed_incorrect"] == step["removed"]
     # A sample job reports its paths' current verdicts.
     code, out, _ = run_cli(capsys, db_path, "report", "filters", "--job", sample_id, "--json")
     assert code == 0
-    assert json.loads(out) == {
+    doc = json.loads(out)
+    assert {k: doc[k] for k in ("job", "questions", "paths", "removed", "selected")} == {
         "job": sample_id,
-        "questions": 2,
-        "paths": 8,
-        "removed": {"pattern": 2, "length": 0, "repetition": 2, "perplexity": 0},
+        **counts,
         "selected": 2,
     }
 
@@ -160,13 +165,14 @@ def test_report_filters_table_in_order_applied(db_path, filtered, capsys):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith(f"filters of job {filter_id}") and "2 questions, 8 paths" in lines[0]
-    assert lines[1].split() == ["rule", "removed", "left", "fails", "alone"]
-    assert [ln.split() for ln in lines[2:]] == [
+    assert lines[1].split()[:5] == ["rule", "removed", "left", "fails", "alone"]
+    assert "correct removed" in lines[1] and "incorrect removed" in lines[1]
+    assert [ln.split()[:4] for ln in lines[2:7]] == [
         ["pattern", "2", "6", "2"],
         ["length", "0", "6", "2"],
         ["repetition", "2", "4", "2"],
         ["perplexity", "0", "4", "2"],
-        ["selection", "2", "2", "-"],
+        ["selection", "(rep2)", "2", "2"],
     ]
 
 
