@@ -255,3 +255,18 @@ def model_source(spec: str) -> str:
     if spec in (DEFAULT_MODEL, BUNDLED_NAME):
         return "bundled"
     return "local" if Path(spec).expanduser().exists() else "hub"
+
+
+#: Config attributes of models whose logits are not a plain linear map of the last hidden state.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
+
+
+def selective_logits_supported(model: Any) -> bool:
+    config = getattr(model, "config", None)
+    if config is None or any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS):
+        return False
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return False
+    return decoder is not None and head is not None and type(head).__name__ == "Linear"

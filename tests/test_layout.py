@@ -49,7 +49,7 @@ def _cycles(graph, modules: set[str]) -> list[list[str]]:
 
 
 def test_no_import_circles() -> None:
-    graph = grimp.build_graph("sert_tui", "engine", "db", include_external_packages=False)
+    graph = grimp.build_graph("sert_tui", "engine", "db", include_external_packages=False, cache_dir=None)
     # a package's __init__ importing its own submodules is not a circle of responsibilities
     modules = {m for m in graph.modules if not m.endswith(".__main__")}
     cycles = [c for c in _cycles(graph, modules) if not _package_init_only(c)]
@@ -63,7 +63,7 @@ STEPS = ("sampling", "filtering", "training", "teacher", "evaluation")
 def test_no_two_steps_import_each_other() -> None:
     """A later step may use an earlier one (training reads the filter job), never both ways: what two steps
     share lives below them (engine.answers: the answer spec; engine.repetition: rep-2)."""
-    graph = grimp.build_graph("engine", include_external_packages=False)
+    graph = grimp.build_graph("engine", include_external_packages=False, cache_dir=None)
 
     def imports(a: str, b: str) -> set[str]:
         found = graph.find_matching_direct_imports(import_expression=f"engine.{a}.** -> engine.{b}.**")

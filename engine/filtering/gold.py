@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.prompts import ANSWER_MARKER, training_prompt
-from engine.training.datasets import answer_surface, sert_completion
+from engine.sample_texts import answer_surface, sert_completion
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -96,7 +96,7 @@ def score_encoded(model: Any, encoded: Sequence[tuple[list[int], int]], batch_si
     row, rows batched (right-padded, longest first), in the model's dtype (the caller loads it in float32)."""
     import torch
 
-    from engine.training.trainer import selective_logits_supported
+    from engine.models import selective_logits_supported
 
     scores: list[float] = [0.0] * len(encoded)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.config import TrainConfig
+from engine.models import selective_logits_supported  # noqa: F401  (re-exported)
 from engine.training.datasets import Sample
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 IGNORE_INDEX = -100
 MEGA_BATCH_STEPS = 16  # length grouping sorts inside windows of this many steps
 MAX_GRAD_NORM = 1.0
-#: Config attributes of models whose logits are not a plain linear map of the last hidden state.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
 
 
 @dataclass(frozen=True)
@@ -147,17 +146,6 @@ def collate(
         mask[row, :n] = 1
     attention = None if bool(mask.all()) else mask.to(device)
     return ids.to(device), attention, labels.to(device)
-
-
-def selective_logits_supported(model: Any) -> bool:
-    config = getattr(model, "config", None)
-    if config is None or any(getattr(config, name, None) for name in _LOGIT_TRANSFORMS):
-        return False
-    try:
-        decoder, head = model.get_decoder(), model.get_output_embeddings()
-    except (AttributeError, NotImplementedError):
-        return False
-    return decoder is not None and head is not None and type(head).__name__ == "Linear"
 
 
 def token_loss_sum(
