@@ -227,7 +227,8 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     tokenizer's, together, sorted. A sequence ends at the first of any of them (an instruct model's
     generation config may name its end-of-turn token beside the tokenizer's end-of-text). ``model``: anything
     with ``generation_config`` and/or ``config`` attributes (vLLM's side passes the generation config read
-    from the model folder)."""
+    from the model folder). Ids outside the model's vocabulary (a config's default, e.g. GPT-2's 50256 on a
+    model with another tokenizer) are dropped: no step can produce them."""
     ids: set[int] = set()
     for owner in (getattr(model, "generation_config", None), getattr(model, "config", None), tokenizer):
         value = getattr(owner, "eos_token_id", None) if owner is not None else None
@@ -235,6 +236,9 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
             ids.add(value)
         elif value is not None:
             ids.update(int(v) for v in value)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if isinstance(vocab, int) and vocab > 0:  # a config default outside the vocabulary can never be generated
+        ids = {i for i in ids if 0 <= i < vocab}
     return sorted(ids)
 
 

@@ -121,4 +121,7 @@ def test_one_end_of_sequence_rule_for_sampling_and_evaluation() -> None:
     # one id, or none, anywhere
     assert models.eos_token_ids(SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=5)), tokenizer) == [0, 5]
     assert models.eos_token_ids(SimpleNamespace(), SimpleNamespace(eos_token_id=None)) == []
+    # a config's default outside the vocabulary (GPT2Config's 50256 on a model with the student's tokenizer) is dropped
+    gpt2_like = SimpleNamespace(config=SimpleNamespace(eos_token_id=50256, vocab_size=49152))
+    assert models.eos_token_ids(gpt2_like, tokenizer) == [0]
     assert hf.eos_token_ids is generate.eos_token_ids is decode.eos_token_ids is models.eos_token_ids
