@@ -3,6 +3,7 @@ instead of spinning on a dead terminal, and writes the decisions already made fi
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -101,11 +102,37 @@ def _read_until(master: int, proc: subprocess.Popen, seen: bytes, wanted: bytes,
     return seen
 
 
+def end(proc: subprocess.Popen, master: int, lock) -> None:
+    """After a pty test: release the lock that kept the workspace busy, close the terminal, stop the app."""
+    if lock is not None:
+        lock.execute("ROLLBACK")
+        lock.close()
+    if master >= 0:
+        os.close(master)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def decisions_at_next_start(cmd: list[str], db: Path, sample: int) -> tuple[dict[int, str | None], str]:
+    """The next start after a hang-up (``paths list``, which applies the journal first): each path's decision,
+    and what it said on stderr."""
+    listed = subprocess.run(
+        [*cmd, "--db", str(db), "paths", "list", "--job", str(sample), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    return {r["id"]: r["decision"] for r in json.loads(listed.stdout)}, listed.stderr
+
+
 def test_decisions_made_while_the_workspace_is_locked_are_kept_when_the_terminal_hangs_up(tmp_path: Path) -> None:
     """The real app in a pty: another connection holds the workspace's write lock while a person decides;
     the terminal goes away. The app must end (129) only once the decisions are kept in the journal, and the
     next ``sert-tui paths list --json`` applies them, says so on stderr and lists them in its one document."""
-    import json
     import sqlite3
 
     from db import decision_journal
@@ -149,27 +176,11 @@ def test_decisions_made_while_the_workspace_is_locked_are_kept_when_the_terminal
         rows = lock.execute("SELECT COUNT(*) FROM paths WHERE decision IS NOT NULL").fetchone()
         assert rows == (0,)  # nothing reached the workspace: the journal is what kept them
     finally:
-        if lock is not None:
-            lock.execute("ROLLBACK")
-            lock.close()
-        if master >= 0:
-            os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc, master, lock)
 
-    listed = subprocess.run(
-        [*cmd, "--db", str(db), "paths", "list", "--job", str(sample), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
-    assert listed.returncode == 0, listed.stderr
-    got = {r["id"]: r["decision"] for r in json.loads(listed.stdout)}
+    got, listed_err = decisions_at_next_start(cmd, db, sample)
     assert (got[ids[0]], got[ids[1]], got[ids[2]]) == ("accepted", "accepted", "rejected")
     assert sum(d is not None for d in got.values()) == 3
     note = f"note: re-applied 3 decisions that could not be written earlier (kept in {journal})"
-    assert note in listed.stderr.splitlines()
+    assert note in listed_err.splitlines()
     assert not journal.exists()

@@ -211,7 +211,6 @@ def test_a_burst_of_choices_survives_a_hang_up(tmp_path):
     """The real app in a pty, on the review screen, while another connection holds the workspace's write lock:
     a burst of choices (a path, none, another path), then the terminal goes away. The app ends (129) with every
     choice kept in the journal; the next start (``sert-tui paths list``) writes them all into the workspace."""
-    import json
     import os
     import pty
     import re
@@ -222,7 +221,7 @@ def test_a_burst_of_choices_survives_a_hang_up(tmp_path):
     from db import decision_journal
     from db.session import open_workspace
     from sert_tui import hangup
-    from tests.test_app_hangup import ROOT, _read_until
+    from tests.test_app_hangup import ROOT, _read_until, decisions_at_next_start, end
 
     db = tmp_path / "w.db"
     engine = open_workspace(db)
@@ -254,32 +253,16 @@ def test_a_burst_of_choices_survives_a_hang_up(tmp_path):
         assert proc.wait(timeout=120) == hangup.HANGUP_EXIT_CODE
         assert journal.exists()
     finally:
-        if lock is not None:
-            lock.execute("ROLLBACK")
-            lock.close()
-        if master >= 0:
-            os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc, master, lock)
 
-    listed = subprocess.run(
-        [*cmd, "--db", str(db), "paths", "list", "--job", str(sample), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
-    assert listed.returncode == 0, listed.stderr
-    got = {r["id"]: r["decision"] for r in json.loads(listed.stdout)}
+    got, listed_err = decisions_at_next_start(cmd, db, sample)
     a, b, c, d = views
     assert a is not None and b is not None and c is not None and d is not None
     first, third = curation.in_review_order(a.survivors), curation.in_review_order(c.survivors)
     assert got[first[0].id] == CHOSEN and got[third[1].id] == CHOSEN
     assert all(got[p.id] == NO_PATH for p in b.paths)
     assert sum(v is not None for v in got.values()) == 2 + len(b.paths)
-    assert re.search(r"re-applied \d+ decisions", listed.stderr) and not journal.exists()
+    assert re.search(r"re-applied \d+ decisions", listed_err) and not journal.exists()
 
 
 def test_filters_select_curated_takes_the_choice_else_the_rep2_pick():
