@@ -102,6 +102,18 @@ def _read_until(master: int, proc: subprocess.Popen, seen: bytes, wanted: bytes,
     return seen
 
 
+def start_in_pty(db: Path, size: tuple[int, int] = (160, 50)) -> tuple[subprocess.Popen, int, list[str]]:
+    """The app on workspace ``db`` in a real pseudo-terminal of ``size`` columns x lines: its process, the
+    terminal's master end (the test's keyboard and screen) and the command that starts ``sert-tui``."""
+    master, slave = pty.openpty()
+    exe = ROOT / ".venv" / "bin" / "sert-tui"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sert_tui"]
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(size[0]), "LINES": str(size[1])}
+    proc = subprocess.Popen([*cmd, "--db", str(db)], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT)
+    os.close(slave)
+    return proc, master, cmd
+
+
 def end(proc: subprocess.Popen, master: int, lock) -> None:
     """After a pty test: release the lock that kept the workspace busy, close the terminal, stop the app."""
     if lock is not None:
@@ -148,12 +160,7 @@ def test_decisions_made_while_the_workspace_is_locked_are_kept_when_the_terminal
     engine.dispose()
     journal = decision_journal.journal_path(db)
 
-    master, slave = pty.openpty()
-    exe = ROOT / ".venv" / "bin" / "sert-tui"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sert_tui"]
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
-    proc = subprocess.Popen([*cmd, "--db", str(db)], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT)
-    os.close(slave)
+    proc, master, cmd = start_in_pty(db)
     lock = None
     try:
         seen = _read_until(master, proc, b"", rb"2\s+filter\s+pending")  # the jobs table is filled

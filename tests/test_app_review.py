@@ -212,16 +212,13 @@ def test_a_burst_of_choices_survives_a_hang_up(tmp_path):
     a burst of choices (a path, none, another path), then the terminal goes away. The app ends (129) with every
     choice kept in the journal; the next start (``sert-tui paths list``) writes them all into the workspace."""
     import os
-    import pty
     import re
     import sqlite3
-    import subprocess
-    import sys
 
     from db import decision_journal
     from db.session import open_workspace
     from sert_tui import hangup
-    from tests.test_app_hangup import ROOT, _read_until, decisions_at_next_start, end
+    from tests.test_app_hangup import _read_until, decisions_at_next_start, end, start_in_pty
 
     db = tmp_path / "w.db"
     engine = open_workspace(db)
@@ -233,12 +230,7 @@ def test_a_burst_of_choices_survives_a_hang_up(tmp_path):
     engine.dispose()
     journal = decision_journal.journal_path(db)
 
-    master, slave = pty.openpty()
-    exe = ROOT / ".venv" / "bin" / "sert-tui"
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sert_tui"]
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
-    proc = subprocess.Popen([*cmd, "--db", str(db)], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT)
-    os.close(slave)
+    proc, master, cmd = start_in_pty(db)
     lock = None
     try:
         seen = _read_until(master, proc, b"", rb"2\s+filter\s+pending")
