@@ -1,5 +1,7 @@
-"""Training jobs as real `sert-tui run` subprocesses on the bundled student: killed with SIGKILL after a
-checkpoint and resumed, and cancelled through the database (LoRA) and resumed."""
+"""Training jobs as real `sert-tui run` subprocesses: killed with SIGKILL after a checkpoint and resumed, cancelled
+through the database (LoRA) and resumed, interrupted with Ctrl-C. They check lineage, checkpoints and resume, not
+what the model learns, so they train a tiny student with the bundled student's tokenizer (tests/conftest.py), and
+enough steps of it that the job is still running when the test stops it."""
 
 from __future__ import annotations
 
@@ -20,18 +22,37 @@ from db.session import session_scope
 from engine.jobs import create_job, request_cancel
 from tests.test_app_helpers import copy_verdicts
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 METRIC_NAMES = {"loss", "lr", "grad_norm", "tokens_per_s", "epoch"}
+#: Steps of each job: a tiny model's step takes milliseconds, so a job needs a hundred of them to be still
+#: running when the test kills, cancels or interrupts it two steps in.
+STEPS = 100
 PATH_TEXT = (
     " Water is made of hydrogen and oxygen, and the molecules stick to surfaces they touch, "
     "which is what people mean when they say that something is wet."
 )
 
 
-def write_config(path: Path, **train) -> Path:
-    lines = ['name = "resume"', "[data]", 'dataset = "sqa"', "train_limit = 4", "[train]"]
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory) -> Path:
+    from tests.conftest import save_tiny_student
+
+    return save_tiny_student(tmp_path_factory.mktemp("student"))
+
+
+@pytest.fixture
+def write_config(tiny_student: Path):
+    def write(path: Path, **train) -> Path:
+        return config_text(path, tiny_student, **train)
+
+    return write
+
+
+def config_text(path: Path, student: Path, **train) -> Path:
+    lines = ['name = "resume"', "[student]", f'model = "{student}"', "[data]", 'dataset = "sqa"', "train_limit = 4"]
+    lines += ["[train]"]
     lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in train.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -123,9 +144,16 @@ def metric_rows(engine, job_id: int) -> list[tuple[int, str]]:
         return [(m.step, m.name) for m in s.exec(select(Metric).where(Metric.job_id == job_id)).all()]
 
 
-def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp_path):
+def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp_path, write_config):
     config = write_config(
-        tmp_path / "c.toml", max_steps=4, batch_size=1, save_steps=2, save_total_limit=2, max_length=48, lr=1e-4
+        tmp_path / "c.toml",
+        epochs=1000.0,
+        max_steps=STEPS,
+        batch_size=1,
+        save_steps=10,
+        save_total_limit=2,
+        max_length=48,
+        lr=1e-4,
     )
     filter_id = seed_filtered_paths(engine, sqa, config)
 
@@ -137,7 +165,7 @@ def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp
     assert job.status == "running"  # killed: nobody recorded an end
     assert job.parent_id == filter_id and job.label == "SERT"
     killed_at = max(c.step for c in checkpoints_of(engine, job.id))
-    assert killed_at in (2, 3, 4) and not any(c.is_final for c in checkpoints_of(engine, job.id))
+    assert 10 <= killed_at < STEPS and not any(c.is_final for c in checkpoints_of(engine, job.id))
 
     rerun = start(db_path, config, "self-train")
     out, _ = rerun.communicate(timeout=600)
@@ -145,20 +173,20 @@ def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp
     assert f"job {job.id} self-train: resuming" in out
     done = job_of(engine, "self-train")
     assert done.id == job.id and done.status == "completed"
-    assert done.summary["steps"] == 4
+    assert done.summary["steps"] == STEPS
     with session_scope(engine) as s:
         events = [e.message for e in s.exec(select(JobEvent).where(JobEvent.job_id == job.id)).all()]
     assert any(m.startswith(f"resuming from checkpoint step {killed_at}") for m in events)
 
     rows = metric_rows(engine, job.id)
-    assert len(rows) == len(set(rows)) == 4 * len(METRIC_NAMES)
-    assert {step for step, _ in rows} == {1, 2, 3, 4}
+    assert len(rows) == len(set(rows)) == STEPS * len(METRIC_NAMES)
+    assert {step for step, _ in rows} == set(range(1, STEPS + 1))
     ckpts = checkpoints_of(engine, job.id)
     final = [c for c in ckpts if c.is_final]
-    assert [c.step for c in final] == [4]
+    assert [c.step for c in final] == [STEPS]
     assert len([c for c in ckpts if not c.is_final]) <= 2
     final_dir = Path(final[0].path)
-    assert final_dir == db_path.parent / "checkpoints" / f"job-{job.id}" / "step-4"
+    assert final_dir == db_path.parent / "checkpoints" / f"job-{job.id}" / f"step-{STEPS}"
     assert {"model.safetensors", "config.json", "tokenizer.json", "sert_config.json"} <= {
         p.name for p in final_dir.iterdir()
     }
@@ -170,22 +198,22 @@ def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp
     assert again.returncode == 0 and "already completed" in out
 
 
-def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, sqa, db_path, tmp_path):
+def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, sqa, db_path, tmp_path, write_config):
     from engine.training.checkpoints import STATE_FILE, load_trained
 
     config = write_config(
         tmp_path / "c.toml",
-        epochs=2.0,
-        max_steps=5,
+        epochs=1000.0,
+        max_steps=STEPS,
         batch_size=1,
-        save_steps=1,
+        save_steps=10,
         save_total_limit=1,
         max_length=48,
         lora=True,
         lora_r=4,
     )
     proc = start(db_path, config, "finetune")
-    wait_for(lambda: has_metric_step(engine, "finetune", 2), proc)
+    wait_for(lambda: has_metric_step(engine, "finetune", 12), proc)  # past the first periodic checkpoint
     job = job_of(engine, "finetune")
     request_cancel(engine, job.id)
     out, _ = proc.communicate(timeout=300)
@@ -193,10 +221,10 @@ def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, 
     job = job_of(engine, "finetune")
     assert job.status == "cancelled" and job.label == "Finetune" and job.parent_id is None
     ckpts = checkpoints_of(engine, job.id)
-    assert len(ckpts) == 1 and not ckpts[0].is_final  # pruned to save_total_limit = 1
+    assert len(ckpts) == 1 and not ckpts[0].is_final  # step 10's pruned: save_total_limit = 1
     last = Path(ckpts[0].path)
     steps_done = max(step for step, _ in metric_rows(engine, job.id))
-    assert ckpts[0].step == steps_done < 5
+    assert ckpts[0].step == steps_done < STEPS
     assert (last / "adapter_config.json").is_file() and (last / STATE_FILE).is_file()
     model, tokenizer = load_trained(last)  # usable: the adapter merged into its start model
     ids = tokenizer("Question: Is water wet? Answer:", return_tensors="pt")
@@ -206,22 +234,26 @@ def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, 
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out
     job = job_of(engine, "finetune")
-    assert job.status == "completed" and job.summary["steps"] == 5
+    assert job.status == "completed" and job.summary["steps"] == STEPS
     rows = metric_rows(engine, job.id)
-    assert len(rows) == len(set(rows)) == 5 * len(METRIC_NAMES)
+    assert len(rows) == len(set(rows)) == STEPS * len(METRIC_NAMES)
     final = [c for c in checkpoints_of(engine, job.id) if c.is_final]
-    assert [c.step for c in final] == [5]
+    assert [c.step for c in final] == [STEPS]
     final_dir = Path(final[0].path)
     assert (final_dir / "model.safetensors").is_file() and not (final_dir / "adapter_config.json").exists()
 
 
-def test_interrupted_finetune_saves_its_steps_and_eval_can_pick_that_checkpoint(engine, sqa, db_path, tmp_path):
+def test_interrupted_finetune_saves_its_steps_and_eval_can_pick_that_checkpoint(
+    engine, sqa, db_path, tmp_path, write_config
+):
     """Ctrl-C (SIGINT) in the middle of training: the steps done since the last checkpoint are saved (no
     periodic checkpoint here) and the job ends cancelled. ``eval.job`` then evaluates exactly that job's last
     checkpoint, and ``eval.checkpoint`` the same directory; the resumed job still ends with its step count."""
     import json
 
-    config = write_config(tmp_path / "c.toml", epochs=3.0, max_steps=12, batch_size=1, save_steps=100, max_length=48)
+    config = write_config(
+        tmp_path / "c.toml", epochs=1000.0, max_steps=STEPS, batch_size=1, save_steps=1000, max_length=48
+    )
     proc = start(db_path, config, "finetune")
     wait_for(lambda: has_metric_step(engine, "finetune", 2), proc)
     proc.send_signal(signal.SIGINT)
@@ -232,7 +264,7 @@ def test_interrupted_finetune_saves_its_steps_and_eval_can_pick_that_checkpoint(
     assert job.status == "cancelled"
     [ckpt] = checkpoints_of(engine, job.id)
     steps_done = max(step for step, _ in metric_rows(engine, job.id))
-    assert ckpt.step == steps_done < 12 and not ckpt.is_final
+    assert ckpt.step == steps_done < STEPS and not ckpt.is_final
 
     def evaluate(key: str, value) -> dict:
         text = config.read_text().replace("train_limit = 4", "train_limit = 4\ntest_limit = 2")
@@ -260,5 +292,5 @@ def test_interrupted_finetune_saves_its_steps_and_eval_can_pick_that_checkpoint(
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out
     job = job_of(engine, "finetune")
-    assert job.status == "completed" and job.summary["steps"] == 12
+    assert job.status == "completed" and job.summary["steps"] == STEPS
     assert f"resuming from checkpoint step {ckpt.step}" in out

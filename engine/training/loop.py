@@ -151,35 +151,45 @@ def fit(
 
         ctx.track(open_trackers(database, config, job_id, plan.label))  # [log] report_to; closed with the job
         ctx.progress(sft.global_step, sft.total_steps, "steps", force=True)
+
+    def record(step: Any) -> None:
+        """The step's metric rows (idempotent: a step written again replaces its values) and progress line."""
+        if ctx is None:
+            return
+        values = {
+            vocab.METRIC_LOSS: step.loss,
+            vocab.METRIC_LR: step.lr,
+            vocab.METRIC_GRAD_NORM: step.grad_norm,
+            vocab.METRIC_TOKENS_PER_S: step.tokens_per_s,
+            vocab.METRIC_EPOCH: step.epoch,
+            **(extra_metrics or {}),
+            **memory_metrics(sft.device),
+        }
+        ctx.metrics(step.step, values)
+        ctx.progress(
+            step.step, sft.total_steps, "steps", extra=f"loss {step.loss:.4f}, {step.tokens_per_s:.0f} tokens/s"
+        )
+
     while not sft.done:
-        if cancel_requested():
-            if sft.global_step > last_saved:
-                save()
-            raise JobCancelled(f"job {job_id} cancelled")
+        # A Ctrl-C anywhere in the iteration (the step, the cancel check, the metric write, a periodic save), not
+        # only inside the step, saves the steps done: with a small model most of the time is spent outside it.
         try:
+            if cancel_requested():
+                if sft.global_step > last_saved:
+                    save()
+                raise JobCancelled(f"job {job_id} cancelled")
             last = sft.step()
+            tokens += last.tokens
+            record(last)
+            if last.step % cfg.save_steps == 0 and not sft.done:
+                save()
         except KeyboardInterrupt:
             if save_on_interrupt and not sft.updating and sft.global_step > last_saved:
+                if last is not None and last.step == sft.global_step:
+                    record(last)  # the interrupt may have come while its metrics were being written
                 log(f"interrupted: saving the {sft.global_step - last_saved} steps done since the last checkpoint")
                 save()
             raise
-        tokens += last.tokens
-        if ctx is not None:
-            values = {
-                vocab.METRIC_LOSS: last.loss,
-                vocab.METRIC_LR: last.lr,
-                vocab.METRIC_GRAD_NORM: last.grad_norm,
-                vocab.METRIC_TOKENS_PER_S: last.tokens_per_s,
-                vocab.METRIC_EPOCH: last.epoch,
-                **(extra_metrics or {}),
-                **memory_metrics(sft.device),
-            }
-            ctx.metrics(last.step, values)
-            ctx.progress(
-                last.step, sft.total_steps, "steps", extra=f"loss {last.loss:.4f}, {last.tokens_per_s:.0f} tokens/s"
-            )
-        if last.step % cfg.save_steps == 0 and not sft.done:
-            save()
     save(final=True)
     elapsed = time.perf_counter() - t0
     final = checkpoints.final_checkpoint(database, job_id) if writes else None
