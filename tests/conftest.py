@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "reasoning-teacher"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in one worker process per core (pytest-xdist): each worker, and every job it
+    # starts, gets its share of the cores, so that two workers' PyTorch threads do not wait on each other.
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    _threads = str(max(1, (os.cpu_count() or 1) // _workers))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, _threads)
 
 
 def rt_files(task: str) -> tuple[Path, Path]:
@@ -47,6 +57,43 @@ def student():
     from engine.models import load_model
 
     return load_model("default", device="cpu")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # noqa: ARG001
+    """pytest-xdist's controller: add a finished worker's reliability figures."""
+    from tests.reliability import stats
+
+    data = getattr(node, "workeroutput", {}).get("reliability_stats")
+    if data:
+        stats.merge(data)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    """The reliability suite's figures (tests/reliability/stats.py), summed over the workers."""
+    from tests.reliability import stats
+    from tests.reliability.conftest import heavy_enabled
+
+    lines = stats.summary_lines()
+    if not lines:
+        return
+    terminalreporter.section("reliability figures")
+    for line in lines:
+        terminalreporter.write_line(line)
+    out = os.environ.get("SERT_TUI_RELIABILITY_JSON")
+    if out:
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "kills": dict(stats.kills),
+                    "faults": dict(stats.faults),
+                    "generated": dict(stats.generated),
+                    "lost": dict(stats.lost),
+                    "heavy": heavy_enabled(config),
+                },
+                indent=2,
+            )
+        )
 
 
 def pytest_addoption(parser):

@@ -41,13 +41,17 @@ def test_sampling_benchmark_reports_the_three_ways_and_the_ratios() -> None:
     assert {m: r["tokens"] >= 25 for m, r in result["runs"].items()} == {"naive": True, "strong": True, "engine": True}
 
 
-def test_evaluation_benchmark_reports_the_engine_the_baseline_and_the_agreement(tmp_path) -> None:
-    """On a saved checkpoint (the bundled student itself, so that the test does not train one)."""
-    from engine.models import load_model
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory) -> Path:
+    """A tiny student with the bundled student's tokenizer (tests/conftest.py): these tests check what the
+    benchmarks report, not how fast or how well the real student does."""
+    from tests.conftest import save_tiny_student
 
-    model, tokenizer = load_model("default", device="cpu", dtype="float32")
-    model.save_pretrained(tmp_path / "ckpt")
-    tokenizer.save_pretrained(tmp_path / "ckpt")
+    return save_tiny_student(tmp_path_factory.mktemp("student"))
+
+
+def test_evaluation_benchmark_reports_the_engine_the_baseline_and_the_agreement(tiny_student: Path) -> None:
+    """On a saved checkpoint (a tiny student, so that the test does not train one)."""
     result = bench(
         "evaluation.py",
         "--questions",
@@ -57,7 +61,7 @@ def test_evaluation_benchmark_reports_the_engine_the_baseline_and_the_agreement(
         "--metrics-questions",
         "3",
         "--checkpoint",
-        str(tmp_path / "ckpt"),
+        str(tiny_student),
     )
     for key in ("engine_q_s", "baseline_q_s", "ratio", "roofline_share"):
         assert positive(result[key]), (key, result[key])
@@ -72,8 +76,9 @@ def test_evaluation_benchmark_reports_the_engine_the_baseline_and_the_agreement(
     assert result["metrics_check"] is None or result["metrics_check"]["questions"] == 3
 
 
-def test_pipeline_benchmark_times_every_stage_of_run_all() -> None:
+def test_pipeline_benchmark_times_every_stage_of_run_all(tiny_student: Path) -> None:
     loose = ["--set", "filters.min_tokens=1", "--set", "filters.max_rep2=1.0", "--set", "filters.min_perplexity=0.0"]
+    loose += ["--set", f'student.model="{tiny_student}"']
     result = bench("pipeline.py", "--train-limit", "2", "--test-limit", "2", "--epochs", "1", "--tokens", "8", *loose)
     assert result["all_completed"] and positive(result["total_seconds"])
     kinds = {"sample", "filter", "self-train", "teacher", "distill", "finetune", "eval"}
@@ -82,8 +87,8 @@ def test_pipeline_benchmark_times_every_stage_of_run_all() -> None:
     assert all(0 <= s <= result["total_seconds"] for s in result["stage_seconds"].values())
 
 
-def test_training_benchmark_reports_both_loops_and_their_losses() -> None:
-    result = bench("training.py", "--samples", "8", "--heldout", "4", "--batch", "4")
+def test_training_benchmark_reports_both_loops_and_their_losses(tiny_student: Path) -> None:
+    result = bench("training.py", "--samples", "8", "--heldout", "4", "--batch", "4", "--model", str(tiny_student))
     for key in ("baseline_tok_s", "engine_tok_s", "ratio", "baseline_loss", "engine_loss"):
         assert positive(result[key]), (key, result[key])
     assert result["steps"] == 2 and result["heldout_samples"] == 4

@@ -1,8 +1,9 @@
 """Training through ``accelerate launch``: the argv, the presets, and a real 2-process gloo DDP run.
 
-The DDP run trains the real bundled student for 3 steps with ``--launcher accelerate --num-processes 2`` and
-checks that its loss curve matches a single-process run with the same global batch, and that only rank 0
-wrote to the workspace (one job, one metric row per step, one checkpoint).
+The DDP run trains a tiny student (the bundled student's tokenizer, tests/conftest.py) for 3 steps with
+``--launcher accelerate --num-processes 2`` and checks that its loss curve matches a single-process run with the
+same global batch, and that only rank 0 wrote to the workspace (one job, one metric row per step, one checkpoint).
+The check is about how the processes split and reduce the batch, not about the model, so a tiny one does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CONFIG = """\
 name = "ddp"
 [student]
 device = "cpu"
+model = "{student}"
 [data]
 dataset = "sqa"
 split = "train"
@@ -31,7 +33,7 @@ batch_size = 4
 max_steps = 3
 max_length = 48
 bf16 = "off"
-lr = 1e-4
+lr = 1e-2
 save_steps = 100
 """
 
@@ -119,7 +121,10 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path: Path, capsys) -> None:
     config = tmp_path / "ddp.toml"
-    config.write_text(CONFIG, encoding="utf-8")
+    from tests.conftest import save_tiny_student
+
+    student = save_tiny_student(tmp_path / "student")
+    config.write_text(CONFIG.format(student=student), encoding="utf-8")
     one, two = tmp_path / "one" / "w.db", tmp_path / "two" / "w.db"
     for ws in (one, two):
         ws.parent.mkdir()

@@ -132,7 +132,7 @@ def test_auto_measures_the_cpu() -> None:
     from engine import precision
 
     rates = precision.cpu_rates()
-    assert rates.float32 > 1 and rates.bfloat16 > 1
+    assert rates.float32 > 0 and rates.bfloat16 > 0  # a CPU that emulates bf16 can measure under 1 GFLOP/s in it
     assert precision.auto_bf16("cpu") is (rates.bfloat16 >= precision.FAST_MARGIN * rates.float32)
     chosen = precision.inference_dtype_name("cpu")
     assert chosen == ("bfloat16" if rates.bf16_fast else "float32")

@@ -7,7 +7,6 @@ are printed at the end of the session.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -113,27 +112,11 @@ def sampled(tmp_path_factory, sqa_template) -> dict[str, Any]:
     return {"db": db, "config": config, "work_s": end - (anchor or t0), "total_s": end - t0, "dir": root}
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
-    lines = stats.summary_lines()
-    if not lines:
-        return
-    terminalreporter.section("reliability figures")
-    for line in lines:
-        terminalreporter.write_line(line)
-    out = os.environ.get("SERT_TUI_RELIABILITY_JSON")
-    if out:
-        Path(out).write_text(
-            json.dumps(
-                {
-                    "kills": dict(stats.kills),
-                    "faults": dict(stats.faults),
-                    "generated": dict(stats.generated),
-                    "lost": dict(stats.lost),
-                    "heavy": heavy_enabled(config),
-                },
-                indent=2,
-            )
-        )
+def pytest_sessionfinish(session) -> None:
+    """A pytest-xdist worker sends its figures to the controller, which prints them (tests/conftest.py)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["reliability_stats"] = stats.snapshot()
 
 
 @pytest.fixture(scope="session")

@@ -39,3 +39,16 @@ def summary_lines() -> list[str]:
     if kills or faults or generated or lost:
         lines.append(f"rows lost: {sum(lost.values())}" + (f" ({dict(lost)})" if lost else ""))
     return lines
+
+
+def snapshot() -> dict[str, dict[str, float]]:
+    """The figures as plain dicts: what a pytest-xdist worker sends to the controller at its end."""
+    return {name: dict(globals()[name]) for name in ("kills", "faults", "generated", "lost", "decisions", "seconds")}
+
+
+def merge(data: dict[str, dict[str, float]]) -> None:
+    """Add a worker's :func:`snapshot` to this process's figures (the controller prints the sum)."""
+    for name, values in data.items():
+        target = globals()[name]
+        for key, value in values.items():
+            target[key] += value
