@@ -8,6 +8,7 @@ here so that keys and the command palette offer the same actions.
 
 from __future__ import annotations
 
+import functools
 import threading
 from functools import partial
 from pathlib import Path
@@ -20,7 +21,6 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 
 from db.errors import first_line
-from engine.pipeline.processes import Launcher
 from sert_tui.context import WorkspaceApp
 from sert_tui.keymap import clashes, config_path, load_keymap, parse_keymap
 from sert_tui.screens.home import HomeScreen
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from db.app_queries import JobInfo
+    from engine.pipeline.processes import Launcher
     from sert_tui.screens.paths import PathsScreen
     from sert_tui.services.decisions import DecisionWriter
 
@@ -147,7 +148,14 @@ class SertApp(WorkspaceApp):
         self._writer: DecisionWriter | None = None
         self._writer_lock = threading.RLock()
         self._unmounted = False
-        self.launcher = Launcher(self.workspace)
+
+    @functools.cached_property
+    def launcher(self) -> Launcher:
+        """Starts and stops the job processes; imported on first use, since engine.pipeline brings SQLAlchemy,
+        which the first frame does not wait for."""
+        from engine.pipeline.processes import Launcher
+
+        return Launcher(self.workspace)
 
     # -- the workspace -------------------------------------------------------------------------------
     @property
@@ -226,7 +234,10 @@ class SertApp(WorkspaceApp):
         self._gc_thresholds = gc.get_threshold()
         gc.set_threshold(*self.GC_THRESHOLDS)
         self.push_screen(HomeScreen())
-        self.run_worker(self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start")
+        # behind the first frame: opening the workspace imports SQLAlchemy and alembic, most of a second
+        self.call_after_refresh(
+            self.run_worker, self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start"
+        )
         if self.keymap or self._keymap_problems:  # no keymap: nothing to check, no screen module to import
             self.call_after_refresh(self._check_keymap)
 

@@ -32,6 +32,19 @@ def test_importing_the_app_loads_no_torch_or_transformers():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+def test_the_first_frame_waits_for_no_database_library():
+    """``sert-tui --db W`` up to its first frame: the command line, the app and its home screen import neither
+    SQLAlchemy, SQLModel nor alembic (most of a second here); the workspace opens behind the first frame."""
+    code = (
+        "import sys; from sert_tui.cli import build_parser; from sert_tui.cli.common import workspace_path; "
+        "import sert_tui.app, sert_tui.screens.home; "
+        "app = sert_tui.app.SertApp(workspace_path(build_parser().parse_args(['--db', 'w.db']))); app.launcher; "
+        "heavy = [m for m in ('sqlalchemy', 'sqlmodel', 'alembic', 'pydantic') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
 def test_first_frame_under_two_seconds(db_path):
     """From a cold interpreter, as ``sert-tui`` starts: import the app and draw the home screen (the workspace
     opens behind the first frame; the home tables fill in when it is open).

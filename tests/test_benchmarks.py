@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,12 @@ def test_benchmarks_share_the_toml_value_rule_and_the_import_of_a_set_with_ratio
     with session_scope(engine) as s:
         assert s.exec(select(func.count(Question.id))).one() == 500
         assert s.exec(select(func.count(PathRow.id))).one() == 492 + 8 * 5  # every recorded rationale
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_startup_benchmark_times_the_app_and_the_baseline_in_tmux() -> None:
+    result = bench("startup.py", "--runs", "1")
+    medians = result["median_seconds"]
+    assert set(medians) == {"baseline", "first_frame", "data_shown"} and all(positive(v) for v in medians.values())
+    assert medians["first_frame"] <= medians["data_shown"]
+    assert result["first_frame_over_baseline_s"] == pytest.approx(medians["first_frame"] - medians["baseline"])

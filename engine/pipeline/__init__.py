@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
-
-from db.decision_journal import apply_pending
 from db.errors import UserError
-from db.models import Job
 from db.vocabulary import ALL, DISTILL, EVAL, FILTER, FINETUNE_KIND, SAMPLE, SELF_TRAIN, STAGE_NAMES, TEACHER
-from engine.config import ExperimentConfig
+
+if TYPE_CHECKING:  # the app imports engine.pipeline.processes before its first frame: nothing heavy here
+    from sqlalchemy.engine import Engine
+
+    from db.models import Job
+    from engine.config import ExperimentConfig
 
 Echo = Callable[[str], None]
-StageFn = Callable[[Engine, ExperimentConfig, Echo], list[Job]]
+StageFn = Callable[["Engine", "ExperimentConfig", Echo], "list[Job]"]
 
 #: Stage name → (module, function). ``all`` is the whole chain (engine.pipeline.all).
 STAGE_FUNCTIONS: dict[str, tuple[str, str]] = {
@@ -54,6 +56,8 @@ READS_DECISIONS = frozenset({SELF_TRAIN, ALL})
 
 def run_stage(database: Engine, config: ExperimentConfig, name: str, echo: Echo) -> list[Job]:
     if name in READS_DECISIONS:
+        from db.decision_journal import apply_pending
+
         apply_pending(database, echo)
     return stage_function(name)(database, config, echo)
 

@@ -6,16 +6,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Engine
+if TYPE_CHECKING:  # `sert-tui` with no command starts the app: its first frame does not wait for SQLAlchemy
+    from sqlalchemy.engine import Engine
 
 
 def workspace_path(args: argparse.Namespace) -> Path:
     """The workspace file of ``--db``, else the default one in the user data directory."""
-    from db.session import default_workspace_path
+    if args.db is not None:
+        return args.db
+    from db.session import default_workspace_path  # SQLAlchemy: not imported when --db names the file
 
-    return args.db if args.db is not None else default_workspace_path()
+    return default_workspace_path()
 
 
 def open_db(args: argparse.Namespace) -> Engine:

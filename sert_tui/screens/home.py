@@ -219,7 +219,9 @@ class HomeScreen(Screen):
         self.query_one("#checkpoints", DataTable).add_columns("job", "step", "final", "path")
         self.query_one("#jobs", DataTable).focus()
         self._welcome()
-        self.reload()
+        # paint first: the first read opens the workspace (SQLAlchemy, alembic, a migration), which holds the
+        # interpreter for most of a second, so it starts once the first frame is on screen
+        self.call_after_refresh(self.reload)
         self.set_interval(REFRESH_SECONDS, self.reload)
 
     @work(thread=True, exclusive=True, group="home-reload", exit_on_error=False)
