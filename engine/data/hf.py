@@ -14,6 +14,9 @@ def _load(path: str, config: str | None):
     import datasets
 
     local = Path(path)
+    # A file that fails to parse is our one `error:` line below; datasets also logs it (ERROR, with pyarrow's
+    # traceback) through its own handler, onto whatever stderr was when it was first imported.
+    datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
     try:
         if local.is_dir() and ((local / "dataset_dict.json").exists() or (local / "state.json").exists()):
             loaded = datasets.load_from_disk(str(local))
