@@ -208,6 +208,20 @@ class SertApp(WorkspaceApp):
     def on_sert_app_writer_report(self, report: WriterReport) -> None:
         self.notify(report.text, severity=report.severity, timeout=10)  # type: ignore[arg-type]
 
+    def _behind_first_frame(self) -> None:
+        """Once the first frame is on screen: import the database layer (SQLAlchemy, SQLModel, alembic: most of a
+        second) on this thread, then open the workspace and start the decision writer off it, and read the home
+        screen. One thread imports it: threads importing SQLAlchemy at the same time failed with "cannot import
+        name ... from partially initialized module" (the home screen's read, the writer's start and a job
+        started at once by the `d` key)."""
+        import db.app_queries  # noqa: F401
+        import db.session  # noqa: F401
+
+        self.run_worker(self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start")
+        home = next((s for s in self.screen_stack if isinstance(s, HomeScreen)), None)
+        if home is not None:
+            home.reload()
+
     def _start_writer(self) -> None:
         """Start the decision writer behind the first frame: it re-applies decisions an earlier session kept."""
         with self._writer_lock:  # not after the app has gone: nobody would close the writer
@@ -234,10 +248,7 @@ class SertApp(WorkspaceApp):
         self._gc_thresholds = gc.get_threshold()
         gc.set_threshold(*self.GC_THRESHOLDS)
         self.push_screen(HomeScreen())
-        # behind the first frame: opening the workspace imports SQLAlchemy and alembic, most of a second
-        self.call_after_refresh(
-            self.run_worker, self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start"
-        )
+        self.call_after_refresh(self._behind_first_frame)
         if self.keymap or self._keymap_problems:  # no keymap: nothing to check, no screen module to import
             self.call_after_refresh(self._check_keymap)
 
@@ -398,6 +409,7 @@ class SertApp(WorkspaceApp):
             self.notify("the default job is already running")
             return
         try:
+            self.db  # noqa: B018 -- the workspace exists and is migrated before a job process opens it
             launch = self.launcher.start_default()
         except Exception as exc:
             self.notify(f"could not start the default job: {exc}", severity="error", timeout=10)
@@ -450,6 +462,10 @@ class SertApp(WorkspaceApp):
 
     def start(self, config: Path, stages: list[str]) -> None:
         try:
+            # The app creates and migrates the workspace behind its first frame; a job process started before
+            # that is done found an SQLite file without sert-tui's tables ("not a sert-tui workspace"). Opening
+            # it here waits for that (under db's lock), only when a job is started in the app's first second.
+            self.db  # noqa: B018
             launch = self.launcher.start(config, stages)
         except Exception as exc:
             self.notify(f"could not start: {exc}", severity="error", timeout=10)

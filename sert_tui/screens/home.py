@@ -219,9 +219,8 @@ class HomeScreen(Screen):
         self.query_one("#checkpoints", DataTable).add_columns("job", "step", "final", "path")
         self.query_one("#jobs", DataTable).focus()
         self._welcome()
-        # paint first: the first read opens the workspace (SQLAlchemy, alembic, a migration), which holds the
-        # interpreter for most of a second, so it starts once the first frame is on screen
-        self.call_after_refresh(self.reload)
+        # paint first: the app imports the database layer and starts the first read once the first frame is on
+        # screen (SertApp._behind_first_frame); from then on the screen reads itself again every few seconds
         self.set_interval(REFRESH_SECONDS, self.reload)
 
     @work(thread=True, exclusive=True, group="home-reload", exit_on_error=False)
