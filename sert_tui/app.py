@@ -218,7 +218,7 @@ class SertApp(WorkspaceApp):
         import db.session  # noqa: F401
 
         self.run_worker(self._start_writer, thread=True, exit_on_error=False, name="decision-writer-start")
-        home = next((s for s in self.screen_stack if isinstance(s, HomeScreen)), None)
+        home = self.home_screen
         if home is not None:
             home.reload()
 
@@ -233,8 +233,13 @@ class SertApp(WorkspaceApp):
                 pass
 
     @property
+    def home_screen(self) -> HomeScreen | None:
+        """The home screen, wherever it is in the stack (None before it is pushed)."""
+        return next((s for s in self.screen_stack if isinstance(s, HomeScreen)), None)
+
+    @property
     def known_jobs(self) -> list[JobInfo]:
-        home = next((s for s in self.screen_stack if isinstance(s, HomeScreen)), None)
+        home = self.home_screen
         return home.jobs if home is not None else []
 
     #: The collector's thresholds while the app runs: rendering a frame allocates thousands of objects, and at
@@ -488,7 +493,7 @@ class SertApp(WorkspaceApp):
     def action_new_job(self) -> None:
         from sert_tui.screens.modals import NewJobScreen
 
-        home = next((s for s in self.screen_stack if isinstance(s, HomeScreen)), None)
+        home = self.home_screen
         datasets = [d["name"] for d in home.datasets] if home is not None else []
 
         def done(result: tuple[dict, list[str]] | None) -> None:

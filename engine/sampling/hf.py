@@ -117,6 +117,9 @@ class HFSampler:
         layer_kv = [(layer.keys, layer.values) for layer in cache.layers]
         return out.logits[0, -1], layer_kv
 
+    def close(self) -> None:
+        """Nothing to release: the model lives in this process."""
+
     # -- the loop -------------------------------------------------------------------------------------------
     def sample(
         self,

@@ -37,6 +37,11 @@ class Sampler(Protocol):
         decode steps and returns early when it is true (unfinished questions are not reported)."""
         ...
 
+    def close(self) -> None:
+        """Release what the sampler holds beyond this process (vLLM's engine and worker processes); the
+        transformers sampler holds nothing."""
+        ...
+
 
 def branch_excluded_ids(tokenizer: Any, eos_ids: Iterable[int] = ()) -> list[int]:
     """Token ids that never start a branch: the tokenizer's special tokens and the EOS ids.

@@ -140,9 +140,7 @@ def sample_body(
             try:
                 sampler.sample(items=[(q.id, q.text) for q in todo], on_done=on_done, should_stop=should_stop)
             finally:
-                close = getattr(sampler, "close", None)  # a backend with processes of its own (vLLM) ends them
-                if close is not None:
-                    close()
+                sampler.close()  # a backend with processes of its own (vLLM) ends them
             if stopped():
                 raise JobCancelled(f"job {job_id} cancelled")
         with session_scope(database) as s:

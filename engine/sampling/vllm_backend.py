@@ -19,6 +19,7 @@ vLLM is imported only inside :class:`VLLMSampler`; the request construction and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -187,8 +188,6 @@ class VLLMSampler:
 
         self.cfg = cfg
         self.log = log or (lambda _msg: None)
-        import os
-
         import torch
 
         if not torch.cuda.is_available() and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
