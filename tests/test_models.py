@@ -80,17 +80,34 @@ def test_device_and_dtype_resolution() -> None:
 
 
 def test_conversion_is_atomic(tmp_path: Path, monkeypatch) -> None:
-    """A conversion that dies before the final rename leaves neither a cache nor a temporary directory."""
+    """A conversion that dies before the final rename leaves neither a cache nor a temporary directory. The
+    bundled student's conversion writes through ``install_atomically``; a tiny model's folder is written here,
+    so that the test does not dequantise the real GGUF a second time (the session's conversion does)."""
+    from tests.conftest import tiny_llama
+
     monkeypatch.setenv("SERT_TUI_CACHE", str(tmp_path))
+    target = models.bundled_model_dir()
+    written: list[Path] = []
+
+    def write(tmp: Path) -> None:
+        written.append(tmp)
+        (tmp / models.READY_MARKER).write_text("test\n")
+        tiny_llama(64, layers=1).save_pretrained(tmp)
 
     def boom(*_args, **_kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(models.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        models.prepare_model("default")
+        models.install_atomically(target, write)
+    assert written and written[0].parent == tmp_path / "models"  # it wrote a whole folder beside the target
     assert list((tmp_path / "models").iterdir()) == []
-    assert not models.is_prepared(models.bundled_model_dir())
+    assert not models.is_prepared(target)
+    monkeypatch.undo()
+    monkeypatch.setenv("SERT_TUI_CACHE", str(tmp_path))
+    models.install_atomically(target, write)  # and without the fault, the folder lands whole
+    assert models.is_prepared(target) and (target / "model.safetensors").is_file()
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [target.name]
 
 
 def test_model_prepare_command_prints_the_directory_and_registers_it(db_path: Path, capsys) -> None:
