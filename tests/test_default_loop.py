@@ -1,8 +1,9 @@
 """The embedded default runs the whole loop: `sert-tui run --default --json` headless, and `d` in the app, which
 starts the same command as a job process and opens the results, zero-shot beside SERT, when it ends.
 
-The real bundled student and a real workspace file; the size is the default config beside the workspace
-(``<workspace>.default.toml``, which `d` and `run --default` read and never overwrite), scaled down here.
+The real bundled student (headless; the app test trains a tiny one) and a real workspace file; the size is the
+default config beside the workspace (``<workspace>.default.toml``, which `d` and `run --default` read and never
+overwrite), scaled down here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.model]
 TINY_DEFAULT = """\
 name = "default"
 [student]
-model = "default"
+model = "{model}"
 device = "cpu"
 [data]
 dataset = "basic_arithmetic"
@@ -49,9 +50,9 @@ max_new_tokens = 6
 """
 
 
-def tiny_default(db: Path, train: int, test: int) -> Path:
+def tiny_default(db: Path, train: int, test: int, model: str = "default") -> Path:
     path = default_config_path(db)
-    path.write_text(TINY_DEFAULT.format(train=train, test=test))
+    path.write_text(TINY_DEFAULT.format(train=train, test=test, model=model))
     return path
 
 
@@ -118,12 +119,17 @@ def test_the_default_config_is_the_paper_s_loop_at_a_cpu_size(db_path):
 
 
 @pytest.mark.anyio
-async def test_d_runs_the_loop_and_opens_the_results(db_path):
+async def test_d_runs_the_loop_and_opens_the_results(db_path, tmp_path):
+    """The app's side of the loop: the job process, its progress and the results screen. The headless test
+    above runs the real student through the same command; this one trains a tiny student with its tokenizer
+    (tests/conftest.py), named in the config beside the workspace, which `d` reads."""
     from sert_tui.app import SertApp
     from sert_tui.screens.home import HomeScreen
     from sert_tui.screens.results import ResultsScreen
+    from tests.conftest import save_tiny_student
 
-    tiny_default(db_path, train=2, test=1)  # two questions: a path is kept whatever the CPU rounds
+    student = save_tiny_student(tmp_path / "student")
+    tiny_default(db_path, train=2, test=1, model=str(student))  # two questions: a path is kept whatever happens
     app = SertApp(db_path)
     async with app.run_test(size=(180, 50)) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen) and app.screen.loaded, what="home")

@@ -1,4 +1,5 @@
-"""Self-training rounds (`run CONFIG --stage self-train --rounds N`) on the real bundled student at tiny size: round
+"""Self-training rounds (`run CONFIG --stage self-train --rounds N`) of a tiny student with the bundled student's
+tokenizer (tests/conftest.py: the check is the rounds' lineage, resume and report, not what they learn): round
 2 samples with round 1's checkpoint and trains from it, every round is evaluated, the report shows a row per
 round, round 1 is the single-round self-train job, and a killed round resumes where it was."""
 
@@ -15,10 +16,12 @@ from sqlmodel import select
 from db.models import Checkpoint, Evaluation, Job, Prediction
 from db.session import session_scope
 
-pytestmark = [pytest.mark.model]
+pytestmark = [pytest.mark.slow]
 
 CONFIG = """\
 name = "rounds"
+[student]
+model = "{student}"
 [data]
 dataset = "sqa"
 train_limit = 2
@@ -58,9 +61,16 @@ def jobs_of(engine) -> dict[int, Job]:
         return {j.id: j for j in s.exec(select(Job)).all()}  # type: ignore[misc]
 
 
-def test_two_rounds_chain_evaluate_report_and_resume(engine, sqa, db_path, tmp_path):
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> str:
+    from tests.conftest import save_tiny_student
+
+    return str(save_tiny_student(tmp_path_factory.mktemp("student")))
+
+
+def test_two_rounds_chain_evaluate_report_and_resume(engine, sqa, db_path, tmp_path, student):
     config = tmp_path / "rounds.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.format(student=student))
     out, err = cli(db_path, "run", config, "--stage", "self-train", "--rounds", 2, "--json")
     doc = json.loads(out)
     by_id = jobs_of(engine)
@@ -78,9 +88,9 @@ def test_two_rounds_chain_evaluate_report_and_resume(engine, sqa, db_path, tmp_p
     with session_scope(engine) as s:
         final1 = s.exec(select(Checkpoint).where(Checkpoint.job_id == r1["jobs"]["self-train"])).one()
     assert final1.is_final and final1.path == ckpt1 and Path(ckpt1).is_dir()
-    assert r1["start_model"] == "default" and r2["start_model"] == ckpt1
+    assert r1["start_model"] == student and r2["start_model"] == ckpt1
     sample1, sample2 = by_id[r1["jobs"]["sample"]], by_id[r2["jobs"]["sample"]]
-    assert sample1.config["student"]["model"] == "default"
+    assert sample1.config["student"]["model"] == student
     assert sample2.config["student"]["model"] == ckpt1
     assert sample2.fingerprint != sample1.fingerprint and sample2.summary["paths"] == 2 * 2 * 2
     # ... filters its paths and trains from that checkpoint, with a lineage of its own.
@@ -92,7 +102,7 @@ def test_two_rounds_chain_evaluate_report_and_resume(engine, sqa, db_path, tmp_p
     assert filter2.parent_id == sample2.id and train2.parent_id == filter2.id
     assert train2.summary["start_model"] == ckpt1 and train2.summary["round"] == 2
     assert train2.summary["start"] == {"kind": "self-train", "job": train1.id, "checkpoint": ckpt1, "round": 1}
-    assert train1.summary["start_model"] == "default" and "round" not in train1.summary
+    assert train1.summary["start_model"] == student and "round" not in train1.summary
     assert (train1.label, train2.label) == ("SERT", "SERT r2")
     assert r2["checkpoint"] != ckpt1 and Path(r2["checkpoint"]).parent.name == f"job-{train2.id}"
 
@@ -145,9 +155,9 @@ def test_two_rounds_chain_evaluate_report_and_resume(engine, sqa, db_path, tmp_p
     assert again["rounds"][1]["accuracy"]["n"] == 2 and len(jobs_of(engine)) == 9
 
 
-def test_rounds_refuse_what_they_cannot_mean(engine, sqa, db_path, tmp_path):
+def test_rounds_refuse_what_they_cannot_mean(engine, sqa, db_path, tmp_path, student):
     config = tmp_path / "rounds.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.format(student=student))
     _, err = cli(db_path, "run", config, "--stage", "sample", "--rounds", 2, code=2)
     assert err.strip() == "error: --rounds: only with --stage self-train (or --default), not --stage sample"
     _, err = cli(db_path, "run", config, "--stage", "self-train", "--rounds", 0, code=2)

@@ -1,8 +1,9 @@
 """Sharded sampling end to end: two ``--shard i/2`` workspaces merged.
 
-Real parts: the bundled student, StrategyQA from ../shared/data imported through the CLI, SQLite files, the
-``run`` and ``workspace merge`` commands. The sampler seeds each question from ``(seed, question id)``, and the
-ids are the same in every fresh workspace that imports the same dataset.
+Real parts: a tiny student with the bundled student's tokenizer (tests/conftest.py: sharding decides which
+question is decoded where and with which seed, whatever the model), StrategyQA from ../shared/data imported
+through the CLI, SQLite files, the ``run`` and ``workspace merge`` commands. The sampler seeds each question from
+``(seed, question id)``, and the ids are the same in every fresh workspace that imports the same dataset.
 
 With ``sampling.batch_invariant = true`` a question is decoded alone at a fixed shape, so the merged paths are
 exactly one unsharded run's, texts included. In the default mode a question shares its decode batches with other
@@ -24,6 +25,7 @@ from tests.conftest import rt_files
 CONFIG = """\
 name = "shards"
 [student]
+model = "{student}"
 device = "cpu"
 [data]
 dataset = "sqa"
@@ -36,6 +38,13 @@ per_branch = 2
 max_new_tokens = 6
 seed = 7
 """
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> str:
+    from tests.conftest import save_tiny_student
+
+    return str(save_tiny_student(tmp_path_factory.mktemp("student")))
 
 
 def _workspace(path: Path) -> None:
@@ -106,16 +115,16 @@ def _check_structure(whole: Path, a: Path, b: Path, merged: Path, counts: dict) 
 
 
 @pytest.mark.slow
-def test_two_shards_merged_equal_one_unsharded_run(tmp_path: Path, capsys) -> None:
+def test_two_shards_merged_equal_one_unsharded_run(tmp_path: Path, capsys, student: str) -> None:
     """batch_invariant: the promise of exactly one unsharded run's paths, texts and token counts included."""
-    runs = _sample_sharded_and_whole(tmp_path, capsys, CONFIG + "batch_invariant = true\n")
+    runs = _sample_sharded_and_whole(tmp_path, capsys, CONFIG.format(student=student) + "batch_invariant = true\n")
     _check_structure(*runs)
     whole, _a, _b, merged, _counts = runs
     assert _paths(merged) == _paths(whole)  # same keys and the same texts, tokens and answers
 
 
 @pytest.mark.slow
-def test_two_shards_merged_default_mode_same_keys_and_counts(tmp_path: Path, capsys) -> None:
+def test_two_shards_merged_default_mode_same_keys_and_counts(tmp_path: Path, capsys, student: str) -> None:
     """The default mode (batches shared across questions): the keys and counts, not the texts (a path's text
     can differ by a rounding flip, see docs/scale-out.md)."""
-    _check_structure(*_sample_sharded_and_whole(tmp_path, capsys, CONFIG))
+    _check_structure(*_sample_sharded_and_whole(tmp_path, capsys, CONFIG.format(student=student)))

@@ -193,6 +193,7 @@ dataset = "sqa"
 train_limit = {n}
 [student]
 device = "cpu"
+model = "{model}"
 [sampling]
 max_new_tokens = {tokens}
 batch_size = {batch}
@@ -200,9 +201,9 @@ seed = 1
 """
 
 
-def _write_config(tmp_path: FsPath, n: int = 2, tokens: int = 32, batch: int = 256) -> FsPath:
+def _write_config(tmp_path: FsPath, n: int = 2, tokens: int = 32, batch: int = 256, model: str = "default") -> FsPath:
     path = tmp_path / f"e2e-{n}-{tokens}-{batch}.toml"
-    path.write_text(E2E_TOML.format(n=n, tokens=tokens, batch=batch))
+    path.write_text(E2E_TOML.format(n=n, tokens=tokens, batch=batch, model=model))
     return path
 
 
@@ -350,16 +351,24 @@ def test_sample_job_killed_midway_resumes_without_duplicates(engine, db_path, sq
     assert set(keys) == {(q, b, s) for q in qids for b in range(5) for s in range(5)}
 
 
-@pytest.mark.model
+@pytest.fixture(scope="module")
+def tiny_student(tmp_path_factory) -> str:
+    """A tiny student with the bundled student's tokenizer (tests/conftest.py), for the tests of what a job
+    keeps and resumes, which do not depend on the model's paths."""
+    from tests.conftest import save_tiny_student
+
+    return str(save_tiny_student(tmp_path_factory.mktemp("student")))
+
+
 def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
-    engine, db_path, sqa, tmp_path, monkeypatch, prepared_student
+    engine, db_path, sqa, tmp_path, monkeypatch, tiny_student
 ):
     from engine.config import load_config
     from engine.jobs import request_cancel
     from engine.sampling import stage as sample_stage
 
     monkeypatch.setattr(sample_stage, "CANCEL_CHECK_S", 0.0)  # look at the flag at every decode step
-    config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25))
+    config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25, model=tiny_student))
     lines: list[str] = []
 
     def echo(line: str) -> None:
@@ -381,14 +390,13 @@ def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
     assert again.summary["paths"] == 50 and again.summary["questions"] == 2
 
 
-@pytest.mark.model
-def test_failed_sample_job_is_resumed_not_redone(engine, db_path, sqa, tmp_path, monkeypatch, prepared_student):
+def test_failed_sample_job_is_resumed_not_redone(engine, db_path, sqa, tmp_path, monkeypatch, tiny_student):
     """A job that failed half-way (here: the database write of the second question raises) keeps its finished
     question; the next run resumes that job and samples only the rest."""
     from engine.config import load_config
     from engine.sampling import stage as sample_stage
 
-    config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25))
+    config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25, model=tiny_student))
     real_write = sample_stage.write_question_paths
     calls: list[int] = []
 
