@@ -280,6 +280,27 @@ def test_engine_counts_steps_and_learns():
     assert capped.total_steps == 4
 
 
+def test_a_ctrl_c_during_the_update_is_held_until_the_step_is_counted():
+    """SIGINT while the optimizer updates the weights: the update, the step counter and the step's figures
+    finish together, then the interrupt is raised, so the loop can save a step whose weights it counted."""
+    import signal
+
+    eng = _engine(tiny_model(), tiny_data(12))
+    eng.step()
+    real_step = eng.optimizer.step
+
+    def interrupted_step(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # what a person's Ctrl-C delivers, in the middle of the update
+        return real_step(*args, **kwargs)
+
+    eng.optimizer.step = interrupted_step
+    with pytest.raises(KeyboardInterrupt):
+        eng.step()
+    assert eng.global_step == 2 and not eng.updating
+    assert eng.last_stats is not None and eng.last_stats.step == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+
+
 def test_grad_accum_gives_the_same_step_as_one_batch():
     import torch
 

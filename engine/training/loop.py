@@ -109,8 +109,8 @@ def fit(
     the ranks that do not write); ``cancel_requested`` is asked before every step, on every process.
 
     A cancelled run saves the steps done since the last checkpoint before it ends, and so does an interrupted
-    one (Ctrl-C, SIGINT) with ``save_on_interrupt`` -- unless the interrupt came while the optimizer was
-    updating the weights, when weights and step counter may disagree and the last checkpoint stays the last.
+    one (Ctrl-C, SIGINT) with ``save_on_interrupt``: a Ctrl-C during the optimizer's update is held until the
+    step is counted (:func:`engine.training.trainer.interrupts_held`), so weights and step counter agree.
     (Under ``accelerate launch`` saving is a collective that an interrupted rank cannot join, so it is off.)"""
     from engine.cuda import memory_metrics, reset_memory_peak
 
@@ -185,8 +185,9 @@ def fit(
                 save()
         except KeyboardInterrupt:
             if save_on_interrupt and not sft.updating and sft.global_step > last_saved:
-                if last is not None and last.step == sft.global_step:
-                    record(last)  # the interrupt may have come while its metrics were being written
+                done = sft.last_stats  # the step counted last: its figures may not be written yet
+                if done is not None and done.step == sft.global_step:
+                    record(done)
                 log(f"interrupted: saving the {sft.global_step - last_saved} steps done since the last checkpoint")
                 save()
             raise

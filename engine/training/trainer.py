@@ -36,10 +36,13 @@ step number, the optimizer, scheduler and RNG states (``state_dict`` / ``load_st
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +57,25 @@ if TYPE_CHECKING:
 IGNORE_INDEX = -100
 MEGA_BATCH_STEPS = 16  # length grouping sorts inside windows of this many steps
 MAX_GRAD_NORM = 1.0
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then deliver it: the optimizer's
+    update, the step counter and the step's figures change together, so an interrupted run can always save the
+    steps it counted (with a small model the update is a large share of a step, and an interrupt landed there
+    often). Signals reach Python's main thread only; in another thread the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)  # through the handler that was there before
 
 
 @dataclass(frozen=True)
@@ -263,6 +285,7 @@ class SFTEngine:
         )
         self._plans: dict[int, list[list[int]]] = {}
         self.updating = False  # True while the optimizer changes the weights and the step is not counted yet
+        self.last_stats: StepStats | None = None  # the figures of the newest counted step
         self._autocast_device = device.split(":")[0]
         self._torch = torch
 
@@ -306,33 +329,35 @@ class SFTEngine:
         t4 = time.perf_counter()
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM))
-        self.updating = True
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.global_step += 1
-        self.updating = False
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        total = time.perf_counter() - t0
-        optimizer = time.perf_counter() - t4
-        return StepStats(
-            step=self.global_step,
-            loss=loss_total / label_tokens,
-            lr=lr,
-            grad_norm=grad_norm,
-            tokens=sum(len(s.input_ids) for s in samples),
-            label_tokens=label_tokens,
-            padded_tokens=padded,
-            seconds=total,
-            epoch=self.global_step / self.steps_per_epoch,
-            phases={
-                "forward": forward,
-                "backward": backward,
-                "optimizer": optimizer,
-                "other": max(0.0, total - forward - backward - optimizer),
-            },
-        )
+        with interrupts_held():  # the update, the counter and ``last_stats`` move together
+            self.updating = True
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+            self.updating = False
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            total = time.perf_counter() - t0
+            optimizer = time.perf_counter() - t4
+            self.last_stats = StepStats(
+                step=self.global_step,
+                loss=loss_total / label_tokens,
+                lr=lr,
+                grad_norm=grad_norm,
+                tokens=sum(len(s.input_ids) for s in samples),
+                label_tokens=label_tokens,
+                padded_tokens=padded,
+                seconds=total,
+                epoch=self.global_step / self.steps_per_epoch,
+                phases={
+                    "forward": forward,
+                    "backward": backward,
+                    "optimizer": optimizer,
+                    "other": max(0.0, total - forward - backward - optimizer),
+                },
+            )
+        return self.last_stats
 
     # -- resumable state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
