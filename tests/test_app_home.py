@@ -235,3 +235,40 @@ async def test_start_from_a_config_file_refuses_a_bad_file(engine, db_path, tmp_
         assert isinstance(app.screen, ConfigFileScreen) and not app.launcher.launches
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))
+
+
+def test_a_job_process_takes_the_apps_interrupt_even_when_the_app_ignores_sigint(tmp_path):
+    """An app started with SIGINT ignored (``cmd &`` in a script, a test runner's worker) passes that on to the job
+    processes it starts, and Python then turns no SIGINT into KeyboardInterrupt: the app's interrupt
+    (``Launch.interrupt``, quit's "cancel") was lost and the job ran on. The launcher's environment makes the job
+    process take it, first thing at its start (``take_interrupts``)."""
+    import time
+
+    from engine.pipeline.processes import CHECKOUT, LAUNCHED_ENV, job_environment
+
+    child = (
+        "import time; from engine.pipeline.processes import take_interrupts; take_interrupts(); "
+        "print('ready', flush=True); time.sleep(120)"
+    )
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what the children of such an app inherit
+    try:
+        procs = {}
+        for name, env in (("launched", job_environment()), ("plain", {**job_environment(), LAUNCHED_ENV: "0"})):
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-c", child], cwd=CHECKOUT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        for proc in procs.values():
+            assert proc.stdout.readline() == b"ready\n"
+            proc.send_signal(signal.SIGINT)
+        _, err = procs["launched"].communicate(timeout=60)
+        assert procs["launched"].returncode == -signal.SIGINT and b"KeyboardInterrupt" in err
+        time.sleep(0.5)
+        assert procs["plain"].poll() is None  # without it the signal is ignored: the bug this guards against
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -294,11 +294,17 @@ def test_a_ctrl_c_during_the_update_is_held_until_the_step_is_counted():
         return real_step(*args, **kwargs)
 
     eng.optimizer.step = interrupted_step
-    with pytest.raises(KeyboardInterrupt):
-        eng.step()
+    # Python's Ctrl-C handler, as in a terminal: a suite started in the background (``cmd &``) or in a test
+    # runner's worker may have SIGINT ignored, and then no interrupt would come at all.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            eng.step()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert eng.global_step == 2 and not eng.updating
     assert eng.last_stats is not None and eng.last_stats.step == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
 
 
 def test_grad_accum_gives_the_same_step_as_one_batch():

@@ -110,6 +110,35 @@ def ensure_dataset(database: Engine, name: str = DEFAULT_DATASET) -> bool:
     return True
 
 
+#: Set in the environment of every job process the app starts (:class:`Launcher`): the app stops such a process
+#: with SIGINT (:meth:`Launch.interrupt`), so the process takes SIGINT as Ctrl-C whatever it inherited.
+LAUNCHED_ENV = "SERT_TUI_LAUNCHED"
+#: The folder that holds the ``sert_tui``, ``engine`` and ``db`` packages: a job process's working directory and
+#: import path, so that it runs this code.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def take_interrupts() -> None:
+    """In a job process the app started, make SIGINT raise KeyboardInterrupt (a running stage then records itself
+    as cancelled). An app started with SIGINT ignored (a non-interactive shell's ``cmd &``, a test runner's worker)
+    passes that on to its children, and Python then installs no handler: the app's interrupt was lost and the job
+    ran on. Called first thing by the job process's entry points."""
+    if os.environ.get(LAUNCHED_ENV) == "1":
+        import signal
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def job_environment() -> dict[str, str]:
+    """The environment of a job process the app starts: this checkout importable, unbuffered output, and
+    :data:`LAUNCHED_ENV`."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CHECKOUT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env[LAUNCHED_ENV] = "1"
+    return env
+
+
 @dataclass
 class Launch:
     """A job process this app started."""
@@ -189,10 +218,7 @@ class Launcher:
         folder = private_dir(logs_dir(self.workspace))
         log = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{'+'.join(stages)}-{len(self.launches)}.log"
         cmd = command_for(self.workspace, Path(config), stages, default=default)
-        root = Path(__file__).resolve().parent.parent
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        env = job_environment()
         with open_private_append(log) as out:
             out.write(f"$ {' '.join(cmd)}\n".encode())
             out.flush()
@@ -202,7 +228,7 @@ class Launcher:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # survives the app, never gets the terminal's Ctrl-C
-                cwd=str(root),
+                cwd=str(CHECKOUT),
                 env=env,
             )
         launch = Launch(proc.pid, stages, Path(config), log, time.time(), proc, default)
@@ -282,4 +308,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    take_interrupts()
     raise SystemExit(main())
