@@ -390,6 +390,35 @@ def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
     assert again.summary["paths"] == 50 and again.summary["questions"] == 2
 
 
+def test_a_cancel_asked_while_the_model_loads_stops_the_job_before_it_decodes(
+    engine, db_path, sqa, tmp_path, monkeypatch, tiny_student
+):
+    """The app's cancel (the job's flag) can come while the job process loads its model, before the first decode
+    step that looks at it: the job stops there, cancelled, with nothing sampled, and a re-run samples it all."""
+    from engine.config import load_config
+    from engine.jobs import request_cancel
+    from engine.sampling import backends
+
+    config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25, model=tiny_student))
+    real_make = backends.make_sampler
+    decoded: list[int] = []
+
+    def make_while_cancelled(*args, **kwargs):
+        sampler = real_make(*args, **kwargs)
+        with session_scope(engine) as s:
+            request_cancel(engine, s.exec(select(Job.id).where(Job.kind == "sample")).one())
+        real_sample = sampler.sample
+        sampler.sample = lambda *a, **k: (decoded.append(1), real_sample(*a, **k))[1]
+        return sampler
+
+    monkeypatch.setattr(backends, "make_sampler", make_while_cancelled)
+    [job] = run_stage(engine, config, "sample", lambda _line: None)
+    assert job.status == "cancelled" and decoded == [] and _keys(engine, job.id) == []
+    monkeypatch.setattr(backends, "make_sampler", real_make)
+    [again] = run_stage(engine, config, "sample", lambda _line: None)
+    assert (again.id, again.status) == (job.id, "completed") and len(_keys(engine, job.id)) == 50
+
+
 def test_failed_sample_job_is_resumed_not_redone(engine, db_path, sqa, tmp_path, monkeypatch, tiny_student):
     """A job that failed half-way (here: the database write of the second question raises) keeps its finished
     question; the next run resumes that job and samples only the rest."""

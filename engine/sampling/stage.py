@@ -117,6 +117,11 @@ def sample_body(
         ctx.progress(len(done), total, "questions", force=True)
         if todo:
             sampler = make_sampler(config.student, config.sampling, log=ctx.log)
+            try:  # a cancel asked while the model loaded stops the job before it measures or decodes anything
+                ctx.check_cancel()
+            except JobCancelled:
+                sampler.close()
+                raise
             decode = text_decoder(sampler.tokenizer)
             should_stop, stopped = _cancel_poll(ctx)
             t0 = time.monotonic()
