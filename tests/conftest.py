@@ -126,6 +126,21 @@ def tiny_llama(vocab_size: int, *, layers: int = 2, seed: int = 0, **config):
     return LlamaForCausalLM(cfg)
 
 
+def run_cli(db: Path, *argv: object, code: int = 0) -> tuple[str, str]:
+    """``sert-tui --db DB ARGV`` in this process, its exit code asserted to be ``code``; returns (stdout,
+    stderr). The runs a test neither kills nor interrupts need no process start of their own."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from sert_tui.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = main(["--db", str(db), *(str(a) for a in argv)])
+    assert rc == code, err.getvalue()[-3000:]
+    return out.getvalue(), err.getvalue()
+
+
 def save_tiny_student(folder: Path) -> Path:
     """A tiny random model with the bundled student's tokenizer, saved in ``folder`` like any local student model
     (``student.model = "<folder>"``): what a test of jobs, lineage or resume needs, in seconds."""

@@ -8,9 +8,7 @@ overwrite), scaled down here.
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from db.models import Dataset, Evaluation, Job
 from db.session import session_scope
 from db.vocabulary import DEFAULT_STAGES
 from engine.pipeline.processes import DEFAULT_CONFIG, default_config_path, logs_dir
+from tests.conftest import run_cli
 from tests.test_app_helpers import anyio_backend, screen_text, wait_for  # noqa: F401  (anyio_backend: fixture)
 
 pytestmark = [pytest.mark.model]
@@ -57,13 +56,8 @@ def tiny_default(db: Path, train: int, test: int, model: str = "default") -> Pat
 
 
 def run_default(db: Path) -> tuple[dict, str]:
-    from sert_tui.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main(["--db", str(db), "run", "--default", "--json"])
-    assert rc == 0, err.getvalue()
-    return json.loads(out.getvalue()), err.getvalue()
+    out, err = run_cli(db, "run", "--default", "--json")
+    return json.loads(out), err
 
 
 def test_run_default_runs_the_whole_loop_headless(db_path):

@@ -5,9 +5,7 @@ round, round 1 is the single-round self-train job, and a killed round resumes wh
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from sqlmodel import select
 
 from db.models import Checkpoint, Evaluation, Job, Prediction
 from db.session import session_scope
+from tests.conftest import run_cli as cli
 
 pytestmark = [pytest.mark.slow]
 
@@ -44,16 +43,6 @@ save_steps = 100
 max_new_tokens = 8
 batch_size = 8
 """
-
-
-def cli(db: Path, *argv: object, code: int = 0) -> tuple[str, str]:
-    from sert_tui.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main(["--db", str(db), *(str(a) for a in argv)])
-    assert rc == code, err.getvalue()
-    return out.getvalue(), err.getvalue()
 
 
 def jobs_of(engine) -> dict[int, Job]:

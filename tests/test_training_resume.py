@@ -21,6 +21,7 @@ from db.paths_repo import write_question_paths
 from db.queries import split_questions
 from db.session import session_scope
 from engine.jobs import create_job, request_cancel
+from tests.conftest import run_cli
 from tests.test_app_helpers import copy_verdicts
 
 pytestmark = [pytest.mark.slow]
@@ -108,20 +109,6 @@ def start(db_path: Path, config: Path, stage: str) -> subprocess.Popen:
     )
 
 
-def run_here(db_path: Path, *argv: str) -> tuple[int, str, str]:
-    """``sert-tui --db DB ARGV`` in this process (exit code, stdout, stderr): the runs that are neither killed
-    nor interrupted, without a process start each (imports and the model load are most of a tiny job's time)."""
-    import io
-    from contextlib import redirect_stderr, redirect_stdout
-
-    from sert_tui.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main(["--db", str(db_path), *argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -182,8 +169,7 @@ def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp
     killed_at = max(c.step for c in checkpoints_of(engine, job.id))
     assert 10 <= killed_at < STEPS and not any(c.is_final for c in checkpoints_of(engine, job.id))
 
-    rc, _, out = run_here(db_path, "run", str(config), "--stage", "self-train")
-    assert rc == 0, out
+    _, out = run_cli(db_path, "run", config, "--stage", "self-train")
     assert f"job {job.id} self-train: resuming" in out
     done = job_of(engine, "self-train")
     assert done.id == job.id and done.status == "completed"
@@ -207,8 +193,8 @@ def test_killed_self_train_resumes_from_its_checkpoint(engine, sqa, db_path, tmp
     assert (final_dir.stat().st_mode & 0o777) == 0o700
     assert not list(final_dir.parent.glob(".step-*.tmp"))
 
-    rc, _, out = run_here(db_path, "run", str(config), "--stage", "self-train")
-    assert rc == 0 and "already completed" in out
+    _, out = run_cli(db_path, "run", config, "--stage", "self-train")
+    assert "already completed" in out
 
 
 def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, sqa, db_path, tmp_path, write_config):
@@ -243,8 +229,7 @@ def test_cancelled_lora_finetune_leaves_a_usable_checkpoint_and_resumes(engine, 
     ids = tokenizer("Question: Is water wet? Answer:", return_tensors="pt")
     assert model.generate(**ids, max_new_tokens=2, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 2
 
-    rc, _, out = run_here(db_path, "run", str(config), "--stage", "finetune")
-    assert rc == 0, out
+    _, out = run_cli(db_path, "run", config, "--stage", "finetune")
     job = job_of(engine, "finetune")
     assert job.status == "completed" and job.summary["steps"] == STEPS
     rows = metric_rows(engine, job.id)
@@ -283,8 +268,7 @@ def test_interrupted_finetune_saves_its_steps_and_eval_can_pick_that_checkpoint(
         text += f"[eval]\nmax_new_tokens = 4\n{key} = {json.dumps(value)}\n"
         path = tmp_path / f"eval-{key}.toml"
         path.write_text(text)
-        rc, out, err = run_here(db_path, "run", str(path), "--stage", "eval", "--json")
-        assert rc == 0, err[-2000:]
+        out, _ = run_cli(db_path, "run", path, "--stage", "eval", "--json")
         [row] = json.loads(out)["jobs"]
         with session_scope(engine) as s:
             return s.get(Job, row["id"]).summary
@@ -294,8 +278,7 @@ def test_interrupted_finetune_saves_its_steps_and_eval_can_pick_that_checkpoint(
     by_path = evaluate("checkpoint", ckpt.path)
     assert by_path["evaluation"] == by_job["evaluation"]  # the same model and settings: the same evaluation
 
-    rc, _, out = run_here(db_path, "run", str(config), "--stage", "finetune")
-    assert rc == 0, out
+    _, out = run_cli(db_path, "run", config, "--stage", "finetune")
     job = job_of(engine, "finetune")
     assert job.status == "completed" and job.summary["steps"] == STEPS
     assert f"resuming from checkpoint step {ckpt.step}" in out

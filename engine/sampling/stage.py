@@ -117,11 +117,6 @@ def sample_body(
         ctx.progress(len(done), total, "questions", force=True)
         if todo:
             sampler = make_sampler(config.student, config.sampling, log=ctx.log)
-            try:  # a cancel asked while the model loaded stops the job before it measures or decodes anything
-                ctx.check_cancel()
-            except JobCancelled:
-                sampler.close()
-                raise
             decode = text_decoder(sampler.tokenizer)
             should_stop, stopped = _cancel_poll(ctx)
             t0 = time.monotonic()
@@ -143,6 +138,7 @@ def sample_body(
                 )
 
             try:
+                ctx.check_cancel()  # asked while the model loaded: stop before measuring or decoding anything
                 sampler.sample(items=[(q.id, q.text) for q in todo], on_done=on_done, should_stop=should_stop)
             finally:
                 sampler.close()  # a backend with processes of its own (vLLM) ends them
