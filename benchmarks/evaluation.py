@@ -113,14 +113,15 @@ def metrics(outputs: dict, gold: dict[int, str], tokenizer) -> dict[str, float]:
     return {"acc": 100 * float(agg["acc"] or 0), "fmt": 100 * float(agg["fmt"] or 0), "n": int(agg["n"] or 0)}
 
 
-def finetune_erased_share(trained, dtype_name: str) -> float:
-    """Of the weights that training changed (fp32, against the bundled student), the share that round to the
-    same ``dtype_name`` value as before training: fine-tuning that a model cast to that dtype no longer has."""
+def finetune_erased_share(trained, dtype_name: str, base_model: str = "default") -> float:
+    """Of the weights that training changed (fp32, against ``base_model``, the model it was trained from), the
+    share that round to the same ``dtype_name`` value as before training: fine-tuning that a model cast to that
+    dtype no longer has."""
     import torch
 
     from engine.models import load_model
 
-    base, _tok = load_model("default", device="cpu", dtype="float32")
+    base, _tok = load_model(base_model, device="cpu", dtype="float32")
     dtype = getattr(torch, dtype_name)
     changed = erased = 0
     trained_params = dict(trained.named_parameters())
@@ -138,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--metrics-questions", type=int, default=200, help="0 skips the metrics check")
     parser.add_argument("--checkpoint", help="a trained checkpoint directory (default: train one first)")
+    parser.add_argument(
+        "--base", default="default", help="the model the checkpoint was trained from (default: the bundled student)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = parser.parse_args(argv)
 
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         ref, got = metrics(out32, gold, tok), metrics(outd, gold, tok)
         check = {
             "questions": len(its),
-            "finetune_erased_share": finetune_erased_share(model32, fast),
+            "finetune_erased_share": finetune_erased_share(model32, fast, args.base),
             "identical_outputs": sum(out32[k].token_ids == outd[k].token_ids for k in out32) / len(out32),
             "fp32": ref,
             fast: got,

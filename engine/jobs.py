@@ -27,6 +27,8 @@ from db.session import session_scope
 
 ACTIVE = ("pending", "running")
 FINISHED = ("completed", "failed", "cancelled")
+#: Progress is written and echoed at most this often (and always at the end): a few times a second.
+PROGRESS_EVERY_S = 0.25
 
 
 class JobCancelled(Exception):
@@ -184,7 +186,7 @@ class JobContext:
         eta = (total - done) / rate if rate > 0 else None
         eta_text = _fmt_seconds(eta) if eta is not None else "?"
         line = f"{done}/{total} {unit}, {rate:.2f} {unit}/s, ETA {eta_text}" + (f", {extra}" if extra else "")
-        if force or now - self._last_progress >= 0.25 or done >= total:
+        if force or now - self._last_progress >= PROGRESS_EVERY_S or done >= total:
             self._last_progress = now
             with session_scope(self.engine) as s:
                 job = s.get(Job, self.job_id)

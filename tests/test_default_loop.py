@@ -101,13 +101,16 @@ def test_run_default_runs_the_whole_loop_headless(db_path):
 
 
 def test_the_default_config_is_the_paper_s_loop_at_a_cpu_size(db_path):
-    """What `d` writes on a fresh workspace: the bundled student, the paper's sampling and filters."""
+    """What `d` writes on a fresh workspace: the bundled student, the paper's sampling, and the paper's filters
+    but for the selection study's lever: the fitted perplexity threshold and require_correct."""
     from engine.config import load_config
     from engine.pipeline.processes import ensure_default_config
 
     config = load_config(ensure_default_config(db_path))
     assert config.student.model == "default" and config.data.dataset == DEFAULT_CONFIG["data"]["dataset"]
-    assert config.filters.model_dump() == type(config.filters)().model_dump()
+    paper = type(config.filters)().model_dump()
+    assert config.filters.model_dump() == {**paper, "min_perplexity": 2.2, "require_correct": True}
+    assert config.filters.select == "rep2"
     assert (config.sampling.first_tokens, config.sampling.per_branch) == (5, 5)
     assert config.eval.baselines  # zero-shot beside SERT
 

@@ -363,11 +363,14 @@ def tiny_student(tmp_path_factory) -> str:
 def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
     engine, db_path, sqa, tmp_path, monkeypatch, tiny_student
 ):
+    from engine import jobs
     from engine.config import load_config
     from engine.jobs import request_cancel
     from engine.sampling import stage as sample_stage
 
     monkeypatch.setattr(sample_stage, "CANCEL_CHECK_S", 0.0)  # look at the flag at every decode step
+    # every count is echoed: on a fast CPU both questions finish within one 0.25 s report interval
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
     config = load_config(_write_config(tmp_path, n=2, tokens=8, batch=25, model=tiny_student))
     lines: list[str] = []
 
@@ -379,7 +382,7 @@ def test_cancelled_sample_job_keeps_finished_questions_and_resumes(
             request_cancel(engine, job_id)
 
     [job] = run_stage(engine, config, "sample", echo)
-    assert job.status == "cancelled"
+    assert job.status == "cancelled", lines
     assert len(_keys(engine, job.id)) == 25
     [again] = run_stage(engine, config, "sample", lines.append)
     assert (again.id, again.status) == (job.id, "completed")

@@ -23,22 +23,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db.vocabulary import DEFAULT_STAGES, STAGE_NAMES
+from engine.data.generate import DEFAULT_TASK
 from engine.files import open_private_append, private_dir, write_private
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
-DEFAULT_DATASET = "basic_arithmetic"
-DEFAULT_TASK = "basic_arithmetic"
-DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED = 32, 20, 0
+DEFAULT_DATASET = DEFAULT_TASK
+DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED = 32, 40, 0
 #: Sizes of the embedded default loop (sample → filter → self-train → eval beside zero-shot), chosen to finish in
-#: about 3 minutes on a 2-core CPU; the paper's filters and sampling, fewer questions and tokens.
+#: one to three minutes on a 2-core CPU (67 s with bf16, docs/usage.md): the paper's sampling with fewer questions
+#: and tokens, and the selection study's best lever (docs/results.md): the perplexity threshold fitted to this
+#: student (2.2, not the paper's 5, which removes most of an instruct model's paths) and ``require_correct`` (keep
+#: only paths whose answer is the gold one, STaR/RFT rejection sampling), the paper's rule (lowest rep-2) choosing.
 DEFAULT_CONFIG: dict = {
     "name": "default",
     "student": {"model": "default", "device": "auto"},
-    "data": {"dataset": DEFAULT_DATASET, "split": "train", "train_limit": 24, "test_limit": 20},
+    "data": {"dataset": DEFAULT_DATASET, "split": "train", "train_limit": 24, "test_limit": DEFAULT_TEST},
     "sampling": {"max_new_tokens": 48},
+    "filters": {"min_perplexity": 2.2, "require_correct": True},
     "train": {"epochs": 2.0, "max_steps": 20},
     "eval": {"max_new_tokens": 64},
 }
@@ -90,24 +94,32 @@ def write_form_config(workspace: Path, values: dict) -> Path:
     return write_private(path, render_config(values))
 
 
-def ensure_dataset(database: Engine, name: str = DEFAULT_DATASET) -> bool:
-    """Generate the default reasoning-gym dataset if the workspace lacks it; True if it was generated."""
+def dataset_task(name: str, tasks: Sequence[str]) -> str:
+    """The reasoning-gym task the default loop generates for a dataset name."""
+    return name if name in tasks else DEFAULT_TASK
+
+
+def ensure_dataset(database: Engine, name: str = DEFAULT_DATASET) -> str | None:
+    """Generate the default dataset if the workspace lacks it; the task it generated, or None. A name that is a
+    reasoning-gym task (``data.dataset = "letter_counting"`` in the default config) generates that task, any
+    other name the default task."""
     from sqlmodel import select
 
     from db.models import Dataset
     from db.queries import save_dataset
     from db.session import session_scope
-    from engine.data.generate import generate
+    from engine.data.generate import available_tasks, generate
 
     with session_scope(database) as s:
         if s.exec(select(Dataset.id).where(Dataset.name == name)).first() is not None:
-            return False
-    spec = generate(name, DEFAULT_TASK, DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED)
+            return None
+    task = dataset_task(name, available_tasks())
+    spec = generate(name, task, DEFAULT_TRAIN, DEFAULT_TEST, DEFAULT_SEED)
     with session_scope(database) as s:
         if s.exec(select(Dataset.id).where(Dataset.name == name)).first() is not None:
-            return False  # another process generated it meanwhile
+            return None  # another process generated it meanwhile
         save_dataset(s, spec)
-    return True
+    return task
 
 
 #: Set in the environment of every job process the app starts (:class:`Launcher`): the app stops such a process

@@ -158,7 +158,6 @@ def run_default(database: Engine, workspace: Path, echo: Echo, rounds: int = 1) 
     from engine.config import load_config
     from engine.pipeline.processes import (
         DEFAULT_DATASET,
-        DEFAULT_TASK,
         DEFAULT_TEST,
         DEFAULT_TRAIN,
         ensure_dataset,
@@ -168,11 +167,10 @@ def run_default(database: Engine, workspace: Path, echo: Echo, rounds: int = 1) 
     path = ensure_default_config(workspace)
     config = load_config(path)
     echo(f"default: config {path} (edit it to change what the default runs)")
-    if ensure_dataset(database, config.data.dataset or DEFAULT_DATASET):
-        echo(
-            f"generated dataset {config.data.dataset or DEFAULT_DATASET!r} "
-            f"({DEFAULT_TASK}, {DEFAULT_TRAIN} train / {DEFAULT_TEST} test)"
-        )
+    name = config.data.dataset or DEFAULT_DATASET
+    task = ensure_dataset(database, name)
+    if task is not None:
+        echo(f"generated dataset {name!r} (reasoning-gym {task}, {DEFAULT_TRAIN} train / {DEFAULT_TEST} test)")
     return path, run_rounds(database, config, rounds, echo, name="default")
 
 
@@ -230,8 +228,8 @@ def outcome_lines(database: Engine, dataset_name: str) -> list[str]:
     this size, and where to go next. Reads the newest completed SERT and zero-shot evaluations of the dataset."""
     from sqlmodel import col
 
-    from db.models import Dataset
-    from engine.evaluation.report import outcomes
+    from db.models import Dataset, Question
+    from engine.evaluation.report import majority_of, outcomes
     from engine.evaluation.stats import clustered_compare, fmt_interval, wilson_interval
 
     with session_scope(database) as s:
@@ -253,6 +251,8 @@ def outcome_lines(database: Engine, dataset_name: str) -> list[str]:
             return [f"no completed SERT and zero-shot evaluations of {dataset_name!r} to compare yet"]
         conn = s.connection()
         a, b = outcomes(conn, newest[vocab.SERT]), outcomes(conn, newest[vocab.ZERO_SHOT])
+        answer, count, total = majority_of(conn, [newest[vocab.SERT]])
+        golds = dict(conn.execute(select(Question.id, Question.answer).where(col(Question.id).in_(list(a)))).all())
     c = clustered_compare({q: [ok] for q, ok in a.items()}, {q: [ok] for q, ok in b.items()})
     if not c.n:
         return [f"the SERT and zero-shot evaluations of {dataset_name!r} share no question to compare"]
@@ -268,6 +268,26 @@ def outcome_lines(database: Engine, dataset_name: str) -> list[str]:
             f"the interval holds 0, so at {c.n} questions this run cannot tell SERT from zero-shot; a few points "
             "either way are noise."
         )
+    if total:
+        # the constant predictor: what the set's most common answer alone scores on the same questions
+        m = clustered_compare(
+            {q: [ok] for q, ok in a.items()}, {q: [golds.get(q, "").strip().lower() == answer] for q in a}
+        )
+        prior = (
+            f" Answering {answer!r} to every question would score "
+            f"{fmt_interval(count / total, wilson_interval(count, total))}%; SERT - that "
+            f"{100 * m.diff:+.1f} points [{100 * m.diff_ci[0]:+.1f}, {100 * m.diff_ci[1]:+.1f}]"
+        )
+        if m.diff_ci[0] > 0:
+            prior += ", above it too."
+        elif c.diff_ci[0] > 0:
+            prior += (
+                ": not above it, so much of SERT's gain over zero-shot may be the answer's format and the set's most "
+                "common answer rather than better reasoning."
+            )
+        else:
+            prior += "."
+        meaning += prior
     return [
         f"What was trained: the bundled student, self-trained (SERT) on its own reasoning paths of {dataset_name!r}"
         " that the filters selected (and those you accepted by hand).",

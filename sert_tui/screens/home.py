@@ -297,10 +297,11 @@ class HomeScreen(Screen):
             t.append("d", style="bold reverse")
             t.append(
                 " to start the embedded default: the bundled student (SmolLM2-135M-Instruct) samples its latent "
-                "reasoning paths on a generated reasoning-gym basic_arithmetic dataset, the paper's filters run, it "
-                "trains on the selected paths (SERT) and both models are evaluated; the results, zero-shot beside "
-                "SERT, open at the end (about 3 minutes on a 2-core CPU). Paths appear here as they are sampled: "
-                "open them with enter to curate them while they come in."
+                "reasoning paths on a generated reasoning-gym syllogism dataset, the filters keep the paths whose "
+                "answer is right (the selection study's best lever), it trains on the selected paths (SERT) and both "
+                "models are evaluated; the results, zero-shot beside SERT, open at the end (one to three minutes on a "
+                "2-core CPU). Paths appear here as they are sampled: open them with enter to curate them while they "
+                "come in."
             )
             t.append(
                 "\nn: a new job from a form with the paper's defaults · o: a job from a config file · ?: every key"
