@@ -422,6 +422,47 @@ def test_a_cancel_asked_while_the_model_loads_stops_the_job_before_it_decodes(
     assert (again.id, again.status) == (job.id, "completed") and len(_keys(engine, job.id)) == 50
 
 
+def test_a_cancel_asked_while_the_batch_size_is_measured_stops_before_the_next_probe(
+    engine, db_path, sqa, tmp_path, monkeypatch, tiny_student
+):
+    """``sampling.batch_size`` unset: the sampler first times decode steps at several batch sizes. A cancel that
+    comes then stops the measurement and the job before another probe step or the decode batch is built."""
+    from engine.config import load_config
+    from engine.jobs import request_cancel
+    from engine.sampling import hf
+    from engine.sampling import stage as sample_stage
+
+    monkeypatch.setattr(sample_stage, "CANCEL_CHECK_S", 0.0)
+    monkeypatch.setattr(hf, "PROBE_MIN_WORK", 0)  # measure even at this size
+    path = _write_config(tmp_path, n=2, tokens=8, batch=25, model=tiny_student)
+    path.write_text(path.read_text().replace("batch_size = 25\n", ""))
+    config = load_config(path)
+    assert config.sampling.batch_size is None
+    real_make = hf.make_decoder
+    built: list[int] = []
+    steps: list[int] = []
+
+    def make_and_cancel(*args, **kwargs):
+        decoder = real_make(*args, **kwargs)
+        built.append(args[1])
+        real_step = decoder.step
+        decoder.step = lambda *a, **k: (steps.append(1), real_step(*a, **k))[1]
+        if len(built) == 1:  # the measurement's decoder: the person cancels now
+            with session_scope(engine) as s:
+                request_cancel(engine, s.exec(select(Job.id).where(Job.kind == "sample")).one())
+        return decoder
+
+    monkeypatch.setattr(hf, "make_decoder", make_and_cancel)
+    lines: list[str] = []
+    [job] = run_stage(engine, config, "sample", lines.append)
+    assert job.status == "cancelled" and _keys(engine, job.id) == []
+    assert len(built) == 1 and steps == [], (built, steps, lines)  # no probe step, no decode batch
+    assert "sampling stopped before the first decode step" in lines
+    monkeypatch.setattr(hf, "make_decoder", real_make)
+    [again] = run_stage(engine, config, "sample", lambda _line: None)
+    assert (again.id, again.status) == (job.id, "completed") and len(_keys(engine, job.id)) == 50
+
+
 def test_failed_sample_job_is_resumed_not_redone(engine, db_path, sqa, tmp_path, monkeypatch, tiny_student):
     """A job that failed half-way (here: the database write of the second question raises) keeps its finished
     question; the next run resumes that job and samples only the rest."""

@@ -184,13 +184,16 @@ class HFSampler:
                     f"{len(todo) - len([i for i in todo if i[0] in reported])} questions left to sample"
                 )
 
-    def _measure_capacity(self, n_items: int, max_len: int, tuner: ThreadTuner) -> int:
+    def _measure_capacity(
+        self, n_items: int, max_len: int, tuner: ThreadTuner, should_stop: Callable[[], bool] = lambda: False
+    ) -> int:
         """``sampling.batch_size`` unset: how many questions to decode together. At most as many as there are,
         and as many rows as fit in memory (:func:`engine.sampling.cache.rows_that_fit`, at most
         :data:`AUTO_MAX_ROWS`); for a long enough run, the fastest of the sizes that fit by measurement: a decode
         step at full cache length (the steady state) timed at each doubling of the question count (the faster of
         :data:`PROBE_STEPS` steps), and the
-        smallest size within 5% of the best rate of rows per second is kept (it holds less memory)."""
+        smallest size within 5% of the best rate of rows per second is kept (it holds less memory). A cancel
+        (``should_stop``) ends the measurement before the next size."""
         import torch
 
         from engine.sampling.cache import rows_that_fit
@@ -209,6 +212,8 @@ class HFSampler:
         torch.set_num_threads(tuner.threads_for_step())
         rates: dict[int, float] = {}
         for q in sizes:
+            if should_stop():
+                break
             b = q * rpq
             tokens = torch.zeros(b, dtype=torch.long, device=self.device)
             positions = torch.full((b,), max_len - 1, dtype=torch.long, device=self.device)
@@ -220,6 +225,8 @@ class HFSampler:
                 seconds.append(time.perf_counter() - started)
             rates[q] = b / min(seconds)
         del decoder
+        if not rates:
+            return cap
         chosen = fastest_capacity(rates)
         measured = ", ".join(f"{q * rpq}: {r:.0f}" for q, r in rates.items())
         self.log(
@@ -267,8 +274,11 @@ class HFSampler:
         prompts = [self.tokenizer(sampling_prompt(text)).input_ids for _key, text in items]
         max_len = max(len(p) for p in prompts) + max_new
         if not cfg.batch_size and not self._measured:
-            self.question_capacity = self._measure_capacity(len(items), max_len, tuner)
+            self.question_capacity = self._measure_capacity(len(items), max_len, tuner, should_stop)
             self._measured = True
+        if should_stop():  # asked during the measurement: stop before building the decode batch
+            self.log("sampling stopped before the first decode step")
+            return
         rows = self.question_capacity * rpq
         self._check_batch_memory(rows, max_len)
         qslots = 2 * self.question_capacity + 1  # a question slot stays taken until its slowest row ends
