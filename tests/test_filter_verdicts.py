@@ -365,3 +365,22 @@ def test_eval_of_each_config_evaluates_its_own_sert_model(engine, sqa, tmp_path,
     )
     with pytest.raises(UserError, match="no SERT model trained by this config"):
         eval_stage.run_eval(engine, other, print, strict=True)
+
+
+def test_a_training_set_smaller_than_one_batch_is_named_in_the_plan(engine, sqa):
+    """require_correct on a set where few paths are right can leave SERT a sample or two: the plan says so, with
+    the filter job whose report shows why, and says nothing when a full batch is there."""
+    from engine.training.stage import sert_plan
+
+    config = make_config(CORRECT)
+    sample_job(engine, sqa, config)
+    [job] = run_stage(engine, config, "filter", quiet)
+    plan = sert_plan(engine, config, sqa)
+    n = len(plan.samples)
+    assert 0 < n < config.train.batch_size
+    assert (
+        f"warning: only {n} training sample(s), fewer than one batch of {config.train.batch_size}: the filters kept "
+        f"few paths (sert-tui report filters --job {job.id} shows which rule removed them)"
+    ) in plan.notes
+    full = config.model_copy(update={"train": config.train.model_copy(update={"batch_size": n})})
+    assert not any(note.startswith("warning") for note in sert_plan(engine, full, sqa).notes)

@@ -76,6 +76,12 @@ def sert_plan(database: Engine, config: ExperimentConfig, dataset: Dataset) -> T
             f"the SERT training set of sample job {sample_job.id} is empty: no path was selected by filter job "
             f"{filter_job.id} or accepted by hand"
         )
+    if len(samples) < config.train.batch_size:
+        # e.g. require_correct on a set where few paths are right: the run is short and says little
+        notes.append(
+            f"warning: only {len(samples)} training sample(s), fewer than one batch of {config.train.batch_size}: "
+            f"the filters kept few paths (sert-tui report filters --job {filter_job.id} shows which rule removed them)"
+        )
     return TrainingPlan("self-train", vocab.SERT, samples, filter_job.id, config.student.model, {"kind": "base"}, notes)
 
 
