@@ -229,8 +229,8 @@ def outcome_lines(database: Engine, dataset_name: str) -> list[str]:
     from sqlmodel import col
 
     from db.models import Dataset, Question
-    from engine.evaluation.report import majority_of, outcomes
-    from engine.evaluation.stats import clustered_compare, fmt_interval, wilson_interval
+    from engine.evaluation.report import outcomes
+    from engine.evaluation.stats import clustered_compare, fmt_interval, majority, wilson_interval
 
     with session_scope(database) as s:
         rows = s.exec(
@@ -251,8 +251,11 @@ def outcome_lines(database: Engine, dataset_name: str) -> list[str]:
             return [f"no completed SERT and zero-shot evaluations of {dataset_name!r} to compare yet"]
         conn = s.connection()
         a, b = outcomes(conn, newest[vocab.SERT]), outcomes(conn, newest[vocab.ZERO_SHOT])
-        answer, count, total = majority_of(conn, [newest[vocab.SERT]])
-        golds = dict(conn.execute(select(Question.id, Question.answer).where(col(Question.id).in_(list(a)))).all())
+        golds = {
+            q: g.strip().lower()
+            for q, g in conn.execute(select(Question.id, Question.answer).where(col(Question.id).in_(list(a))))
+        }
+    answer, count, total = majority(golds.values())
     c = clustered_compare({q: [ok] for q, ok in a.items()}, {q: [ok] for q, ok in b.items()})
     if not c.n:
         return [f"the SERT and zero-shot evaluations of {dataset_name!r} share no question to compare"]
@@ -270,9 +273,7 @@ def outcome_lines(database: Engine, dataset_name: str) -> list[str]:
         )
     if total:
         # the constant predictor: what the set's most common answer alone scores on the same questions
-        m = clustered_compare(
-            {q: [ok] for q, ok in a.items()}, {q: [golds.get(q, "").strip().lower() == answer] for q in a}
-        )
+        m = clustered_compare({q: [ok] for q, ok in a.items()}, {q: [golds.get(q) == answer] for q in a})
         prior = (
             f" Answering {answer!r} to every question would score "
             f"{fmt_interval(count / total, wilson_interval(count, total))}%; SERT - that "
